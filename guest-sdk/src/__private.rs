@@ -1,0 +1,131 @@
+//! Support code for what `#[hub]` generates. Not part of the API; may change at any time.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::__bindings::exports::hubhost::hub::handler;
+use crate::__bindings::hubhost::hub::log as wit_log;
+use crate::__bindings::hubhost::hub::types::{self as wit, Level};
+use crate::{Context, HubError, HubResult};
+
+pub use wit_bindgen;
+
+/// ASP.NET Core SignalR's text for arguments that do not bind, kept so client code written
+/// against it keeps working.
+const BINDING_ERROR: &str = "Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked.";
+
+/// What `#[hub]` implements for the user's type.
+pub trait Hub {
+    fn invoke(ctx: &Context, method: &str, args: &str) -> Result<Option<String>, HubError>;
+    fn on_connected(_ctx: &Context) -> HubResult {
+        Ok(())
+    }
+    fn on_disconnected(_ctx: &Context, _error: Option<String>) -> HubResult {
+        Ok(())
+    }
+}
+
+/// The JSON array of a call's arguments, checked against the method's arity.
+pub struct Args<'a> {
+    items: std::vec::IntoIter<&'a RawValue>,
+}
+
+impl<'a> Args<'a> {
+    pub fn parse(args: &'a str, expected: usize) -> Result<Self, HubError> {
+        let items: Vec<&'a RawValue> =
+            serde_json::from_str(args).map_err(|_| HubError::invalid_arguments(BINDING_ERROR))?;
+        if items.len() != expected {
+            return Err(HubError::invalid_arguments(format!(
+                "Invocation provides {} argument(s) but target expects {expected}.",
+                items.len()
+            )));
+        }
+        Ok(Self {
+            items: items.into_iter(),
+        })
+    }
+
+    /// Decodes the next argument. `parse` checked the count, so a missing one is a binding error.
+    pub fn next<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, HubError> {
+        let raw = self
+            .items
+            .next()
+            .ok_or_else(|| HubError::invalid_arguments(BINDING_ERROR))?;
+        serde_json::from_str(raw.get()).map_err(|e| {
+            wit_log::write(
+                Level::Debug,
+                &format!("argument '{name}' does not bind: {e}"),
+            );
+            HubError::invalid_arguments(BINDING_ERROR)
+        })
+    }
+}
+
+/// A method's return value as a completion result: `null` (from `()` or `None`) means none.
+pub fn ok_json<T: Serialize>(value: &T) -> Result<Option<String>, HubError> {
+    let json = serde_json::to_string(value)?;
+    Ok(if json == "null" { None } else { Some(json) })
+}
+
+/// Turns a method's `Result<T, E>` into a completion.
+pub fn result_json<T: Serialize, E: Into<HubError>>(
+    value: Result<T, E>,
+) -> Result<Option<String>, HubError> {
+    match value {
+        Ok(v) => ok_json(&v),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Routes panics to the host's log: a hub has no stderr, and the panic message is the one clue
+/// its author needs.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            wit_log::write(Level::Error, &format!("hub panicked: {info}"));
+        }));
+    });
+}
+
+/// The error for a method name the hub does not have.
+pub fn method_not_found() -> HubError {
+    HubError::method_not_found()
+}
+
+/// Adapts a [`Hub`] to the generated `handler` export.
+pub struct Export<H>(std::marker::PhantomData<H>);
+
+impl<H: Hub> handler::Guest for Export<H> {
+    fn on_connected(ctx: wit::Context) -> Result<(), wit::HubError> {
+        install_panic_hook();
+        H::on_connected(&Context::from_wit(ctx)).map_err(HubError::into_wit)
+    }
+
+    fn on_disconnected(ctx: wit::Context, error: Option<String>) -> Result<(), wit::HubError> {
+        install_panic_hook();
+        H::on_disconnected(&Context::from_wit(ctx), error).map_err(HubError::into_wit)
+    }
+
+    fn invoke(
+        ctx: wit::Context,
+        method: String,
+        arguments: String,
+    ) -> Result<Option<String>, wit::HubError> {
+        install_panic_hook();
+        H::invoke(&Context::from_wit(ctx), &method, &arguments).map_err(HubError::into_wit)
+    }
+}
+
+/// Exports `$ty` (which implements [`Hub`]) as the component's `handler`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __export_hub {
+    ($ty:ty) => {
+        const _: () = {
+            type __HubhostExport = $crate::__private::Export<$ty>;
+    $crate::__bindings::export!(__HubhostExport with_types_in $crate::__bindings);
+        };
+    };
+}

@@ -1,0 +1,135 @@
+use std::fmt;
+
+use crate::__bindings::hubhost::hub::types::HubError as WitHubError;
+
+/// The result type of hub methods and sends: `Ok(T)` or a [`HubError`].
+///
+/// ```no_run
+/// use hubhost_sdk::prelude::*;
+///
+/// fn checked_room(room: &str) -> HubResult<String> {
+///     if room.is_empty() {
+///         return Err(HubError::new("Room names cannot be empty."));
+///     }
+///     Ok(room.to_lowercase())
+/// }
+/// ```
+pub type HubResult<T = ()> = Result<T, HubError>;
+
+/// Why a hub call failed; the caller receives it as an error completion.
+///
+/// - [`HubError::new`] is a deliberate refusal (SignalR's `HubException`): the caller sees the
+///   text, as `An unexpected error occurred invoking 'Method' on the server. HubException: <text>`.
+/// - Any other error converted with `?` (any [`std::error::Error`]), or [`HubError::unexpected`],
+///   is an unexpected failure: it is logged by the host, and the caller sees only
+///   `An unexpected error occurred invoking 'Method' on the server.` unless the host runs with
+///   detailed errors.
+///
+/// ```no_run
+/// use hubhost_sdk::prelude::*;
+///
+/// pub struct Shop;
+///
+/// #[hub]
+/// impl Shop {
+///     fn buy(item: String, quantity: u32) -> HubResult<u32> {
+///         if quantity > 10 {
+///             return Err(HubError::new("At most 10 per order."));
+///         }
+///         let price: u32 = "12".parse()?; // a ParseIntError becomes an unexpected failure
+///         Ok(price * quantity)
+///     }
+/// }
+/// ```
+pub struct HubError {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Rejected(String),
+    Failed(String),
+    MethodNotFound,
+    InvalidArguments(String),
+}
+
+impl HubError {
+    /// A deliberate refusal whose message the caller sees (SignalR's `HubException`).
+    ///
+    /// ```no_run
+    /// # use hubhost_sdk::prelude::*;
+    /// let err = HubError::new("The room is full.");
+    /// ```
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::Rejected(message.into()),
+        }
+    }
+
+    /// An unexpected failure: logged by the host, hidden from the caller unless the host runs
+    /// with detailed errors.
+    ///
+    /// ```no_run
+    /// # use hubhost_sdk::prelude::*;
+    /// let err = HubError::unexpected("inventory out of sync");
+    /// ```
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::Failed(message.into()),
+        }
+    }
+
+    /// The error's text, as the host logs it.
+    ///
+    /// ```no_run
+    /// # use hubhost_sdk::prelude::*;
+    /// assert_eq!(HubError::new("no").message(), "no");
+    /// ```
+    pub fn message(&self) -> &str {
+        match &self.kind {
+            Kind::Rejected(m) | Kind::Failed(m) | Kind::InvalidArguments(m) => m,
+            Kind::MethodNotFound => "Method does not exist.",
+        }
+    }
+
+    pub(crate) fn method_not_found() -> Self {
+        Self {
+            kind: Kind::MethodNotFound,
+        }
+    }
+
+    pub(crate) fn invalid_arguments(message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::InvalidArguments(message.into()),
+        }
+    }
+
+    pub(crate) fn into_wit(self) -> WitHubError {
+        match self.kind {
+            Kind::Rejected(m) => WitHubError::Rejected(m),
+            Kind::Failed(m) => WitHubError::Failed(m),
+            Kind::MethodNotFound => WitHubError::MethodNotFound,
+            Kind::InvalidArguments(m) => WitHubError::InvalidArguments(m),
+        }
+    }
+}
+
+impl fmt::Debug for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind.fmt(f)
+    }
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Any error converts with `?` into an unexpected failure. (`HubError` itself deliberately does
+/// not implement `std::error::Error`, which is what makes this blanket conversion possible.)
+impl<E: std::error::Error> From<E> for HubError {
+    fn from(error: E) -> Self {
+        Self::unexpected(error.to_string())
+    }
+}

@@ -1,0 +1,44 @@
+//! The in-memory backplane: one server, delivery straight into the local registry.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::{Backplane, BackplaneError, GroupChange};
+use crate::router::{Envelope, LocalRegistry};
+
+/// The single-server backplane.
+pub struct MemoryBackplane {
+    registry: Arc<LocalRegistry>,
+}
+
+impl MemoryBackplane {
+    pub fn new(registry: Arc<LocalRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl Backplane for MemoryBackplane {
+    fn publish(&self, envelope: Envelope) -> Result<(), BackplaneError> {
+        let stats = self.registry.deliver(&envelope);
+        tracing::trace!(hub = %envelope.hub, delivered = stats.delivered, "delivered");
+        Ok(())
+    }
+
+    fn change_remote_group(
+        &self,
+        change: GroupChange,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        // With one server there is no other place the connection could be: like ASP.NET Core's
+        // default lifetime manager, a change for an unknown connection is a no-op.
+        tracing::debug!(
+            connection = change.connection(),
+            "group change for an unknown connection ignored"
+        );
+        Box::pin(async { Ok(()) })
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,174 @@
+//! Command-line flags, each also read from a `HUBHOST_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// hubhost: a SignalR-compatible real-time server whose hubs are WebAssembly components.
+///
+/// Every `NAME.wasm` in the hubs directory is served at `/NAME` to SignalR clients
+/// (`@microsoft/signalr` and friends) over WebSockets with the JSON hub protocol.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hubhost", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HUBHOST_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+
+    /// Directory of hub components: `chat.wasm` serves `/chat`.
+    #[arg(long, env = "HUBHOST_HUBS", default_value = "hubs")]
+    pub hubs: PathBuf,
+
+    /// Longest a single hub call may run (e.g. `5s`, `500ms`); a call past it fails.
+    #[arg(long, env = "HUBHOST_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Linear memory cap of one hub instance (e.g. `64MiB`).
+    #[arg(long, env = "HUBHOST_HUB_MEMORY", default_value = "64MiB", value_parser = parse_size)]
+    pub hub_memory: usize,
+
+    /// Instances of one hub alive at once; more concurrent calls wait for one.
+    #[arg(long, env = "HUBHOST_INSTANCES_PER_HUB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub instances_per_hub: u32,
+
+    /// Instance slots reserved by the pooling allocator, over all hubs.
+    #[arg(long, env = "HUBHOST_TOTAL_INSTANCES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub total_instances: u32,
+
+    /// Largest message accepted from a client (SignalR's MaximumReceiveMessageSize).
+    #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE", default_value = "32KiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// A Ping is sent to a client after this long without other traffic.
+    #[arg(long, env = "HUBHOST_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    pub keep_alive: Duration,
+
+    /// A client that has pinged once is dropped after this long without a message.
+    #[arg(long, env = "HUBHOST_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub client_timeout: Duration,
+
+    /// How long a new connection has to complete its handshake.
+    #[arg(long, env = "HUBHOST_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Frames queued for one slow client before it is disconnected.
+    #[arg(long, env = "HUBHOST_OUTBOX", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
+    pub outbox: u32,
+
+    /// Show the causes of unexpected hub failures to callers (ASP.NET's EnableDetailedErrors).
+    #[arg(long, env = "HUBHOST_DETAILED_ERRORS")]
+    pub detailed_errors: bool,
+
+    /// Do not serve the demo chat page at `/`.
+    #[arg(long, env = "HUBHOST_NO_DEMO")]
+    pub no_demo: bool,
+
+    /// Log format.
+    #[arg(long, env = "HUBHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long shutdown waits for connections to close after telling clients to reconnect.
+    #[arg(long, env = "HUBHOST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// The defaults, as if no flag were given (for tests and embedding).
+    pub fn defaults() -> Self {
+        Self::parse_from(["hubhost"])
+    }
+
+    /// Checks what clap cannot: relations between values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.call_timeout.is_zero() {
+            return Err("--call-timeout must be greater than zero".into());
+        }
+        if self.max_message_size < 1024 {
+            return Err("--max-message-size must be at least 1KiB".into());
+        }
+        if self.hub_memory < (2 << 20) {
+            return Err(
+                "--hub-memory must be at least 2MiB (a Rust hub needs about 1.1MiB to start)"
+                    .into(),
+            );
+        }
+        if self.keep_alive.is_zero() || self.keep_alive >= self.client_timeout {
+            return Err(
+                "--keep-alive must be greater than zero and shorter than --client-timeout".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like 5s or 500ms: {e}"))
+}
+
+/// Sizes like `32KiB`, `64MiB`, `1GiB`, `1000` (bytes); `KB`/`MB` are read as binary units too.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 32KiB or 64MiB"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("32KiB"), Ok(32 * 1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_signalr() {
+        let config = Config::defaults();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.max_message_size, 32 * 1024);
+        assert_eq!(config.keep_alive, Duration::from_secs(15));
+        assert_eq!(config.client_timeout, Duration::from_secs(30));
+        assert_eq!(config.handshake_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn rejects_keep_alive_longer_than_timeout() {
+        let config = Config::parse_from(["hubhost", "--keep-alive", "40s"]);
+        assert!(config.validate().is_err());
+    }
+}

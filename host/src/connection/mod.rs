@@ -1,0 +1,319 @@
+//! One client connection: handshake, then a read loop that decodes records and runs hub calls
+//! one at a time (SignalR's default of one parallel invocation per client), while a writer task
+//! drains the connection's bounded outbox.
+
+pub mod ids;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatcher::Dispatcher;
+use crate::protocol::framing::RecordReader;
+use crate::protocol::handshake::{self, HandshakeError};
+use crate::protocol::{ClientMessage, ProtocolError, json};
+use crate::router::{ConnectionHandle, ConnectionId, HubName, Outbound};
+use crate::runtime::Caller;
+use ids::Negotiated;
+
+/// Protocol settings of every connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest message (record) accepted from a client, in bytes.
+    pub max_message_size: usize,
+    /// A Ping goes out when nothing was written for this long.
+    pub keep_alive: Duration,
+    /// A client that pings and then goes silent this long is dropped.
+    pub client_timeout: Duration,
+    /// How long a client has to send its handshake.
+    pub handshake_timeout: Duration,
+    /// Frames queued for one connection before it counts as too slow and is cut off.
+    pub outbox_capacity: usize,
+}
+
+/// What every connection shares.
+pub struct Shared {
+    pub dispatcher: Arc<Dispatcher>,
+    pub negotiated: Arc<Negotiated>,
+    pub settings: Settings,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// A WebSocket accepted for a hub.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub hub: HubName,
+    pub connection_id: ConnectionId,
+    /// The negotiate token to release when the connection ends (none with skipNegotiation).
+    pub token: Option<String>,
+    pub user_id: Option<String>,
+    pub claims: Vec<(String, String)>,
+}
+
+/// How a session ended.
+enum End {
+    /// The socket closed or failed; nothing more can be written.
+    SocketGone(Option<String>),
+    /// The client sent a Close message.
+    ClientClosed(Option<String>),
+    /// The server ends it with this Close frame; `error` is given to `on-disconnected`.
+    Close {
+        frame: String,
+        error: Option<String>,
+    },
+    /// Cut off by the server (slow client, shutdown, hub removed); the writer closes the socket.
+    Cancelled,
+}
+
+/// Serves one WebSocket to the end.
+pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
+    let (sink, mut stream) = socket.split();
+    let (outbox, outbox_rx) = mpsc::channel(shared.settings.outbox_capacity);
+    let cancel = shared.shutdown.child_token();
+    let writer = tokio::spawn(writer::run(
+        sink,
+        outbox_rx,
+        shared.settings.keep_alive,
+        cancel.clone(),
+    ));
+    let mut session = Session {
+        stream: &mut stream,
+        records: RecordReader::new(shared.settings.max_message_size),
+        outbox: outbox.clone(),
+        cancel: cancel.clone(),
+        shared: &shared,
+        caller: Caller {
+            hub: accepted.hub.clone(),
+            connection_id: accepted.connection_id.clone(),
+            user_id: accepted.user_id.clone(),
+            claims: accepted.claims.clone(),
+        },
+    };
+    session.run(&accepted).await;
+    drop(outbox);
+    if let Some(token) = &accepted.token {
+        shared.negotiated.release(token);
+    }
+    // The writer ends once it has flushed the Close frame; do not wait forever on a dead peer.
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+struct Session<'a> {
+    stream: &'a mut SplitStream<WebSocket>,
+    records: RecordReader,
+    outbox: mpsc::Sender<Outbound>,
+    cancel: CancellationToken,
+    shared: &'a Shared,
+    caller: Caller,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, accepted: &Accepted) {
+        let dispatcher = self.shared.dispatcher.clone();
+        let registry = dispatcher.router().registry().clone();
+        if let Err(error) = self.handshake().await {
+            tracing::debug!(connection = %self.caller.connection_id, "handshake failed: {error}");
+            self.queue(Outbound::Close(handshake::error_response(&error).into()));
+            return;
+        }
+        registry.add(
+            &self.caller.hub,
+            ConnectionHandle {
+                id: self.caller.connection_id.clone(),
+                user: accepted.user_id.clone(),
+                outbox: self.outbox.clone(),
+                cancel: self.cancel.clone(),
+            },
+        );
+        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "connected");
+
+        if let Err(text) = dispatcher.connected(&self.caller).await {
+            registry.remove(&self.caller.hub, &self.caller.connection_id);
+            self.queue(Outbound::Close(json::close(Some(&text), false).into()));
+            return;
+        }
+
+        let end = self.read_loop().await;
+        registry.remove(&self.caller.hub, &self.caller.connection_id);
+        let error = match end {
+            End::SocketGone(error) => error,
+            End::ClientClosed(error) => {
+                self.queue(Outbound::Close(json::close(None, false).into()));
+                error
+            }
+            End::Close { frame, error } => {
+                self.queue(Outbound::Close(frame.into()));
+                error
+            }
+            End::Cancelled => None,
+        };
+        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
+        dispatcher
+            .disconnected(&self.caller, error.as_deref())
+            .await;
+    }
+
+    /// Reads until the first record, which must be the handshake; answers it.
+    async fn handshake(&mut self) -> Result<(), HandshakeError> {
+        let deadline = Instant::now() + self.shared.settings.handshake_timeout;
+        loop {
+            match self.records.next_record() {
+                Ok(Some(record)) => {
+                    handshake::parse_request(&record)?;
+                    self.queue(Outbound::Frame(Utf8Bytes::from_static(
+                        handshake::HANDSHAKE_OK,
+                    )));
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(_) => return Err(HandshakeError::TimedOut),
+            }
+            let frame = tokio::select! {
+                frame = self.stream.next() => frame,
+                _ = tokio::time::sleep_until(deadline) => return Err(HandshakeError::TimedOut),
+                _ = self.cancel.cancelled() => return Err(HandshakeError::TimedOut),
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) => self.records.push(text.as_bytes()),
+                Some(Ok(Message::Binary(data))) => self.records.push(&data),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    return Err(HandshakeError::TimedOut);
+                }
+            }
+        }
+    }
+
+    async fn read_loop(&mut self) -> End {
+        let settings = &self.shared.settings;
+        // Like ASP.NET Core, the client timeout starts with the client's first Ping: clients
+        // that never ping are not expected to.
+        let mut timeout_armed = false;
+        let mut last_received = Instant::now();
+        loop {
+            // Messages that came with the handshake, or earlier in this frame, go first.
+            loop {
+                match self.records.next_record() {
+                    Ok(Some(record)) => {
+                        if let Some(end) = self.handle(&record, &mut timeout_armed).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => return protocol_error(&error),
+                }
+            }
+            let idle_deadline = last_received + settings.client_timeout;
+            let frame = tokio::select! {
+                frame = self.stream.next() => frame,
+                _ = self.cancel.cancelled() => return End::Cancelled,
+                _ = tokio::time::sleep_until(idle_deadline), if timeout_armed => {
+                    return End::Close {
+                        frame: json::close(Some("Connection closed with an error. OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval."), true),
+                        error: Some("client timeout".into()),
+                    };
+                }
+            };
+            last_received = Instant::now();
+            match frame {
+                Some(Ok(Message::Text(text))) => self.records.push(text.as_bytes()),
+                Some(Ok(Message::Binary(data))) => self.records.push(&data),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return End::SocketGone(None),
+                Some(Err(e)) => return End::SocketGone(Some(format!("connection lost: {e}"))),
+            }
+        }
+    }
+
+    /// Handles one record; `Some` ends the session.
+    async fn handle(&mut self, record: &[u8], timeout_armed: &mut bool) -> Option<End> {
+        let message = match json::decode(record) {
+            Ok(message) => message,
+            Err(error) => return Some(protocol_error(&error)),
+        };
+        match message {
+            ClientMessage::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            } => {
+                let reply = if !stream_ids.is_empty() {
+                    Err(format!(
+                        "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
+                        stream_ids.len()
+                    ))
+                } else {
+                    self.shared
+                        .dispatcher
+                        .invoke(&self.caller, &target, arguments.get())
+                        .await
+                };
+                // Without an invocation id the client wants no answer, not even an error.
+                if let Some(id) = invocation_id {
+                    let frame = match reply {
+                        Ok(Some(result)) => json::completion_result(&id, &result),
+                        Ok(None) => json::completion_void(&id),
+                        Err(error) => json::completion_error(&id, &error),
+                    };
+                    self.queue(Outbound::Frame(frame.into()));
+                }
+            }
+            ClientMessage::StreamInvocation {
+                invocation_id,
+                target,
+            } => {
+                let error = format!(
+                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+                );
+                self.queue(Outbound::Frame(
+                    json::completion_error(&invocation_id, &error).into(),
+                ));
+            }
+            ClientMessage::Ping => *timeout_armed = true,
+            ClientMessage::Close { error } => return Some(End::ClientClosed(error)),
+            ClientMessage::StreamItem { invocation_id }
+            | ClientMessage::Completion { invocation_id }
+            | ClientMessage::CancelInvocation { invocation_id } => {
+                tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a message for an unknown invocation");
+            }
+            ClientMessage::AckOrSequence => {}
+            ClientMessage::Unknown(kind) => {
+                tracing::debug!(connection = %self.caller.connection_id, kind, "ignored a message of unknown type");
+            }
+        }
+        None
+    }
+
+    /// Queues a frame for this connection; a full outbox cuts it off (it is not reading).
+    fn queue(&self, message: Outbound) {
+        match self.outbox.try_send(message) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(connection = %self.caller.connection_id, "outbox full, closing slow connection");
+                self.cancel.cancel();
+            }
+        }
+    }
+}
+
+/// The end of a session whose client sent something that is not the protocol.
+fn protocol_error(error: &ProtocolError) -> End {
+    // ASP.NET Core shows the cause only with detailed errors; it is the client's own input, so
+    // hubhost always says what was wrong (the text matches ASP.NET's detailed form).
+    let text = format!("Connection closed with an error. InvalidDataException: {error}");
+    End::Close {
+        frame: json::close(Some(&text), false),
+        error: Some(error.to_string()),
+    }
+}

@@ -1,0 +1,138 @@
+//! # hubhost
+//!
+//! A SignalR-compatible real-time server whose hubs are sandboxed WebAssembly components.
+//! Official SignalR clients connect unchanged; every `NAME.wasm` in the hubs directory serves
+//! `/NAME`.
+//!
+//! ## Layout
+//! Data flows one way; no module imports one above it.
+//! ```text
+//! socket -> server (axum: negotiate, ws upgrade)
+//!        -> connection (handshake, read loop, writer task)
+//!        -> protocol (records <-> messages)
+//!        -> dispatcher (which hub, which method; completion texts)
+//!        -> runtime (wasmtime call; returns the effects the hub recorded)
+//!        -> router (who receives: all / except / connection / group / user)
+//!        -> backplane (memory; every fan-out goes through it)
+//!        -> router's LocalRegistry -> connection outboxes -> sockets
+//! ```
+//! - [`config`]: flags and environment variables.
+//! - [`server`]: HTTP routes.
+//! - [`connection`]: one client connection; [`connection::ids`] ids and negotiated tokens.
+//! - [`protocol`]: the SignalR JSON hub protocol.
+//! - [`dispatcher`]: hub calls and their effects.
+//! - [`runtime`]: the only module that knows wasmtime.
+//! - [`router`]: recipients and the local registry.
+//! - [`backplane`]: fan-out between servers.
+
+pub mod backplane;
+pub mod config;
+pub mod connection;
+pub mod dispatcher;
+pub mod protocol;
+pub mod router;
+pub mod runtime;
+pub mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use backplane::memory::MemoryBackplane;
+use config::Config;
+use connection::ids::Negotiated;
+use connection::{Settings, Shared};
+use dispatcher::Dispatcher;
+use protocol::json;
+use router::{LocalRegistry, Outbound, Router};
+use runtime::{HubRuntime, RuntimeConfig};
+
+/// Runs the server on `listener` until `shutdown` resolves, then drains: every client gets a
+/// SignalR Close with `allowReconnect: true`, and the function returns once they are gone or
+/// the drain timeout passed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let runtime = HubRuntime::new(RuntimeConfig {
+        call_timeout: config.call_timeout,
+        memory_limit: config.hub_memory,
+        instances_per_hub: config.instances_per_hub,
+        total_instances: config.total_instances,
+        ..RuntimeConfig::default()
+    })?;
+    let loaded = runtime.load_dir(&config.hubs)?;
+    if loaded.is_empty() {
+        tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
+    }
+    let runtime = Arc::new(runtime);
+
+    let registry = Arc::new(LocalRegistry::new());
+    let backplane = Arc::new(MemoryBackplane::new(registry.clone()));
+    let router = Router::new(backplane, registry.clone());
+    let dispatcher = Arc::new(Dispatcher::new(runtime, router, config.detailed_errors));
+    let stop = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        dispatcher,
+        negotiated: Arc::new(Negotiated::default()),
+        settings: Settings {
+            max_message_size: config.max_message_size,
+            keep_alive: config.keep_alive,
+            client_timeout: config.client_timeout,
+            handshake_timeout: config.handshake_timeout,
+            outbox_capacity: config.outbox as usize,
+        },
+        shutdown: stop.clone(),
+    });
+
+    let sweeper = {
+        let negotiated = shared.negotiated.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => negotiated.sweep(),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    };
+
+    let app = server::routes(shared.clone(), !config.no_demo);
+    let address = listener.local_addr().context("listener has no address")?;
+    tracing::info!(%address, hubs = ?loaded.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "hubhost listening");
+
+    let drain = {
+        let registry = registry.clone();
+        let stop = stop.clone();
+        let drain_timeout = config.drain_timeout;
+        async move {
+            shutdown.await;
+            let told =
+                registry.broadcast_control(None, Outbound::Close(json::close(None, true).into()));
+            tracing::info!(
+                connections = told,
+                "shutting down: clients told to reconnect"
+            );
+            let deadline = tokio::time::Instant::now() + drain_timeout;
+            while registry.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            stop.cancel();
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drain)
+        .await
+        .context("server failed")?;
+    stop.cancel();
+    sweeper.abort();
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The only `bindgen!` of the host: Rust types and traits for the hub world in
+//! `guest-sdk/wit/hub.wit`.
+//!
+//! Exports are async so a call runs on a fiber that yields to tokio at every epoch tick: a hub
+//! that loops cannot pin a runtime thread, and the deadline check happens on those ticks.
+//! Imports stay synchronous (they only record effects) and trappable, so the host can end a call
+//! that misuses them.
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "hub",
+    imports: { default: trappable },
+    exports: { default: async },
+});
+
+pub use exports::hubhost::hub::handler::HubError;
+pub(super) use hubhost::hub::types::{Context, GroupExcept, Level, Target};

@@ -1,0 +1,55 @@
+//! The wasmtime engine as hubhost uses it: component model, pooling allocator, epoch
+//! interruption, and nothing else.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::RuntimeConfig;
+
+/// How often the epoch advances: the granularity of call deadlines and of the yields that let
+/// other tasks run while a hub computes.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances a component needs: a Rust hub has its module, the WASI adapter and a few
+/// shims; the pool reserves this many per component instance.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 4;
+
+/// Builds the engine and starts the thread that advances its epoch.
+pub(super) fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = config.total_instances;
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(slots)
+        .max_memory_size(config.memory_limit);
+
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        // Concurrency support costs on every call; hubs use no WIT `async func`.
+        .concurrency_support(false)
+        .epoch_interruption(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&wasm)
+        .map_err(anyhow::Error::from)
+        .context("cannot configure the WebAssembly engine")?;
+
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("hubhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("cannot start the epoch thread")?;
+    Ok(engine)
+}

@@ -1,0 +1,253 @@
+//! The host side of a hub's imports. They only *record* what the hub asks for; the dispatcher
+//! carries the effects out after the call, in order.
+
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{self, Level};
+use super::{Effect, GroupOp};
+use crate::router::{HubName, Target};
+
+/// Denies memory growth past the hub's cap and remembers that it did, so the caller's error can
+/// say "memory limit" instead of the allocator's abort.
+pub(super) struct Limiter {
+    pub(super) memory_limit: usize,
+    pub(super) memory_denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a hub needing more than this is broken.
+        Ok(desired <= 100_000)
+    }
+}
+
+/// What went wrong inside a call besides a plain trap.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Faults {
+    pub(super) deadline_hit: bool,
+    pub(super) effects_overflow: bool,
+}
+
+/// The data of one hub instance's store.
+pub(super) struct HubState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: Limiter,
+    pub(super) hub: HubName,
+    /// The connection of the call in progress, for log lines.
+    pub(super) connection: String,
+    pub(super) effects: Vec<Effect>,
+    effect_bytes: usize,
+    max_effect_bytes: usize,
+    pub(super) deadline: Instant,
+    pub(super) faults: Faults,
+}
+
+impl HubState {
+    pub(super) fn new(hub: HubName, memory_limit: usize, max_effect_bytes: usize) -> Self {
+        // An empty WASI context: no preopened directories, no environment, no inherited stdio,
+        // no sockets. The guest's std links against WASI, but every such call finds nothing.
+        let wasi = WasiCtx::builder().build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                memory_limit,
+                memory_denied: false,
+            },
+            hub,
+            connection: String::new(),
+            effects: Vec::new(),
+            effect_bytes: 0,
+            max_effect_bytes,
+            deadline: Instant::now(),
+            faults: Faults::default(),
+        }
+    }
+
+    /// Resets the per-call fields before a call.
+    pub(super) fn begin_call(&mut self, connection: &str, deadline: Instant) {
+        self.connection.clear();
+        self.connection.push_str(connection);
+        self.effects.clear();
+        self.effect_bytes = 0;
+        self.deadline = deadline;
+        self.faults = Faults::default();
+        self.limiter.memory_denied = false;
+    }
+
+    fn record(&mut self, effect: Effect, bytes: usize) -> wasmtime::Result<()> {
+        self.effect_bytes = self.effect_bytes.saturating_add(bytes);
+        if self.effect_bytes > self.max_effect_bytes {
+            self.faults.effects_overflow = true;
+            return Err(wasmtime::Error::msg(format!(
+                "the call sent more than {} bytes of messages",
+                self.max_effect_bytes
+            )));
+        }
+        self.effects.push(effect);
+        Ok(())
+    }
+}
+
+impl WasiView for HubState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn target_bytes(target: &Target) -> usize {
+    let list = |l: &[String]| l.iter().map(|s| s.len() + 8).sum::<usize>();
+    match target {
+        Target::All => 0,
+        Target::AllExcept(l) | Target::Connections(l) | Target::Groups(l) | Target::Users(l) => {
+            list(l)
+        }
+        Target::Connection(s) | Target::Group(s) | Target::User(s) => s.len(),
+        Target::GroupExcept { group, excluded } => group.len() + list(excluded),
+    }
+}
+
+impl From<bindings::Target> for Target {
+    fn from(target: bindings::Target) -> Self {
+        use bindings::Target as W;
+        match target {
+            W::All => Target::All,
+            W::AllExcept(ids) => Target::AllExcept(ids),
+            W::Connection(id) => Target::Connection(id),
+            W::Connections(ids) => Target::Connections(ids),
+            W::Group(g) => Target::Group(g),
+            W::GroupExcept(bindings::GroupExcept { group, excluded }) => {
+                Target::GroupExcept { group, excluded }
+            }
+            W::Groups(gs) => Target::Groups(gs),
+            W::User(u) => Target::User(u),
+            W::Users(us) => Target::Users(us),
+        }
+    }
+}
+
+/// Whether `text` is one JSON array: the frame is spliced from it, so anything else would
+/// corrupt every recipient's stream.
+fn is_json_array(text: &str) -> bool {
+    text.trim_start().starts_with('[') && serde_json::from_str::<&RawValue>(text).is_ok()
+}
+
+impl bindings::hubhost::hub::types::Host for HubState {}
+
+impl bindings::hubhost::hub::clients::Host for HubState {
+    fn send(
+        &mut self,
+        to: bindings::Target,
+        method: String,
+        arguments: String,
+    ) -> wasmtime::Result<()> {
+        if !is_json_array(&arguments) {
+            return Err(wasmtime::Error::msg(format!(
+                "clients.send('{method}') was given arguments that are not a JSON array"
+            )));
+        }
+        let target = Target::from(to);
+        let bytes = method.len() + arguments.len() + target_bytes(&target);
+        self.record(
+            Effect::Send {
+                target,
+                method,
+                arguments,
+            },
+            bytes,
+        )
+    }
+}
+
+impl bindings::hubhost::hub::groups::Host for HubState {
+    fn add(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
+        let bytes = connection_id.len() + group.len();
+        self.record(
+            Effect::Group {
+                op: GroupOp::Add,
+                connection: connection_id,
+                group,
+            },
+            bytes,
+        )
+    }
+
+    fn remove(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
+        let bytes = connection_id.len() + group.len();
+        self.record(
+            Effect::Group {
+                op: GroupOp::Remove,
+                connection: connection_id,
+                group,
+            },
+            bytes,
+        )
+    }
+}
+
+/// Longest log line kept from a hub; the rest is cut so a hub cannot flood the log.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+impl bindings::hubhost::hub::log::Host for HubState {
+    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let (hub, connection) = (self.hub.as_str(), self.connection.as_str());
+        match level {
+            Level::Trace => tracing::trace!(target: "hub", hub, connection, "{message}"),
+            Level::Debug => tracing::debug!(target: "hub", hub, connection, "{message}"),
+            Level::Info => tracing::info!(target: "hub", hub, connection, "{message}"),
+            Level::Warn => tracing::warn!(target: "hub", hub, connection, "{message}"),
+            Level::Error => tracing::error!(target: "hub", hub, connection, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_array;
+
+    #[test]
+    fn only_json_arrays_pass() {
+        assert!(is_json_array("[]"));
+        assert!(is_json_array(" [1, \"a\", {\"b\": null}]"));
+        assert!(!is_json_array("{}"));
+        assert!(!is_json_array("[1,"));
+        assert!(!is_json_array("[1] [2]"));
+        assert!(!is_json_array("\"x\""));
+    }
+}

@@ -1,0 +1,189 @@
+//! One loaded hub: its compiled component, a pool of idle instances, and the call path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use wasmtime::component::Component;
+use wasmtime::{Store, UpdateDeadline};
+
+use super::bindings::{self, HubPre};
+use super::host::HubState;
+use super::{CallError, CallOutcome, Caller, RuntimeConfig};
+use crate::router::HubName;
+
+/// Instances are recycled after this many calls so slow leaks in a hub's memory are bounded.
+const CALLS_PER_INSTANCE: u32 = 10_000;
+
+/// What the host asks of a hub.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    Connected,
+    Disconnected { error: Option<&'a str> },
+    Invoke { method: &'a str, arguments: &'a str },
+}
+
+struct Instance {
+    store: Store<HubState>,
+    bindings: bindings::Hub,
+    calls: u32,
+}
+
+/// A hub ready to be called.
+pub struct LoadedHub {
+    name: HubName,
+    path: PathBuf,
+    pre: HubPre<HubState>,
+    idle: Mutex<Vec<Instance>>,
+    /// Bounds the instances of this hub alive at once (busy and idle).
+    permits: Semaphore,
+    config: Arc<RuntimeConfig>,
+}
+
+impl LoadedHub {
+    pub(super) fn new(
+        name: HubName,
+        path: PathBuf,
+        pre: HubPre<HubState>,
+        config: Arc<RuntimeConfig>,
+    ) -> Self {
+        Self {
+            name,
+            path,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(config.instances_per_hub as usize),
+            config,
+        }
+    }
+
+    pub fn name(&self) -> &HubName {
+        &self.name
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance> {
+        let engine = self.pre.engine();
+        let state = HubState::new(
+            self.name.clone(),
+            self.config.memory_limit,
+            self.config.max_effect_bytes,
+        );
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.faults.deadline_hit = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Let other tasks run between ticks of a long computation.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        // Instantiation runs the component's start functions: bound it too.
+        store
+            .data_mut()
+            .begin_call("", Instant::now() + self.config.call_timeout);
+        store.set_epoch_deadline(1);
+        let bindings = self.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            bindings,
+            calls: 0,
+        })
+    }
+
+    /// Runs one call and returns its result with the effects the hub recorded.
+    pub async fn call(&self, caller: &Caller, call: Call<'_>) -> CallOutcome {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return CallOutcome::failed(CallError::Unavailable("the hub is shutting down".into()));
+        };
+        let idle = self.idle.lock().pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => match self.instantiate().await {
+                Ok(instance) => instance,
+                Err(e) => {
+                    return CallOutcome::failed(CallError::Unavailable(format!(
+                        "cannot instantiate the hub: {e:#}"
+                    )));
+                }
+            },
+        };
+
+        let timeout = self.config.call_timeout;
+        instance
+            .store
+            .data_mut()
+            .begin_call(caller.connection_id.as_str(), Instant::now() + timeout);
+        instance.store.set_epoch_deadline(1);
+        let ctx = caller.to_wit();
+        // The epoch deadline stops a computing hub; this outer bound also covers any time spent
+        // outside wasm (it cannot normally be reached).
+        let outer = timeout + Duration::from_secs(1);
+        let result = tokio::time::timeout(outer, run(&mut instance, &ctx, call)).await;
+
+        let state = instance.store.data_mut();
+        let effects = std::mem::take(&mut state.effects);
+        match result {
+            Ok(Ok(result)) => {
+                instance.calls += 1;
+                if instance.calls < CALLS_PER_INSTANCE {
+                    self.idle.lock().push(instance);
+                }
+                CallOutcome {
+                    result: result.map_err(CallError::Hub),
+                    effects,
+                }
+            }
+            Ok(Err(trap)) => {
+                // A trap leaves the instance in an unknown state: drop it.
+                let error = if state.faults.deadline_hit {
+                    CallError::Deadline(timeout)
+                } else if state.limiter.memory_denied {
+                    CallError::Memory(self.config.memory_limit)
+                } else if state.faults.effects_overflow {
+                    CallError::Trap(format!("{trap:?}"))
+                } else {
+                    CallError::Trap(format!("{trap:?}"))
+                };
+                CallOutcome {
+                    result: Err(error),
+                    effects,
+                }
+            }
+            Err(_) => CallOutcome {
+                result: Err(CallError::Deadline(timeout)),
+                effects,
+            },
+        }
+    }
+}
+
+async fn run(
+    instance: &mut Instance,
+    ctx: &bindings::Context,
+    call: Call<'_>,
+) -> wasmtime::Result<Result<Option<String>, bindings::HubError>> {
+    let handler = instance.bindings.hubhost_hub_handler();
+    let store = &mut instance.store;
+    match call {
+        Call::Connected => Ok(handler.call_on_connected(store, ctx).await?.map(|()| None)),
+        Call::Disconnected { error } => Ok(handler
+            .call_on_disconnected(store, ctx, error)
+            .await?
+            .map(|()| None)),
+        Call::Invoke { method, arguments } => {
+            handler.call_invoke(store, ctx, method, arguments).await
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The hub runtime: loads hub components and calls them in a sandbox.
+//!
+//! This is the only module that knows wasmtime. It narrows it to what hubhost needs: the
+//! component model, a pooling allocator, epoch deadlines, a memory cap per instance, and an
+//! empty WASI context (no files, environment, clock-based sleeping or network to speak of). A call
+//! returns the hub's answer and the [`Effect`]s it asked for; it never touches sockets.
+
+mod bindings;
+mod engine;
+mod host;
+mod hub;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use parking_lot::RwLock;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+pub use bindings::HubError;
+pub use hub::{Call, LoadedHub};
+
+use crate::router::{ConnectionId, HubName, Target};
+use host::HubState;
+
+/// Limits and sizes of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How long one call may run before it is stopped.
+    pub call_timeout: Duration,
+    /// Linear memory cap of one instance, in bytes.
+    pub memory_limit: usize,
+    /// Instances of one hub alive at once; calls beyond wait for one.
+    pub instances_per_hub: u32,
+    /// Instance slots of the pooling allocator, over all hubs.
+    pub total_instances: u32,
+    /// Bytes of sends and group changes one call may produce.
+    pub max_effect_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(5),
+            memory_limit: 64 << 20,
+            instances_per_hub: 64,
+            total_instances: 1000,
+            max_effect_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Who a call is for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub hub: HubName,
+    pub connection_id: ConnectionId,
+    pub user_id: Option<String>,
+    pub claims: Vec<(String, String)>,
+}
+
+impl Caller {
+    fn to_wit(&self) -> bindings::Context {
+        bindings::Context {
+            hub: self.hub.as_str().to_owned(),
+            connection_id: self.connection_id.as_str().to_owned(),
+            user_id: self.user_id.clone(),
+            claims: self.claims.clone(),
+        }
+    }
+}
+
+/// Adding or removing a connection to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOp {
+    Add,
+    Remove,
+}
+
+/// Something a hub asked the host to do during a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Send {
+        target: Target,
+        method: String,
+        arguments: String,
+    },
+    Group {
+        op: GroupOp,
+        connection: String,
+        group: String,
+    },
+}
+
+/// Why a call produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The hub answered with an error of its own.
+    #[error("the hub returned an error: {0:?}")]
+    Hub(HubError),
+    /// The call ran past its deadline.
+    #[error("The call exceeded its deadline of {0:?}.")]
+    Deadline(Duration),
+    /// The hub tried to grow its memory past the cap.
+    #[error("The hub exceeded its memory limit of {} MiB.", .0 >> 20)]
+    Memory(usize),
+    /// The hub trapped (a panic, `unreachable`, an out-of-bounds access, misuse of an import).
+    #[error("{0}")]
+    Trap(String),
+    /// The hub could not be instantiated.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A call's answer and the effects recorded before it ended, in order. Effects are kept even
+/// when the call failed: like awaited sends in SignalR, what the hub sent before failing was sent.
+#[derive(Debug)]
+pub struct CallOutcome {
+    pub result: Result<Option<String>, CallError>,
+    pub effects: Vec<Effect>,
+}
+
+impl CallOutcome {
+    fn failed(error: CallError) -> Self {
+        Self {
+            result: Err(error),
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// The loaded hubs and the engine that runs them.
+pub struct HubRuntime {
+    engine: Engine,
+    linker: Linker<HubState>,
+    config: Arc<RuntimeConfig>,
+    hubs: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
+}
+
+impl HubRuntime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = engine::build(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI into the hub linker")?;
+        bindings::Hub::add_to_linker::<HubState, HasSelf<HubState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the hub imports")?;
+        Ok(Self {
+            engine,
+            linker,
+            config: Arc::new(config),
+            hubs: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Compiles and links a component, checking that it implements the hub world.
+    pub fn compile(&self, name: HubName, path: &Path) -> anyhow::Result<LoadedHub> {
+        let component = Component::from_file(&self.engine, path)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!("{} needs imports hubhost does not provide", path.display())
+            })?;
+        let pre = bindings::HubPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} does not implement the hub world (hubhost:hub/handler)",
+                    path.display()
+                )
+            })?;
+        Ok(LoadedHub::new(
+            name,
+            path.to_owned(),
+            pre,
+            self.config.clone(),
+        ))
+    }
+
+    /// Loads every `*.wasm` in `dir`; a file that fails is logged and skipped.
+    pub fn load_dir(&self, dir: &Path) -> anyhow::Result<Vec<HubName>> {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the hubs directory {}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        paths.sort();
+        let mut loaded = Vec::new();
+        for path in paths {
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if !HubName::is_valid(stem) {
+                tracing::error!(file = %path.display(), "hub not loaded: its name must use only ASCII letters, digits, '-' and '_' (64 at most)");
+                continue;
+            }
+            let name = HubName::new(stem);
+            let started = std::time::Instant::now();
+            match self.compile(name.clone(), &path) {
+                Ok(hub) => {
+                    tracing::info!(hub = %name, file = %path.display(), ms = started.elapsed().as_millis() as u64, "hub loaded");
+                    self.hubs.write().insert(name.clone(), Arc::new(hub));
+                    loaded.push(name);
+                }
+                Err(e) => tracing::error!(file = %path.display(), "hub not loaded: {e:#}"),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The hub serving `name`, if loaded.
+    pub fn hub(&self, name: &str) -> Option<Arc<LoadedHub>> {
+        self.hubs.read().get(name).cloned()
+    }
+
+    /// The names of the loaded hubs.
+    pub fn hub_names(&self) -> Vec<HubName> {
+        let mut names: Vec<_> = self.hubs.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+}

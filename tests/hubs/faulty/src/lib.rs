@@ -1,0 +1,57 @@
+//! A hub that misbehaves on purpose, for the host's fault tests. Never deploy it.
+
+use hubhost_sdk::prelude::*;
+
+pub struct Faulty;
+
+#[hub]
+impl Faulty {
+    /// A well-behaved method, to show the hub still works after a fault.
+    fn add(a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    /// Panics (a Rust panic aborts: the call traps).
+    fn panic(message: String) -> String {
+        panic!("{message}")
+    }
+
+    /// Executes `unreachable`: a plain Wasm trap.
+    fn trap() {
+        std::process::abort()
+    }
+
+    /// Never returns: the host's call deadline must stop it.
+    fn spin() -> u64 {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    /// Allocates `mebibytes` MiB and touches every page; past the memory cap the call fails.
+    fn allocate(mebibytes: u32) -> usize {
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..mebibytes {
+            blocks.push(vec![1u8; 1 << 20]);
+        }
+        std::hint::black_box(&blocks).len()
+    }
+
+    /// Refuses deliberately, like a SignalR `HubException`.
+    fn reject(reason: String) -> HubResult {
+        Err(HubError::new(reason))
+    }
+
+    /// Fails unexpectedly: the caller sees the generic text.
+    fn fail() -> HubResult<u32> {
+        let n: u32 = "not a number".parse()?;
+        Ok(n)
+    }
+
+    /// Sends to everyone, then traps: the send was made before the fault.
+    fn send_then_trap(message: String) -> HubResult {
+        Clients::all().send("beforeTrap", (message,))?;
+        std::process::abort()
+    }
+}

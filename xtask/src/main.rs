@@ -1,0 +1,138 @@
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `hubs`: builds the example hubs into `target/hubs/` and the test hubs into
+//!   `target/test-hubs/` (release components for `wasm32-wasip2`).
+//! - `demo [HOST FLAGS]`: builds the hubs and the host, then serves the chat demo on
+//!   <http://127.0.0.1:5000> (extra flags go to `hubhost`).
+//! - `test`: builds everything, runs the Rust tests, installs the Node packages if needed and runs
+//!   the end-to-end tests under `tests/` against real host processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Example hubs: served by the demo.
+const EXAMPLE_HUBS: &[&str] = &["chat"];
+/// Hubs that exist only for tests.
+const TEST_HUBS: &[&str] = &["faulty"];
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = root()?;
+    match task.as_str() {
+        "hubs" => build_hubs(&root),
+        "demo" => demo(&root, &rest),
+        "test" => test(&root, &rest),
+        _ => {
+            eprintln!("usage: cargo xtask <hubs | demo [hubhost flags] | test>");
+            bail!("unknown task '{task}'")
+        }
+    }
+}
+
+fn root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask is not inside the workspace")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Makes sure the wasm target is installed (rust-toolchain.toml names it, but rustup only adds
+/// targets when it installs the toolchain itself).
+fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root)
+        .output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains(WASM_TARGET) => Ok(()),
+        Ok(_) => run(Command::new("rustup")
+            .args(["target", "add", WASM_TARGET])
+            .current_dir(root)),
+        // Without rustup, the toolchain must already have the target.
+        Err(_) => Ok(()),
+    }
+}
+
+fn build_hubs(root: &Path) -> anyhow::Result<()> {
+    ensure_wasm_target(root)?;
+    let mut build = cargo();
+    build
+        .current_dir(root)
+        .args(["build", "--profile", "hub", "--target", WASM_TARGET]);
+    for hub in EXAMPLE_HUBS.iter().chain(TEST_HUBS) {
+        build.args(["--package", hub]);
+    }
+    run(&mut build)?;
+    let out = root.join("target").join(WASM_TARGET).join("hub");
+    for (hubs, dir) in [(EXAMPLE_HUBS, "hubs"), (TEST_HUBS, "test-hubs")] {
+        let dest = root.join("target").join(dir);
+        std::fs::create_dir_all(&dest)?;
+        for hub in hubs {
+            let from = out.join(format!("{hub}.wasm"));
+            // Write then rename: the host never sees a half-written component.
+            let tmp = dest.join(format!(".{hub}.wasm.tmp"));
+            std::fs::copy(&from, &tmp)
+                .with_context(|| format!("cannot copy {}", from.display()))?;
+            std::fs::rename(&tmp, dest.join(format!("{hub}.wasm")))?;
+        }
+    }
+    Ok(())
+}
+
+fn demo(root: &Path, flags: &[String]) -> anyhow::Result<()> {
+    build_hubs(root)?;
+    println!("hubhost demo: open http://127.0.0.1:5000 in two browser tabs (Ctrl-C stops)");
+    run(cargo()
+        .current_dir(root)
+        .args(["run", "--package", "hubhost", "--", "--hubs"])
+        .arg(root.join("target/hubs"))
+        .args(flags))
+}
+
+fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
+    build_hubs(root)?;
+    // One cargo call builds the host binary and every Rust test.
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--no-run", "--bins", "--lib", "--tests"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--package", "hubhost"]))?;
+    run(cargo().current_dir(root).arg("test"))?;
+
+    if !root.join("node_modules/@microsoft/signalr").exists() {
+        run(Command::new("npm").arg("ci").current_dir(root))?;
+    }
+    let mut node = Command::new("node");
+    node.current_dir(root)
+        .env("HUBHOST_BIN", root.join("target/debug/hubhost"))
+        .env("HUBHOST_EXAMPLE_HUBS", root.join("target/hubs"))
+        .env("HUBHOST_TEST_HUBS", root.join("target/test-hubs"))
+        .args(["--test", "--test-concurrency=1"]);
+    if filters.is_empty() {
+        node.arg("tests/");
+    } else {
+        node.args(filters);
+    }
+    run(&mut node)
+}
