@@ -79,6 +79,7 @@ impl Clients {
     /// Clients::clients([a, b]).send("matchFound", ("game-7",))
     /// # }
     /// ```
+    #[allow(clippy::self_named_constructors)] // SignalR's name: `Clients.Clients(ids)`
     pub fn clients(connection_ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             target: Target::Connections(owned(connection_ids)),

@@ -50,7 +50,10 @@ impl Dispatcher {
         let outcome = hub.call(caller, Call::Invoke { method, arguments }).await;
         self.finish(&hub, caller, method, outcome)
             .await
-            .map_err(|e| self.error_text(&e, method, &caller.connection_id.to_string(), &hub))
+            .map_err(|e| {
+                self.log_failure(&e, method, caller, &hub);
+                self.error_text(&e, method)
+            })
     }
 
     /// Tells the hub a client connected. An error means the connection must close.
@@ -150,14 +153,7 @@ impl Dispatcher {
         }
     }
 
-    fn error_text(
-        &self,
-        error: &CallError,
-        method: &str,
-        connection: &str,
-        hub: &LoadedHub,
-    ) -> ErrorText {
-        let caller_connection = connection;
+    fn error_text(&self, error: &CallError, method: &str) -> ErrorText {
         let unexpected = format!("An unexpected error occurred invoking '{method}' on the server.");
         match error {
             CallError::Hub(HubError::MethodNotFound) => method_not_found(method),
@@ -171,7 +167,6 @@ impl Dispatcher {
                 format!("{unexpected} HubException: {text}")
             }
             other => {
-                tracing::error!(hub = %hub.name(), method, connection = caller_connection, "{}", describe(other));
                 if self.detailed_errors {
                     format!("{unexpected} {}", describe(other))
                 } else {

@@ -84,7 +84,7 @@ impl HubConnections {
                 .map(|e| &e.handle)
                 .collect(),
             Target::Connection(id) => by_id(id).into_iter().collect(),
-            Target::Connections(ids) => unique(ids).filter_map(|id| by_id(id)).collect(),
+            Target::Connections(ids) => unique(ids).filter_map(by_id).collect(),
             Target::Group(group) => members(self.groups.get(group)),
             Target::GroupExcept { group, excluded } => members(self.groups.get(group))
                 .into_iter()

@@ -13,5 +13,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::hubhost::hub::handler::HubError;
-pub(super) use hubhost::hub::types::{Context, GroupExcept, Level, Target};
+pub use self::exports::hubhost::hub::handler::HubError;
+pub(super) use self::hubhost::hub::types::{Context, GroupExcept, Level, Target};

@@ -223,7 +223,7 @@ impl bindings::hubhost::hub::log::Host for HubState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let (hub, connection) = (self.hub.as_str(), self.connection.as_str());
         match level {

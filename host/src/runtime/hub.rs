@@ -151,10 +151,8 @@ impl LoadedHub {
                     CallError::Deadline(timeout)
                 } else if state.limiter.memory_denied {
                     CallError::Memory(self.config.memory_limit)
-                } else if state.faults.effects_overflow {
-                    CallError::Trap(format!("{trap:?}"))
                 } else {
-                    CallError::Trap(format!("{trap:?}"))
+                    CallError::Trap(describe_trap(&trap))
                 };
                 CallOutcome {
                     result: Err(error),
@@ -167,6 +165,21 @@ impl LoadedHub {
             },
         }
     }
+}
+
+/// The trap's cause first, then its contexts (the Wasm backtrace with function names when the
+/// component kept its name section). The host's own stack is left out: it says nothing about
+/// the hub.
+fn describe_trap(trap: &wasmtime::Error) -> String {
+    let root = trap.root_cause().to_string();
+    let mut text = root.clone();
+    for context in trap.chain().map(|c| c.to_string()) {
+        if context != root {
+            text.push('\n');
+            text.push_str(&context);
+        }
+    }
+    text
 }
 
 async fn run(

@@ -1,0 +1,143 @@
+// Hubs that misbehave: traps, panics, endless loops, memory hogs. Each call fails alone; the hub
+// stays loaded, other clients and the host carry on.
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+
+import { connect, record, signalR, waitUntil } from "./support/client.mjs";
+import { startHost } from "./support/host.mjs";
+
+const generic = (method) => `An unexpected error occurred invoking '${method}' on the server.`;
+
+describe("faulty hub, default errors", () => {
+  let host;
+  const clients = [];
+  const join = async (hub = "faulty") => {
+    const c = await connect(`${host.url}/${hub}`);
+    clients.push(c);
+    return c;
+  };
+  before(async () => {
+    host = await startHost({ hubs: ["chat", "faulty"], args: ["--call-timeout", "1s", "--hub-memory", "16MiB"] });
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.stop()));
+    const { code } = await host.stop();
+    assert.equal(code, 0, "the host exits cleanly after all the faults");
+  });
+
+  it("a panic fails the call with the generic text and logs the panic message", async () => {
+    const a = await join();
+    await assert.rejects(a.invoke("Panic", "the answer is not 42"), { message: generic("Panic") });
+    assert.equal(a.state, signalR.HubConnectionState.Connected);
+    assert.equal(await a.invoke("Add", 2, 3), 5);
+    await waitUntil(() => host.logsMatching("hub panicked").length > 0, "the panic in the log");
+    const [line] = host.logsMatching("hub panicked");
+    assert.match(line.fields.message, /the answer is not 42/);
+    assert.equal(line.fields.hub, "faulty");
+    assert.equal(line.fields.connection, a.connectionId);
+  });
+
+  it("a trap fails the call; the trap is logged with hub, method and connection", async () => {
+    const a = await join();
+    await assert.rejects(a.invoke("Trap"), { message: generic("Trap") });
+    assert.equal(await a.invoke("Add", 1, 1), 2);
+    const trapLines = () => host.logsMatching("hub trapped").filter((l) => l.fields.method === "Trap");
+    await waitUntil(() => trapLines().length > 0, "the trap in the log");
+    const traps = trapLines();
+    assert.equal(traps.length, 1);
+    assert.equal(traps[0].fields.connection, a.connectionId);
+    assert.match(traps[0].fields.message, /unreachable|abort/i);
+  });
+
+  it("an endless loop is stopped at the deadline while other clients carry on", async () => {
+    const looping = await join();
+    const other = await join();
+    const chatter = await join("chat");
+    const started = Date.now();
+    const spin = looping.invoke("Spin").then(
+      () => assert.fail("Spin cannot succeed"),
+      (e) => e,
+    );
+    // While the loop runs, the same hub and another hub answer.
+    assert.equal(await other.invoke("Add", 20, 22), 42);
+    assert.equal(await chatter.invoke("Echo", "not blocked"), "not blocked");
+    const error = await spin;
+    assert.equal(error.message, generic("Spin"));
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 900 && elapsed < 5000, `stopped at the 1 s deadline (took ${elapsed} ms)`);
+    assert.equal(looping.state, signalR.HubConnectionState.Connected);
+    assert.equal(await looping.invoke("Add", 1, 2), 3, "a later call to the same hub works");
+  });
+
+  it("a call that eats memory fails at the cap; the hub keeps working", async () => {
+    const a = await join();
+    assert.equal(await a.invoke("Allocate", 4), 4, "below the cap is fine");
+    await assert.rejects(a.invoke("Allocate", 64), { message: generic("Allocate") });
+    assert.equal(await a.invoke("Add", 5, 5), 10);
+  });
+
+  it("a deliberate rejection reaches the caller; an unexpected failure does not leak", async () => {
+    const a = await join();
+    await assert.rejects(a.invoke("Reject", "not today"), {
+      message: `${generic("Reject")} HubException: not today`,
+    });
+    await assert.rejects(a.invoke("Fail"), { message: generic("Fail") });
+    await waitUntil(() => host.logsMatching("invalid digit").length > 0, "the cause in the log");
+  });
+
+  it("sends made before a trap are delivered", async () => {
+    const a = await join();
+    const b = await join();
+    const got = record(b, "beforeTrap");
+    await assert.rejects(a.invoke("SendThenTrap", "last words"), { message: generic("SendThenTrap") });
+    await waitUntil(() => got.length === 1, "the send made before the trap");
+    assert.deepEqual(got, [["last words"]]);
+  });
+
+  it("1,000 sequential calls after a trap all succeed", async () => {
+    const a = await join();
+    await assert.rejects(a.invoke("Trap"));
+    for (let i = 0; i < 1000; i++) {
+      assert.equal(await a.invoke("Add", i, 1), i + 1);
+    }
+  });
+
+  it("fire-and-forget calls that trap produce no completion and no disconnect", async () => {
+    const a = await join();
+    await a.send("Trap");
+    await a.send("Panic", "quietly");
+    assert.equal(await a.invoke("Add", 0, 0), 0);
+    assert.equal(a.state, signalR.HubConnectionState.Connected);
+  });
+});
+
+describe("faulty hub, detailed errors", () => {
+  let host;
+  let a;
+  before(async () => {
+    host = await startHost({
+      hubs: ["faulty"],
+      args: ["--call-timeout", "500ms", "--hub-memory", "16MiB", "--detailed-errors"],
+    });
+    a = await connect(`${host.url}/faulty`);
+  });
+  after(async () => {
+    await a.stop();
+    await host.stop();
+  });
+
+  it("names the cause of each failure", async () => {
+    await assert.rejects(a.invoke("Spin"), {
+      message: `${generic("Spin")} TimeoutException: The call exceeded its deadline of 500ms.`,
+    });
+    await assert.rejects(a.invoke("Allocate", 64), {
+      message: `${generic("Allocate")} OutOfMemoryException: The hub exceeded its memory limit of 16 MiB.`,
+    });
+    await assert.rejects(a.invoke("Fail"), {
+      message: `${generic("Fail")} Exception: invalid digit found in string`,
+    });
+    const trap = await a.invoke("Trap").catch((e) => e);
+    assert.match(trap.message, new RegExp(`^${generic("Trap").replace(/[.()']/g, "\\$&")} WasmTrap: `));
+  });
+});

@@ -1,0 +1,91 @@
+// Starts real hubhost processes for the end-to-end tests.
+//
+// The binary and the hub components come from `cargo xtask test` (HUBHOST_BIN,
+// HUBHOST_EXAMPLE_HUBS, HUBHOST_TEST_HUBS); each host gets its own temporary hubs directory and
+// listens on a free port chosen by the OS, read back from its JSON log.
+
+import { spawn } from "node:child_process";
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const root = resolve(import.meta.dirname, "..", "..");
+const bin = process.env.HUBHOST_BIN ?? join(root, "target/debug/hubhost");
+const hubDirs = [
+  process.env.HUBHOST_EXAMPLE_HUBS ?? join(root, "target/hubs"),
+  process.env.HUBHOST_TEST_HUBS ?? join(root, "target/test-hubs"),
+];
+
+/** The path of a built hub component, e.g. `hubPath("chat")`. */
+export function hubPath(name) {
+  for (const dir of hubDirs) {
+    const path = join(dir, `${name}.wasm`);
+    if (existsSync(path)) return path;
+  }
+  throw new Error(`hub ${name}.wasm not built: run 'cargo xtask test' (or 'cargo xtask hubs')`);
+}
+
+/**
+ * Starts a host serving the given hubs. Returns `{ url, logs, stop(), kill(), exited }`.
+ * `args` are extra hubhost flags.
+ */
+export async function startHost({ hubs = ["chat"], args = [], env = {} } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "hubhost-test-"));
+  for (const hub of hubs) copyFileSync(hubPath(hub), join(dir, `${hub}.wasm`));
+  const child = spawn(
+    bin,
+    ["--listen", "127.0.0.1:0", "--hubs", dir, "--log-format", "json", ...args],
+    { env: { ...process.env, HUBHOST_LOG: "info,hub=trace", ...env }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const logs = [];
+  let resolveAddress;
+  let rejectAddress;
+  const address = new Promise((res, rej) => {
+    resolveAddress = res;
+    rejectAddress = rej;
+  });
+  const exited = new Promise((res) => child.on("exit", (code, signal) => res({ code, signal })));
+  let buffered = "";
+  const onData = (chunk) => {
+    buffered += chunk.toString();
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      let entry;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        entry = { raw: line };
+      }
+      logs.push(entry);
+      if (entry.fields?.message === "hubhost listening") resolveAddress(entry.fields.address);
+    }
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  exited.then(({ code }) => rejectAddress(new Error(`hubhost exited (${code}) before listening:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`)));
+  const timer = setTimeout(() => rejectAddress(new Error("hubhost did not start within 60 s")), 60_000);
+  const addr = await address.finally(() => clearTimeout(timer));
+  const host = {
+    url: `http://${addr}`,
+    address: addr,
+    logs,
+    exited,
+    dir,
+    /** Log entries whose message contains `text`. */
+    logsMatching(text) {
+      return logs.filter((l) => JSON.stringify(l).includes(text));
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const result = await exited;
+      rmSync(dir, { recursive: true, force: true });
+      return result;
+    },
+    kill() {
+      child.kill("SIGKILL");
+    },
+  };
+  return host;
+}
