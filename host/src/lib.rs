@@ -41,6 +41,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use backplane::memory::MemoryBackplane;
 use config::Config;
@@ -89,6 +90,7 @@ pub async fn run(
             outbox_capacity: config.outbox as usize,
         },
         shutdown: stop.clone(),
+        sessions: TaskTracker::new(),
     });
 
     let sweeper = {
@@ -109,10 +111,10 @@ pub async fn run(
     let address = listener.local_addr().context("listener has no address")?;
     tracing::info!(%address, hubs = ?loaded.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "hubhost listening");
 
-    let drain = {
+    // On the signal: tell every client to reconnect (elsewhere) and stop accepting; then give
+    // the connections the drain timeout to leave.
+    let told_to_leave = {
         let registry = registry.clone();
-        let stop = stop.clone();
-        let drain_timeout = config.drain_timeout;
         async move {
             shutdown.await;
             let told =
@@ -121,17 +123,23 @@ pub async fn run(
                 connections = told,
                 "shutting down: clients told to reconnect"
             );
-            let deadline = tokio::time::Instant::now() + drain_timeout;
-            while registry.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            stop.cancel();
         }
     };
     axum::serve(listener, app)
-        .with_graceful_shutdown(drain)
+        .with_graceful_shutdown(told_to_leave)
         .await
         .context("server failed")?;
+    // Sessions end once their client has gone and the hub's on-disconnected has run.
+    shared.sessions.close();
+    if tokio::time::timeout(config.drain_timeout, shared.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = shared.sessions.len(),
+            "drain timeout: closing the remaining connections"
+        );
+    }
     stop.cancel();
     sweeper.abort();
     Ok(())

@@ -173,5 +173,8 @@ async fn connect(
                 negotiated.release(&token);
             }
         })
-        .on_upgrade(move |socket| connection::serve(socket, accepted, shared))
+        .on_upgrade(move |socket| {
+            let sessions = shared.sessions.clone();
+            sessions.track_future(connection::serve(socket, accepted, shared))
+        })
 }

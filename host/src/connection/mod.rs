@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::dispatcher::Dispatcher;
 use crate::protocol::framing::RecordReader;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub settings: Settings,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Every running session, so shutdown can wait for them to finish.
+    pub sessions: TaskTracker,
 }
 
 /// A WebSocket accepted for a hub.

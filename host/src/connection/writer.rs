@@ -7,7 +7,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::json;
@@ -22,9 +22,9 @@ pub(super) async fn run(
     keep_alive: Duration,
     cancel: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_write = Instant::now();
+    // Fires `keep_alive` after the last write, so the client never waits longer than that.
+    let idle = tokio::time::sleep(keep_alive);
+    tokio::pin!(idle);
     let ping = Utf8Bytes::from_static(json::PING);
     loop {
         tokio::select! {
@@ -35,21 +35,19 @@ pub(super) async fn run(
                     break;
                 };
                 match write_batch(&mut sink, &mut outbox, message).await {
-                    Ok(Flow::Continue) => last_write = Instant::now(),
+                    Ok(Flow::Continue) => idle.as_mut().reset(Instant::now() + keep_alive),
                     Ok(Flow::Closed) | Err(_) => {
                         cancel.cancel();
                         break;
                     }
                 }
             }
-            _ = ticker.tick() => {
-                if last_write.elapsed() >= keep_alive {
-                    if sink.send(Message::Text(ping.clone())).await.is_err() {
-                        cancel.cancel();
-                        break;
-                    }
-                    last_write = Instant::now();
+            () = &mut idle => {
+                if sink.send(Message::Text(ping.clone())).await.is_err() {
+                    cancel.cancel();
+                    break;
                 }
+                idle.as_mut().reset(Instant::now() + keep_alive);
             }
             _ = cancel.cancelled() => {
                 // Flush what the reader queued last (its Close message) before closing.
