@@ -48,7 +48,8 @@
 //! ## Hubs are transient
 //! As in SignalR, a hub must not keep state in its own memory between calls: the host may reuse
 //! one instance for many calls, from many connections, or create a fresh one for each call, and
-//! it discards instances that trap. Keep state in the host's groups, or outside the hub.
+//! it discards instances that trap. Keep what must last in [`State`] (shared by every server) or
+//! in groups.
 //!
 //! ## Logging and panics
 //! Use [`log`]: lines go to the host's log tagged with the hub and connection. `println!` goes
@@ -62,6 +63,7 @@ mod context;
 mod error;
 mod groups;
 pub mod log;
+mod state;
 
 #[doc(hidden)]
 pub mod __private;
@@ -84,6 +86,7 @@ pub use clients::Clients;
 pub use context::Context;
 pub use error::{HubError, HubResult};
 pub use groups::Groups;
+pub use state::State;
 
 /// Marks an `impl` block as a hub and exports it from the component.
 ///
@@ -122,5 +125,5 @@ pub use hubhost_sdk_macros::hub;
 /// ```
 pub mod prelude {
     pub use crate::log;
-    pub use crate::{Clients, Context, Groups, HubError, HubResult, hub};
+    pub use crate::{Clients, Context, Groups, HubError, HubResult, State, hub};
 }

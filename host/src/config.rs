@@ -69,6 +69,30 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Redis backplane and state store: `redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS. Without it, this server runs alone with an in-memory backplane.
+    #[arg(long, env = "HUBHOST_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis channel and key (SignalR's "AppName"): deployments with different
+    /// prefixes share a Redis without seeing each other.
+    #[arg(long, env = "HUBHOST_REDIS_PREFIX", default_value = "hubhost")]
+    pub redis_prefix: String,
+
+    /// How long a group change for a connection on another server waits for that server.
+    #[arg(long, env = "HUBHOST_REDIS_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub redis_ack_timeout: Duration,
+
+    /// Secret of HS256 JWT bearer tokens. With it, clients that send a valid token (header
+    /// `Authorization: Bearer` or query `access_token`) are that token's user; invalid tokens
+    /// get 401; clients without one stay anonymous.
+    #[arg(long, env = "HUBHOST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// The token claim that holds the user id.
+    #[arg(long, env = "HUBHOST_JWT_USER_CLAIM", default_value = "sub")]
+    pub jwt_user_claim: String,
+
     /// How long shutdown waits for connections to close after telling clients to reconnect.
     #[arg(long, env = "HUBHOST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -102,6 +126,9 @@ impl Config {
                 "--hub-memory must be at least 2MiB (a Rust hub needs about 1.1MiB to start)"
                     .into(),
             );
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err("--redis-prefix must be a non-empty word".into());
         }
         if self.keep_alive.is_zero() || self.keep_alive >= self.client_timeout {
             return Err(

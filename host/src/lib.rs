@@ -13,7 +13,7 @@
 //!        -> dispatcher (which hub, which method; completion texts)
 //!        -> runtime (wasmtime call; returns the effects the hub recorded)
 //!        -> router (who receives: all / except / connection / group / user)
-//!        -> backplane (memory; every fan-out goes through it)
+//!        -> backplane (memory | redis; every fan-out goes through it)
 //!        -> router's LocalRegistry -> connection outboxes -> sockets
 //! ```
 //! - [`config`]: flags and environment variables.
@@ -23,8 +23,10 @@
 //! - [`dispatcher`]: hub calls and their effects.
 //! - [`runtime`]: the only module that knows wasmtime.
 //! - [`router`]: recipients and the local registry.
-//! - [`backplane`]: fan-out between servers.
+//! - [`backplane`]: fan-out between servers (memory or Redis).
+//! - [`state`]: the hubs' shared key-value state (memory or Redis).
 
+pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod connection;
@@ -33,6 +35,7 @@ pub mod protocol;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod state;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,7 +46,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use backplane::Backplane;
 use backplane::memory::MemoryBackplane;
+use backplane::redis::{RedisBackplane, RedisConfig};
 use config::Config;
 use connection::ids::Negotiated;
 use connection::{Settings, Shared};
@@ -51,6 +56,9 @@ use dispatcher::Dispatcher;
 use protocol::json;
 use router::{LocalRegistry, Outbound, Router};
 use runtime::{HubRuntime, RuntimeConfig};
+use state::StateStore;
+use state::memory::MemoryState;
+use state::redis::RedisState;
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains: every client gets a
 /// SignalR Close with `allowReconnect: true`, and the function returns once they are gone or
@@ -61,24 +69,47 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let runtime = HubRuntime::new(RuntimeConfig {
-        call_timeout: config.call_timeout,
-        memory_limit: config.hub_memory,
-        instances_per_hub: config.instances_per_hub,
-        total_instances: config.total_instances,
-        ..RuntimeConfig::default()
-    })?;
+    let stop = CancellationToken::new();
+    let registry = Arc::new(LocalRegistry::new());
+    let (backplane, state): (Arc<dyn Backplane>, Arc<dyn StateStore>) = match &config.redis {
+        None => (
+            Arc::new(MemoryBackplane::new(registry.clone())),
+            Arc::new(MemoryState::new()),
+        ),
+        Some(url) => {
+            // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let redis = RedisBackplane::start(
+                RedisConfig {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    ack_timeout: config.redis_ack_timeout,
+                },
+                registry.clone(),
+                stop.clone(),
+            )
+            .await?;
+            let state = RedisState::new(redis.commands(), config.redis_prefix.clone());
+            (Arc::new(redis), Arc::new(state))
+        }
+    };
+    let runtime = HubRuntime::new(
+        RuntimeConfig {
+            call_timeout: config.call_timeout,
+            memory_limit: config.hub_memory,
+            instances_per_hub: config.instances_per_hub,
+            total_instances: config.total_instances,
+            ..RuntimeConfig::default()
+        },
+        state,
+    )?;
     let loaded = runtime.load_dir(&config.hubs)?;
     if loaded.is_empty() {
         tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
     }
     let runtime = Arc::new(runtime);
-
-    let registry = Arc::new(LocalRegistry::new());
-    let backplane = Arc::new(MemoryBackplane::new(registry.clone()));
     let router = Router::new(backplane, registry.clone());
     let dispatcher = Arc::new(Dispatcher::new(runtime, router, config.detailed_errors));
-    let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         dispatcher,
         negotiated: Arc::new(Negotiated::default()),
@@ -91,6 +122,10 @@ pub async fn run(
         },
         shutdown: stop.clone(),
         sessions: TaskTracker::new(),
+        auth: match &config.jwt_secret {
+            Some(secret) => auth::Authenticator::hs256(secret.as_bytes(), config.jwt_user_claim.clone()),
+            None => auth::Authenticator::anonymous(),
+        },
     });
 
     let sweeper = {

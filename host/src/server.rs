@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -30,6 +30,7 @@ pub fn routes(shared: Arc<Shared>, demo: bool) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/{hub}/negotiate", post(negotiate))
         .route("/{hub}", get(connect));
     if demo {
@@ -44,12 +45,14 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let hubs = shared.dispatcher.runtime().hub_names();
-    let backplane = shared.dispatcher.router().is_ready();
+    let router = shared.dispatcher.router();
+    let backplane = router.is_ready();
     let ready = !hubs.is_empty() && backplane;
     let body = json!({
         "ready": ready,
         "hubs": hubs.iter().map(HubName::as_str).collect::<Vec<_>>(),
         "backplane": backplane,
+        "backplaneKind": router.backplane().kind(),
     });
     let status = if ready {
         StatusCode::OK
@@ -57,6 +60,63 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus text exposition of the server's counters.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    use std::fmt::Write as _;
+    let router = shared.dispatcher.router();
+    let backplane = router.backplane();
+    let stats = backplane.stats();
+    let get = crate::backplane::BackplaneStats::get;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric(
+        "hubhost_connections",
+        "gauge",
+        "Client connections on this server.",
+        router.registry().connection_count() as u64,
+    );
+    metric(
+        "hubhost_backplane_connected",
+        "gauge",
+        "1 when the backplane link is up.",
+        u64::from(backplane.is_ready()),
+    );
+    metric(
+        "hubhost_backplane_published_total",
+        "counter",
+        "Messages handed to the backplane transport.",
+        get(&stats.published),
+    );
+    metric(
+        "hubhost_backplane_received_total",
+        "counter",
+        "Messages received from the backplane transport.",
+        get(&stats.received),
+    );
+    metric(
+        "hubhost_backplane_dropped_total",
+        "counter",
+        "Messages that could not reach other servers (delivered locally only).",
+        get(&stats.dropped),
+    );
+    metric(
+        "hubhost_backplane_reconnects_total",
+        "counter",
+        "Times the backplane link was restored after a loss.",
+        get(&stats.reconnects),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response {
@@ -76,14 +136,29 @@ fn known_hub(shared: &Shared, hub: &str) -> Option<HubName> {
         .map(|h| h.name().clone())
 }
 
+/// 401 for a token that does not verify.
+fn unauthorized(error: &crate::auth::AuthError) -> Response {
+    tracing::debug!("refused a token: {error}");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""))],
+        "Unauthorized",
+    )
+        .into_response()
+}
+
 async fn negotiate(
     State(shared): State<Arc<Shared>>,
     Path(hub): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(hub) = known_hub(&shared, &hub) else {
         return text(StatusCode::NOT_FOUND, "Hub not found");
     };
+    if let Err(e) = shared.auth.identify(&headers, &query) {
+        return unauthorized(&e);
+    }
     let version = match query.get("negotiateVersion") {
         None => 0,
         Some(v) => match v.parse::<u32>() {
@@ -119,10 +194,15 @@ async fn connect(
     State(shared): State<Arc<Shared>>,
     Path(hub): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(hub) = known_hub(&shared, &hub) else {
         return text(StatusCode::NOT_FOUND, "Hub not found");
+    };
+    let identity = match shared.auth.identify(&headers, &query) {
+        Ok(identity) => identity,
+        Err(e) => return unauthorized(&e),
     };
     let token = query.get("id").cloned();
     let Ok(upgrade) = upgrade else {
@@ -153,8 +233,8 @@ async fn connect(
         hub,
         connection_id,
         token: token.clone(),
-        user_id: None,
-        claims: Vec::new(),
+        user_id: identity.user_id,
+        claims: identity.claims,
     };
     // The socket accepts somewhat more than a message so an oversized one can be answered with
     // a proper Close message instead of a torn connection.

@@ -1,7 +1,8 @@
 //! The chat hub, served at `/chat` as `chat.wasm`.
 //!
 //! Clients call `Send(name, message)` and everyone receives `broadcastMessage(name, message)`;
-//! rooms are SignalR groups.
+//! rooms are SignalR groups; everyone receives `online(count)` as clients come and go, counted in
+//! the shared state so the number is right across every server.
 
 use hubhost_sdk::prelude::*;
 
@@ -9,6 +10,23 @@ pub struct Chat;
 
 #[hub]
 impl Chat {
+    /// Counts the new client in and tells everyone the new total.
+    fn on_connected(_ctx: &Context) -> HubResult {
+        let online = State::incr("online", 1)?;
+        Clients::all().send("online", (online,))
+    }
+
+    /// Counts the client out and tells everyone the new total.
+    fn on_disconnected(_ctx: &Context, _error: Option<String>) -> HubResult {
+        let online = State::incr("online", -1)?;
+        Clients::all().send("online", (online,))
+    }
+
+    /// How many clients are connected, over all servers.
+    fn online() -> HubResult<i64> {
+        Ok(State::get("online")?.unwrap_or(0))
+    }
+
     /// Everyone connected to the hub receives `broadcastMessage(name, message)`.
     fn send(name: String, message: String) -> HubResult {
         Clients::all().send("broadcastMessage", (name, message))
@@ -36,6 +54,14 @@ impl Chat {
         Clients::group(room.clone()).send("joined", (room, ctx.connection_id()))
     }
 
+    /// Adds any connection (on any server) to a room, like SignalR's
+    /// `Groups.AddToGroupAsync(connectionId, room)`; completes once it is done.
+    fn add_to_room(connection_id: String, room: String) -> HubResult {
+        check_room(&room)?;
+        Groups::add(&connection_id, &room);
+        Ok(())
+    }
+
     /// Leaves a room.
     fn leave_room(ctx: &Context, room: String) -> HubResult {
         check_room(&room)?;
@@ -47,6 +73,16 @@ impl Chat {
     fn send_to_room(room: String, name: String, message: String) -> HubResult {
         check_room(&room)?;
         Clients::group(room.clone()).send("roomMessage", (room, name, message))
+    }
+
+    /// Sends `privateMessage(from, message)` to every connection of a user, on every server.
+    fn send_to_user(ctx: &Context, user: String, message: String) -> HubResult {
+        Clients::user(user).send("privateMessage", (ctx.connection_id(), message))
+    }
+
+    /// The caller's user id, if authenticated.
+    fn whoami_user(ctx: &Context) -> Option<String> {
+        ctx.user_id().map(str::to_owned)
     }
 
     /// Sends `privateMessage(from, message)` to one connection.

@@ -4,22 +4,28 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::{Backplane, BackplaneError, GroupChange};
+use super::{Backplane, BackplaneError, BackplaneStats, GroupChange, InterestChange};
 use crate::router::{Envelope, LocalRegistry};
 
 /// The single-server backplane.
 pub struct MemoryBackplane {
     registry: Arc<LocalRegistry>,
+    stats: BackplaneStats,
 }
 
 impl MemoryBackplane {
     pub fn new(registry: Arc<LocalRegistry>) -> Self {
-        Self { registry }
+        let stats = BackplaneStats::default();
+        stats
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Self { registry, stats }
     }
 }
 
 impl Backplane for MemoryBackplane {
     fn publish(&self, envelope: Envelope) -> Result<(), BackplaneError> {
+        BackplaneStats::add(&self.stats.published, 1);
         let stats = self.registry.deliver(&envelope);
         tracing::trace!(hub = %envelope.hub, delivered = stats.delivered, "delivered");
         Ok(())
@@ -38,7 +44,20 @@ impl Backplane for MemoryBackplane {
         Box::pin(async { Ok(()) })
     }
 
+    fn update_interest(&self, _changes: Vec<InterestChange>) -> BoxFuture<'_, ()> {
+        // Everything is local: there is nothing to subscribe to.
+        Box::pin(async {})
+    }
+
     fn is_ready(&self) -> bool {
         true
+    }
+
+    fn stats(&self) -> &BackplaneStats {
+        &self.stats
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }

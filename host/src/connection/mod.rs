@@ -49,6 +49,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every running session, so shutdown can wait for them to finish.
     pub sessions: TaskTracker,
+    /// Checks bearer tokens.
+    pub auth: crate::auth::Authenticator,
 }
 
 /// A WebSocket accepted for a hub.
@@ -123,13 +125,14 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run(&mut self, accepted: &Accepted) {
         let dispatcher = self.shared.dispatcher.clone();
-        let registry = dispatcher.router().registry().clone();
+        let router = dispatcher.router().clone();
         if let Err(error) = self.handshake().await {
             tracing::debug!(connection = %self.caller.connection_id, "handshake failed: {error}");
             self.queue(Outbound::Close(handshake::error_response(&error).into()));
             return;
         }
-        registry.add(
+        router
+            .connect(
             &self.caller.hub,
             ConnectionHandle {
                 id: self.caller.connection_id.clone(),
@@ -137,17 +140,22 @@ impl Session<'_> {
                 outbox: self.outbox.clone(),
                 cancel: self.cancel.clone(),
             },
-        );
+        )
+            .await;
         tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "connected");
 
         if let Err(text) = dispatcher.connected(&self.caller).await {
-            registry.remove(&self.caller.hub, &self.caller.connection_id);
+            router
+                .disconnect(&self.caller.hub, &self.caller.connection_id)
+                .await;
             self.queue(Outbound::Close(json::close(Some(&text), false).into()));
             return;
         }
 
         let end = self.read_loop().await;
-        registry.remove(&self.caller.hub, &self.caller.connection_id);
+        router
+            .disconnect(&self.caller.hub, &self.caller.connection_id)
+            .await;
         let error = match end {
             End::SocketGone(error) => error,
             End::ClientClosed(error) => {

@@ -34,13 +34,34 @@ impl Router {
         self.backplane.publish(envelope)
     }
 
+    /// Registers a local connection and subscribes to what it needs (its own channel, its
+    /// user's, its hub's) before it can be addressed.
+    pub async fn connect(&self, hub: &HubName, handle: ConnectionHandle) {
+        let changes = self.registry.add(hub, handle);
+        self.backplane.update_interest(changes).await;
+    }
+
+    /// Forgets a local connection, with its groups, and drops the subscriptions no one needs.
+    pub async fn disconnect(&self, hub: &HubName, id: &ConnectionId) {
+        let changes = self.registry.remove(hub, id);
+        self.backplane.update_interest(changes).await;
+    }
+
     /// Applies a group change: directly when the connection lives here, else through the
     /// backplane (which waits for the owning server's acknowledgement).
     pub async fn change_group(&self, change: GroupChange) -> Result<(), BackplaneError> {
-        if self.registry.apply_group_change(&change) {
-            return Ok(());
+        match self.registry.apply_group_change(&change) {
+            Some(changes) => {
+                self.backplane.update_interest(changes).await;
+                Ok(())
+            }
+            None => self.backplane.change_remote_group(change).await,
         }
-        self.backplane.change_remote_group(change).await
+    }
+
+    /// The backplane's counters and kind.
+    pub fn backplane(&self) -> &dyn Backplane {
+        self.backplane.as_ref()
     }
 
     /// Whether the backplane can carry messages now.

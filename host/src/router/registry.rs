@@ -9,7 +9,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::target::{ConnectionId, Envelope, HubName, Target};
-use crate::backplane::GroupChange;
+use crate::backplane::{GroupChange, Interest, InterestChange};
 use crate::protocol::json;
 
 /// What a connection's writer task receives.
@@ -128,16 +128,28 @@ impl LocalRegistry {
         Self::default()
     }
 
-    /// Registers a connection (after its handshake, before the hub's `on-connected`).
-    pub fn add(&self, hub: &HubName, handle: ConnectionHandle) {
+    /// Registers a connection (after its handshake, before the hub's `on-connected`) and
+    /// returns the interests this server gains.
+    pub fn add(&self, hub: &HubName, handle: ConnectionHandle) -> Vec<InterestChange> {
+        let mut changes = Vec::new();
         let mut hubs = self.hubs.write();
-        let conns = hubs.entry(hub.clone()).or_default();
+        let conns = hubs.entry(hub.clone()).or_insert_with(|| {
+            changes.push(InterestChange::Subscribe(Interest::Hub(hub.clone())));
+            HubConnections::default()
+        });
+        changes.push(InterestChange::Subscribe(Interest::Connection(
+            hub.clone(),
+            handle.id.to_string(),
+        )));
         if let Some(user) = &handle.user {
-            conns
-                .users
-                .entry(user.clone())
-                .or_default()
-                .insert(handle.id.clone());
+            let members = conns.users.entry(user.clone()).or_default();
+            if members.is_empty() {
+                changes.push(InterestChange::Subscribe(Interest::User(
+                    hub.clone(),
+                    user.clone(),
+                )));
+            }
+            members.insert(handle.id.clone());
         }
         conns.connections.insert(
             handle.id.clone(),
@@ -146,50 +158,77 @@ impl LocalRegistry {
                 groups: HashSet::new(),
             },
         );
+        changes
     }
 
-    /// Forgets a connection and its group and user memberships.
-    pub fn remove(&self, hub: &HubName, id: &ConnectionId) {
+    /// Forgets a connection and its group and user memberships; returns the interests this
+    /// server loses.
+    pub fn remove(&self, hub: &HubName, id: &ConnectionId) -> Vec<InterestChange> {
+        let mut changes = Vec::new();
         let mut hubs = self.hubs.write();
         let Some(conns) = hubs.get_mut(hub) else {
-            return;
+            return changes;
         };
         let Some(entry) = conns.connections.remove(id) else {
-            return;
+            return changes;
         };
+        changes.push(InterestChange::Unsubscribe(Interest::Connection(
+            hub.clone(),
+            id.to_string(),
+        )));
         for group in entry.groups {
-            remove_member(&mut conns.groups, &group, id);
+            if remove_member(&mut conns.groups, &group, id) {
+                changes.push(InterestChange::Unsubscribe(Interest::Group(hub.clone(), group)));
+            }
         }
         if let Some(user) = &entry.handle.user {
-            remove_member(&mut conns.users, user, id);
+            if remove_member(&mut conns.users, user, id) {
+                changes.push(InterestChange::Unsubscribe(Interest::User(
+                    hub.clone(),
+                    user.clone(),
+                )));
+            }
         }
         if conns.connections.is_empty() {
             hubs.remove(hub);
+            changes.push(InterestChange::Unsubscribe(Interest::Hub(hub.clone())));
         }
+        changes
     }
 
-    /// Applies a group change if the connection lives here; `false` if it does not.
-    pub fn apply_group_change(&self, change: &GroupChange) -> bool {
+    /// Applies a group change if the connection lives here, returning the interests gained or
+    /// lost; `None` if the connection does not live here.
+    pub fn apply_group_change(&self, change: &GroupChange) -> Option<Vec<InterestChange>> {
         let mut hubs = self.hubs.write();
-        let Some(conns) = hubs.get_mut(change.hub()) else {
-            return false;
-        };
-        let (id, group) = (change.connection(), change.group());
-        let Some(entry) = conns.connections.get_mut(id) else {
-            return false;
-        };
+        let hub = change.hub();
+        let conns = hubs.get_mut(hub)?;
+        let group = change.group();
+        let entry = conns.connections.get_mut(change.connection())?;
         let id = entry.handle.id.clone();
+        let mut changes = Vec::new();
         match change {
             GroupChange::Add { .. } => {
                 entry.groups.insert(group.to_owned());
-                conns.groups.entry(group.to_owned()).or_default().insert(id);
+                let members = conns.groups.entry(group.to_owned()).or_default();
+                if members.is_empty() {
+                    changes.push(InterestChange::Subscribe(Interest::Group(
+                        hub.clone(),
+                        group.to_owned(),
+                    )));
+                }
+                members.insert(id);
             }
             GroupChange::Remove { .. } => {
                 entry.groups.remove(group);
-                remove_member(&mut conns.groups, group, &id);
+                if remove_member(&mut conns.groups, group, &id) {
+                    changes.push(InterestChange::Unsubscribe(Interest::Group(
+                        hub.clone(),
+                        group.to_owned(),
+                    )));
+                }
             }
         }
-        true
+        Some(changes)
     }
 
     /// Delivers a send to the local recipients; the frame is built once and shared.
@@ -258,13 +297,20 @@ impl LocalRegistry {
     }
 }
 
-fn remove_member(index: &mut HashMap<String, HashSet<ConnectionId>>, key: &str, id: &ConnectionId) {
+/// Removes `id` from the set at `key`; `true` if that emptied (and so removed) the set.
+fn remove_member(
+    index: &mut HashMap<String, HashSet<ConnectionId>>,
+    key: &str,
+    id: &ConnectionId,
+) -> bool {
     if let Some(set) = index.get_mut(key) {
         set.remove(id);
         if set.is_empty() {
             index.remove(key);
+            return true;
         }
     }
+    false
 }
 
 #[cfg(test)]
@@ -313,11 +359,13 @@ mod tests {
     }
 
     fn join(registry: &LocalRegistry, id: &str, group: &str) -> bool {
-        registry.apply_group_change(&GroupChange::Add {
-            hub: hub(),
-            connection: id.into(),
-            group: group.into(),
-        })
+        registry
+            .apply_group_change(&GroupChange::Add {
+                hub: hub(),
+                connection: id.into(),
+                group: group.into(),
+            })
+            .is_some()
     }
 
     const FRAME: &str = "{\"type\":1,\"target\":\"m\",\"arguments\":[1]}\u{1e}";
@@ -429,6 +477,56 @@ mod tests {
         });
         assert_eq!(stats.delivered, 0);
         assert!(a.frames().is_empty());
+    }
+
+    #[test]
+    fn reports_interests_gained_and_lost() {
+        use InterestChange::{Subscribe, Unsubscribe};
+        let r = LocalRegistry::new();
+        let (tx, _rx) = mpsc::channel(8);
+        let handle = |id: &str| ConnectionHandle {
+            id: ConnectionId::new(id),
+            user: Some("ana".into()),
+            outbox: tx.clone(),
+            cancel: CancellationToken::new(),
+        };
+        assert_eq!(
+            r.add(&hub(), handle("a")),
+            [
+                Subscribe(Interest::Hub(hub())),
+                Subscribe(Interest::Connection(hub(), "a".into())),
+                Subscribe(Interest::User(hub(), "ana".into())),
+            ]
+        );
+        assert_eq!(
+            r.add(&hub(), handle("b")),
+            [Subscribe(Interest::Connection(hub(), "b".into()))],
+            "the hub and the user are already of interest"
+        );
+        let add = |id: &str| GroupChange::Add {
+            hub: hub(),
+            connection: id.into(),
+            group: "g".into(),
+        };
+        assert_eq!(
+            r.apply_group_change(&add("a")),
+            Some(vec![Subscribe(Interest::Group(hub(), "g".into()))])
+        );
+        assert_eq!(r.apply_group_change(&add("b")), Some(vec![]));
+        assert_eq!(r.apply_group_change(&add("elsewhere")), None);
+        assert_eq!(
+            r.remove(&hub(), &ConnectionId::new("a")),
+            [Unsubscribe(Interest::Connection(hub(), "a".into()))]
+        );
+        assert_eq!(
+            r.remove(&hub(), &ConnectionId::new("b")),
+            [
+                Unsubscribe(Interest::Connection(hub(), "b".into())),
+                Unsubscribe(Interest::Group(hub(), "g".into())),
+                Unsubscribe(Interest::User(hub(), "ana".into())),
+                Unsubscribe(Interest::Hub(hub())),
+            ]
+        );
     }
 
     #[test]

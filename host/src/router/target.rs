@@ -4,6 +4,8 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// A connection's public id (the `connectionId` of negotiate). Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(Arc<str>);
@@ -31,7 +33,7 @@ impl fmt::Display for ConnectionId {
 }
 
 /// A hub's name: its URL path segment and its component's file stem. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HubName(Arc<str>);
 
 impl HubName {
@@ -66,7 +68,7 @@ impl fmt::Display for HubName {
 }
 
 /// Who receives a send, within one hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
     All,
     AllExcept(Vec<String>),
@@ -84,7 +86,7 @@ pub enum Target {
 
 /// One send: the hub, the recipients, and the client method with its JSON array of arguments.
 /// The frame is built from it once per receiving server and shared by all local recipients.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub hub: HubName,
     pub target: Target,

@@ -3,13 +3,16 @@
 //!
 //! Exports are async so a call runs on a fiber that yields to tokio at every epoch tick: a hub
 //! that loops cannot pin a runtime thread, and the deadline check happens on those ticks.
-//! Imports stay synchronous (they only record effects) and trappable, so the host can end a call
-//! that misuses them.
+//! Imports are trappable, so the host can end a call that misuses them. Those that only record
+//! effects stay synchronous; `state` is async because it may wait for Redis.
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
     world: "hub",
-    imports: { default: trappable },
+    imports: {
+        "hubhost:hub/state": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
 });
 

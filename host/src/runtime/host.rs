@@ -7,9 +7,12 @@ use serde_json::value::RawValue;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use std::sync::Arc;
+
 use super::bindings::{self, Level};
 use super::{Effect, GroupOp};
 use crate::router::{HubName, Target};
+use crate::state::{self, StateOp, StateStore, StateValue};
 
 /// Denies memory growth past the hub's cap and remembers that it did, so the caller's error can
 /// say "memory limit" instead of the allocator's abort.
@@ -63,10 +66,16 @@ pub(super) struct HubState {
     max_effect_bytes: usize,
     pub(super) deadline: Instant,
     pub(super) faults: Faults,
+    state: Arc<dyn StateStore>,
 }
 
 impl HubState {
-    pub(super) fn new(hub: HubName, memory_limit: usize, max_effect_bytes: usize) -> Self {
+    pub(super) fn new(
+        hub: HubName,
+        memory_limit: usize,
+        max_effect_bytes: usize,
+        state: Arc<dyn StateStore>,
+    ) -> Self {
         // An empty WASI context: no preopened directories, no environment, no inherited stdio,
         // no sockets. The guest's std links against WASI, but every such call finds nothing.
         let wasi = WasiCtx::builder().build();
@@ -84,7 +93,13 @@ impl HubState {
             max_effect_bytes,
             deadline: Instant::now(),
             faults: Faults::default(),
+            state,
         }
+    }
+
+    async fn state(&mut self, key: String, op: StateOp) -> Result<StateValue, WitStateError> {
+        state::check(&key, &op).map_err(to_wit)?;
+        self.state.run(&self.hub, &key, op).await.map_err(to_wit)
     }
 
     /// Resets the per-call fields before a call.
@@ -159,6 +174,79 @@ fn is_json_array(text: &str) -> bool {
 }
 
 impl bindings::hubhost::hub::types::Host for HubState {}
+
+use bindings::hubhost::hub::state::StateError as WitStateError;
+
+fn to_wit(error: state::StateError) -> WitStateError {
+    match error {
+        state::StateError::Unavailable(m) => WitStateError::Unavailable(m),
+        state::StateError::WrongType(m) => WitStateError::WrongType(m),
+        state::StateError::TooLarge(m) => WitStateError::TooLarge(m),
+    }
+}
+
+/// A store answered with a value of an unexpected shape: a host bug, not the hub's.
+fn mismatch(value: StateValue) -> WitStateError {
+    WitStateError::Unavailable(format!("state store answered {value:?}"))
+}
+
+type StateCall<T> = wasmtime::Result<Result<T, WitStateError>>;
+
+impl bindings::hubhost::hub::state::Host for HubState {
+    async fn get(&mut self, key: String) -> StateCall<Option<String>> {
+        Ok(match self.state(key, StateOp::Get).await {
+            Ok(StateValue::Value(v)) => Ok(v),
+            Ok(other) => Err(mismatch(other)),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> StateCall<()> {
+        let ttl = ttl_ms.map(std::time::Duration::from_millis);
+        Ok(self.state(key, StateOp::Set { value, ttl }).await.map(|_| ()))
+    }
+
+    async fn delete(&mut self, key: String) -> StateCall<bool> {
+        Ok(flag(self.state(key, StateOp::Delete).await))
+    }
+
+    async fn incr(&mut self, key: String, delta: i64) -> StateCall<i64> {
+        Ok(match self.state(key, StateOp::Incr(delta)).await {
+            Ok(StateValue::Integer(n)) => Ok(n),
+            Ok(other) => Err(mismatch(other)),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn set_add(&mut self, key: String, member: String) -> StateCall<bool> {
+        Ok(flag(self.state(key, StateOp::SetAdd(member)).await))
+    }
+
+    async fn set_remove(&mut self, key: String, member: String) -> StateCall<bool> {
+        Ok(flag(self.state(key, StateOp::SetRemove(member)).await))
+    }
+
+    async fn set_members(&mut self, key: String) -> StateCall<Vec<String>> {
+        Ok(match self.state(key, StateOp::SetMembers).await {
+            Ok(StateValue::Members(m)) => Ok(m),
+            Ok(other) => Err(mismatch(other)),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn expire(&mut self, key: String, ttl_ms: u64) -> StateCall<bool> {
+        let ttl = std::time::Duration::from_millis(ttl_ms);
+        Ok(flag(self.state(key, StateOp::Expire(ttl)).await))
+    }
+}
+
+fn flag(result: Result<StateValue, WitStateError>) -> Result<bool, WitStateError> {
+    match result {
+        Ok(StateValue::Flag(b)) => Ok(b),
+        Ok(other) => Err(mismatch(other)),
+        Err(e) => Err(e),
+    }
+}
 
 impl bindings::hubhost::hub::clients::Host for HubState {
     fn send(

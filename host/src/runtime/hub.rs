@@ -13,6 +13,7 @@ use super::bindings::{self, HubPre};
 use super::host::HubState;
 use super::{CallError, CallOutcome, Caller, RuntimeConfig};
 use crate::router::HubName;
+use crate::state::StateStore;
 
 /// Instances are recycled after this many calls so slow leaks in a hub's memory are bounded.
 const CALLS_PER_INSTANCE: u32 = 10_000;
@@ -40,6 +41,7 @@ pub struct LoadedHub {
     /// Bounds the instances of this hub alive at once (busy and idle).
     permits: Semaphore,
     config: Arc<RuntimeConfig>,
+    state: Arc<dyn StateStore>,
 }
 
 impl LoadedHub {
@@ -48,6 +50,7 @@ impl LoadedHub {
         path: PathBuf,
         pre: HubPre<HubState>,
         config: Arc<RuntimeConfig>,
+        state: Arc<dyn StateStore>,
     ) -> Self {
         Self {
             name,
@@ -56,6 +59,7 @@ impl LoadedHub {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(config.instances_per_hub as usize),
             config,
+            state,
         }
     }
 
@@ -77,6 +81,7 @@ impl LoadedHub {
             self.name.clone(),
             self.config.memory_limit,
             self.config.max_effect_bytes,
+            self.state.clone(),
         );
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);

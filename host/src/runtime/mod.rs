@@ -24,6 +24,7 @@ pub use bindings::HubError;
 pub use hub::{Call, LoadedHub};
 
 use crate::router::{ConnectionId, HubName, Target};
+use crate::state::StateStore;
 use host::HubState;
 
 /// Limits and sizes of the runtime.
@@ -138,10 +139,12 @@ pub struct HubRuntime {
     linker: Linker<HubState>,
     config: Arc<RuntimeConfig>,
     hubs: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
+    state: Arc<dyn StateStore>,
 }
 
 impl HubRuntime {
-    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+    /// A runtime whose hubs keep their shared state in `state`.
+    pub fn new(config: RuntimeConfig, state: Arc<dyn StateStore>) -> anyhow::Result<Self> {
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -155,6 +158,7 @@ impl HubRuntime {
             linker,
             config: Arc::new(config),
             hubs: RwLock::new(HashMap::new()),
+            state,
         })
     }
 
@@ -183,6 +187,7 @@ impl HubRuntime {
             path.to_owned(),
             pre,
             self.config.clone(),
+            self.state.clone(),
         ))
     }
 
