@@ -101,8 +101,12 @@ mod tests {
     use super::*;
 
     fn token(claims: Value, secret: &[u8]) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-            .expect("token")
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("token")
     }
 
     fn query(token: &str) -> HashMap<String, String> {
@@ -112,13 +116,19 @@ mod tests {
     #[test]
     fn reads_the_user_from_the_configured_claim() {
         let auth = Authenticator::hs256(b"secret", "sub");
-        let t = token(json!({"sub": "ana", "role": "admin", "exp": 4_000_000_000u64}), b"secret");
+        let t = token(
+            json!({"sub": "ana", "role": "admin", "exp": 4_000_000_000u64}),
+            b"secret",
+        );
         let id = auth.identify(&HeaderMap::new(), &query(&t)).expect("valid");
         assert_eq!(id.user_id.as_deref(), Some("ana"));
         assert!(id.claims.contains(&("role".into(), "admin".into())));
 
         let mut headers = HeaderMap::new();
-        headers.insert("authorization", format!("Bearer {t}").parse().expect("header"));
+        headers.insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
         let id = auth.identify(&headers, &HashMap::new()).expect("valid");
         assert_eq!(id.user_id.as_deref(), Some("ana"));
     }
@@ -135,9 +145,15 @@ mod tests {
     #[test]
     fn no_token_is_anonymous() {
         let auth = Authenticator::hs256(b"secret", "sub");
-        assert_eq!(auth.identify(&HeaderMap::new(), &HashMap::new()).expect("ok"), Identity::default());
         assert_eq!(
-            Authenticator::anonymous().identify(&HeaderMap::new(), &query("junk")).expect("ok"),
+            auth.identify(&HeaderMap::new(), &HashMap::new())
+                .expect("ok"),
+            Identity::default()
+        );
+        assert_eq!(
+            Authenticator::anonymous()
+                .identify(&HeaderMap::new(), &query("junk"))
+                .expect("ok"),
             Identity::default()
         );
     }

@@ -128,7 +128,9 @@ impl Dispatcher {
                         },
                     };
                     if let Err(e) = self.router.change_group(change).await {
-                        tracing::warn!(method, connection = %caller.connection_id, "group change failed: {e}");
+                        // Like an exception at `await Groups.AddToGroupAsync(..)`: the call
+                        // fails and what the hub did after it does not happen.
+                        return Err(CallError::Backplane(e.to_string()));
                     }
                 }
             }
@@ -147,7 +149,10 @@ impl Dispatcher {
             CallError::Trap(trap) => {
                 tracing::error!(hub, method, connection, "hub trapped: {trap}")
             }
-            CallError::Deadline(_) | CallError::Memory(_) | CallError::Unavailable(_) => {
+            CallError::Deadline(_)
+            | CallError::Memory(_)
+            | CallError::Unavailable(_)
+            | CallError::Backplane(_) => {
                 tracing::error!(hub, method, connection, "hub call failed: {error}")
             }
         }
@@ -203,5 +208,6 @@ fn describe(error: &CallError) -> String {
         CallError::Memory(_) => format!("OutOfMemoryException: {error}"),
         CallError::Trap(trap) => format!("WasmTrap: {}", trap.lines().next().unwrap_or("trap")),
         CallError::Unavailable(text) => format!("HubUnavailableException: {text}"),
+        CallError::Backplane(text) => format!("TimeoutException: {text}"),
     }
 }

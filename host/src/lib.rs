@@ -123,7 +123,9 @@ pub async fn run(
         shutdown: stop.clone(),
         sessions: TaskTracker::new(),
         auth: match &config.jwt_secret {
-            Some(secret) => auth::Authenticator::hs256(secret.as_bytes(), config.jwt_user_claim.clone()),
+            Some(secret) => {
+                auth::Authenticator::hs256(secret.as_bytes(), config.jwt_user_claim.clone())
+            }
             None => auth::Authenticator::anonymous(),
         },
     });

@@ -71,7 +71,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let get = crate::backplane::BackplaneStats::get;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     metric(
         "hubhost_connections",
@@ -141,7 +144,10 @@ fn unauthorized(error: &crate::auth::AuthError) -> Response {
     tracing::debug!("refused a token: {error}");
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""))],
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        )],
         "Unauthorized",
     )
         .into_response()

@@ -116,15 +116,25 @@ mod tests {
             [("p:h:all".to_owned(), Target::AllExcept(vec!["x".into()]))]
         );
         assert_eq!(
-            c.for_target(&hub, &Target::Groups(vec!["a".into(), "b".into()])).len(),
+            c.for_target(&hub, &Target::Groups(vec!["a".into(), "b".into()]))
+                .len(),
             1,
             "several groups travel once, on the all channel"
         );
         assert_eq!(
-            c.for_target(&hub, &Target::Connections(vec!["a".into(), "b".into(), "a".into()])),
+            c.for_target(
+                &hub,
+                &Target::Connections(vec!["a".into(), "b".into(), "a".into()])
+            ),
             [
-                ("p:h:connection:a".to_owned(), Target::Connection("a".into())),
-                ("p:h:connection:b".to_owned(), Target::Connection("b".into())),
+                (
+                    "p:h:connection:a".to_owned(),
+                    Target::Connection("a".into())
+                ),
+                (
+                    "p:h:connection:b".to_owned(),
+                    Target::Connection("b".into())
+                ),
             ]
         );
         assert_eq!(

@@ -125,10 +125,11 @@ impl RedisBackplane {
         shutdown: CancellationToken,
     ) -> Result<Self, RedisSetupError> {
         let url_for_logs = redact(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| RedisSetupError::BadUrl {
-            url: url_for_logs.clone(),
-            reason: e.to_string(),
-        })?;
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| RedisSetupError::BadUrl {
+                url: url_for_logs.clone(),
+                reason: e.to_string(),
+            })?;
         check_credentials(&client, &url_for_logs).await?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(IO_TIMEOUT))
@@ -195,11 +196,17 @@ async fn check_credentials(client: &redis::Client, url: &str) -> Result<(), Redi
             reason: e.to_string(),
         }),
         Ok(Err(e)) => {
-            tracing::warn!(redis = url, "Redis is unreachable ({e}); serving local clients and retrying");
+            tracing::warn!(
+                redis = url,
+                "Redis is unreachable ({e}); serving local clients and retrying"
+            );
             Ok(())
         }
         Err(_) => {
-            tracing::warn!(redis = url, "Redis did not answer; serving local clients and retrying");
+            tracing::warn!(
+                redis = url,
+                "Redis did not answer; serving local clients and retrying"
+            );
             Ok(())
         }
     }
@@ -243,7 +250,11 @@ impl Inner {
             let outgoing = match e {
                 mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
             };
-            self.drop_remote(outgoing.envelope.as_ref(), count, "the publish queue is full");
+            self.drop_remote(
+                outgoing.envelope.as_ref(),
+                count,
+                "the publish queue is full",
+            );
         }
     }
 
@@ -321,7 +332,9 @@ impl Inner {
                     // group must reach the new member.
                     inner.update(changes).await;
                     match (WireMessage::Ack { id }).encode() {
-                        Ok(ack) => inner.send_wire(vec![(inner.channels.acks(&reply_to), ack)], None),
+                        Ok(ack) => {
+                            inner.send_wire(vec![(inner.channels.acks(&reply_to), ack)], None)
+                        }
                         Err(e) => tracing::error!("cannot encode an ack: {e}"),
                     }
                 });
@@ -355,21 +368,38 @@ async fn publisher(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outgoing>) {
         let mut count = 0u64;
         for outgoing in &batch {
             for (channel, payload) in &outgoing.items {
-                pipe.cmd("PUBLISH").arg(channel).arg(payload.as_slice()).ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload.as_slice())
+                    .ignore();
                 count += 1;
             }
         }
         let mut con = inner.commands.clone();
-        match tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(&mut con)).await {
+        let mut result = tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(&mut con)).await;
+        if matches!(result, Ok(Err(_))) && inner.connected() {
+            // A connection error makes the manager reconnect; one retry covers the first
+            // publish after Redis came back.
+            result = tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(&mut con)).await;
+        }
+        match result {
             Ok(Ok(())) => BackplaneStats::add(&inner.stats.published, count),
             Ok(Err(e)) => {
                 for outgoing in &batch {
-                    inner.drop_remote(outgoing.envelope.as_ref(), outgoing.items.len() as u64, &e.to_string());
+                    inner.drop_remote(
+                        outgoing.envelope.as_ref(),
+                        outgoing.items.len() as u64,
+                        &e.to_string(),
+                    );
                 }
             }
             Err(_) => {
                 for outgoing in &batch {
-                    inner.drop_remote(outgoing.envelope.as_ref(), outgoing.items.len() as u64, "Redis did not answer");
+                    inner.drop_remote(
+                        outgoing.envelope.as_ref(),
+                        outgoing.items.len() as u64,
+                        "Redis did not answer",
+                    );
                 }
             }
         }
@@ -388,6 +418,11 @@ async fn subscriber(inner: Arc<Inner>) {
             return;
         }
         match connect_and_subscribe(&inner).await {
+            Ok(stream) if !commands_work(&inner).await => {
+                drop(stream);
+                inner.subscriptions.lock().await.sink = None;
+                tracing::debug!(redis = %inner.url_for_logs, "pub/sub is up but commands are not yet");
+            }
             Ok(stream) => {
                 backoff = BACKOFF_MIN;
                 inner.stats.connected.store(true, Ordering::Relaxed);
@@ -428,6 +463,23 @@ async fn subscriber(inner: Arc<Inner>) {
     }
 }
 
+/// Whether the command connection (publishes, state) answers; asking also makes the connection
+/// manager reconnect after an outage, before this server declares itself ready.
+async fn commands_work(inner: &Inner) -> bool {
+    let mut con = inner.commands.clone();
+    for _ in 0..3 {
+        let ping = redis::cmd("PING");
+        if matches!(
+            tokio::time::timeout(IO_TIMEOUT, ping.query_async::<()>(&mut con)).await,
+            Ok(Ok(()))
+        ) {
+            return true;
+        }
+        tokio::time::sleep(BACKOFF_MIN).await;
+    }
+    false
+}
+
 async fn connect_and_subscribe(inner: &Arc<Inner>) -> redis::RedisResult<redis::aio::PubSubStream> {
     let connect = async {
         let pubsub = inner.client.get_async_pubsub().await?;
@@ -462,7 +514,8 @@ async fn run_link(inner: &Arc<Inner>, mut stream: redis::aio::PubSubStream) {
             _ = health.tick() => {
                 let mut subs = inner.subscriptions.lock().await;
                 let Some(sink) = subs.sink.as_mut() else { return };
-                let ping = tokio::time::timeout(IO_TIMEOUT, sink.ping::<String>()).await;
+                // In subscribed mode PING answers with an array, so accept any value.
+                let ping = tokio::time::timeout(IO_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
                     return;
                 }
@@ -497,7 +550,10 @@ impl Backplane for RedisBackplane {
         }
     }
 
-    fn change_remote_group(&self, change: GroupChange) -> BoxFuture<'static, Result<(), BackplaneError>> {
+    fn change_remote_group(
+        &self,
+        change: GroupChange,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             if !inner.connected() {
@@ -512,7 +568,9 @@ impl Backplane for RedisBackplane {
                 change,
             };
             match command.encode() {
-                Ok(payload) => inner.send_wire(vec![(inner.channels.group_commands(), payload)], None),
+                Ok(payload) => {
+                    inner.send_wire(vec![(inner.channels.group_commands(), payload)], None)
+                }
                 Err(e) => tracing::error!("cannot encode a group command: {e}"),
             }
             let acked = tokio::time::timeout(inner.ack_timeout, rx).await;
@@ -547,7 +605,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_in_urls() {
-        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(
+            redact("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
         assert_eq!(redact("rediss://user:pw@h"), "rediss://***@h");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
     }

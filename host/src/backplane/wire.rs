@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn rejects_other_versions_and_garbage() {
         assert!(matches!(WireMessage::decode(&[]), Err(WireError::Empty)));
-        assert!(matches!(WireMessage::decode(&[9, 1, 2]), Err(WireError::Version(9))));
+        assert!(matches!(
+            WireMessage::decode(&[9, 1, 2]),
+            Err(WireError::Version(9))
+        ));
         assert!(matches!(
             WireMessage::decode(&[VERSION, 200, 200, 200]),
             Err(WireError::Malformed(_))

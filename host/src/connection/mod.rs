@@ -133,14 +133,14 @@ impl Session<'_> {
         }
         router
             .connect(
-            &self.caller.hub,
-            ConnectionHandle {
-                id: self.caller.connection_id.clone(),
-                user: accepted.user_id.clone(),
-                outbox: self.outbox.clone(),
-                cancel: self.cancel.clone(),
-            },
-        )
+                &self.caller.hub,
+                ConnectionHandle {
+                    id: self.caller.connection_id.clone(),
+                    user: accepted.user_id.clone(),
+                    outbox: self.outbox.clone(),
+                    cancel: self.cancel.clone(),
+                },
+            )
             .await;
         tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "connected");
 

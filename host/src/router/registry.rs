@@ -178,16 +178,19 @@ impl LocalRegistry {
         )));
         for group in entry.groups {
             if remove_member(&mut conns.groups, &group, id) {
-                changes.push(InterestChange::Unsubscribe(Interest::Group(hub.clone(), group)));
-            }
-        }
-        if let Some(user) = &entry.handle.user {
-            if remove_member(&mut conns.users, user, id) {
-                changes.push(InterestChange::Unsubscribe(Interest::User(
+                changes.push(InterestChange::Unsubscribe(Interest::Group(
                     hub.clone(),
-                    user.clone(),
+                    group,
                 )));
             }
+        }
+        if let Some(user) = &entry.handle.user
+            && remove_member(&mut conns.users, user, id)
+        {
+            changes.push(InterestChange::Unsubscribe(Interest::User(
+                hub.clone(),
+                user.clone(),
+            )));
         }
         if conns.connections.is_empty() {
             hubs.remove(hub);

@@ -203,7 +203,10 @@ impl bindings::hubhost::hub::state::Host for HubState {
 
     async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> StateCall<()> {
         let ttl = ttl_ms.map(std::time::Duration::from_millis);
-        Ok(self.state(key, StateOp::Set { value, ttl }).await.map(|_| ()))
+        Ok(self
+            .state(key, StateOp::Set { value, ttl })
+            .await
+            .map(|_| ()))
     }
 
     async fn delete(&mut self, key: String) -> StateCall<bool> {

@@ -114,6 +114,9 @@ pub enum CallError {
     /// The hub could not be instantiated.
     #[error("{0}")]
     Unavailable(String),
+    /// A group change the hub asked for could not be carried out (no server acknowledged it).
+    #[error("{0}")]
+    Backplane(String),
 }
 
 /// A call's answer and the effects recorded before it ended, in order. Effects are kept even

@@ -43,7 +43,7 @@ impl MemoryState {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         inner.writes = inner.writes.wrapping_add(1);
-        if inner.writes % SWEEP_EVERY == 0 {
+        if inner.writes.is_multiple_of(SWEEP_EVERY) {
             inner
                 .entries
                 .retain(|_, e| e.expires.is_none_or(|t| t > now));
@@ -89,9 +89,9 @@ impl MemoryState {
                 let current: i64 = text.parse().map_err(|_| {
                     StateError::WrongType(format!("'{key}' does not hold an integer"))
                 })?;
-                let next = current.checked_add(delta).ok_or_else(|| {
-                    StateError::WrongType(format!("'{key}' would overflow"))
-                })?;
+                let next = current
+                    .checked_add(delta)
+                    .ok_or_else(|| StateError::WrongType(format!("'{key}' would overflow")))?;
                 *text = next.to_string();
                 StateValue::Integer(next)
             }
@@ -159,23 +159,49 @@ mod tests {
     fn values_counters_and_sets() {
         let s = MemoryState::new();
         assert_eq!(run(&s, "k", StateOp::Get), Ok(StateValue::Value(None)));
-        run(&s, "k", StateOp::Set { value: "\"v\"".into(), ttl: None }).unwrap();
+        run(
+            &s,
+            "k",
+            StateOp::Set {
+                value: "\"v\"".into(),
+                ttl: None,
+            },
+        )
+        .unwrap();
         assert_eq!(
             run(&s, "k", StateOp::Get),
             Ok(StateValue::Value(Some("\"v\"".into())))
         );
         assert_eq!(run(&s, "n", StateOp::Incr(5)), Ok(StateValue::Integer(5)));
         assert_eq!(run(&s, "n", StateOp::Incr(-7)), Ok(StateValue::Integer(-2)));
-        assert!(matches!(run(&s, "k", StateOp::Incr(1)), Err(StateError::WrongType(_))));
-        assert_eq!(run(&s, "s", StateOp::SetAdd("a".into())), Ok(StateValue::Flag(true)));
-        assert_eq!(run(&s, "s", StateOp::SetAdd("a".into())), Ok(StateValue::Flag(false)));
+        assert!(matches!(
+            run(&s, "k", StateOp::Incr(1)),
+            Err(StateError::WrongType(_))
+        ));
+        assert_eq!(
+            run(&s, "s", StateOp::SetAdd("a".into())),
+            Ok(StateValue::Flag(true))
+        );
+        assert_eq!(
+            run(&s, "s", StateOp::SetAdd("a".into())),
+            Ok(StateValue::Flag(false))
+        );
         assert_eq!(
             run(&s, "s", StateOp::SetMembers),
             Ok(StateValue::Members(vec!["a".into()]))
         );
-        assert!(matches!(run(&s, "s", StateOp::Get), Err(StateError::WrongType(_))));
-        assert_eq!(run(&s, "s", StateOp::SetRemove("a".into())), Ok(StateValue::Flag(true)));
-        assert_eq!(run(&s, "s", StateOp::SetMembers), Ok(StateValue::Members(vec![])));
+        assert!(matches!(
+            run(&s, "s", StateOp::Get),
+            Err(StateError::WrongType(_))
+        ));
+        assert_eq!(
+            run(&s, "s", StateOp::SetRemove("a".into())),
+            Ok(StateValue::Flag(true))
+        );
+        assert_eq!(
+            run(&s, "s", StateOp::SetMembers),
+            Ok(StateValue::Members(vec![]))
+        );
         assert_eq!(run(&s, "k", StateOp::Delete), Ok(StateValue::Flag(true)));
         assert_eq!(run(&s, "k", StateOp::Delete), Ok(StateValue::Flag(false)));
     }
@@ -193,11 +219,30 @@ mod tests {
     #[test]
     fn keys_expire() {
         let s = MemoryState::new();
-        run(&s, "k", StateOp::Set { value: "1".into(), ttl: Some(Duration::from_millis(1)) }).unwrap();
+        run(
+            &s,
+            "k",
+            StateOp::Set {
+                value: "1".into(),
+                ttl: Some(Duration::from_millis(1)),
+            },
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(run(&s, "k", StateOp::Get), Ok(StateValue::Value(None)));
-        run(&s, "j", StateOp::Set { value: "1".into(), ttl: None }).unwrap();
-        assert_eq!(run(&s, "j", StateOp::Expire(Duration::from_millis(1))), Ok(StateValue::Flag(true)));
+        run(
+            &s,
+            "j",
+            StateOp::Set {
+                value: "1".into(),
+                ttl: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            run(&s, "j", StateOp::Expire(Duration::from_millis(1))),
+            Ok(StateValue::Flag(true))
+        );
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(run(&s, "j", StateOp::Get), Ok(StateValue::Value(None)));
     }

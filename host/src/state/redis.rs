@@ -32,7 +32,9 @@ impl RedisState {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
         let work = async move {
             Ok::<_, redis::RedisError>(match op {
-                StateOp::Get => StateValue::Value(redis::cmd("GET").arg(&full).query_async(&mut con).await?),
+                StateOp::Get => {
+                    StateValue::Value(redis::cmd("GET").arg(&full).query_async(&mut con).await?)
+                }
                 StateOp::Set { value, ttl } => {
                     let mut cmd = redis::cmd("SET");
                     cmd.arg(&full).arg(value);
@@ -46,22 +48,41 @@ impl RedisState {
                     let n: i64 = redis::cmd("DEL").arg(&full).query_async(&mut con).await?;
                     StateValue::Flag(n > 0)
                 }
-                StateOp::Incr(delta) => {
-                    StateValue::Integer(redis::cmd("INCRBY").arg(&full).arg(delta).query_async(&mut con).await?)
-                }
+                StateOp::Incr(delta) => StateValue::Integer(
+                    redis::cmd("INCRBY")
+                        .arg(&full)
+                        .arg(delta)
+                        .query_async(&mut con)
+                        .await?,
+                ),
                 StateOp::SetAdd(member) => {
-                    let n: i64 = redis::cmd("SADD").arg(&full).arg(member).query_async(&mut con).await?;
+                    let n: i64 = redis::cmd("SADD")
+                        .arg(&full)
+                        .arg(member)
+                        .query_async(&mut con)
+                        .await?;
                     StateValue::Flag(n > 0)
                 }
                 StateOp::SetRemove(member) => {
-                    let n: i64 = redis::cmd("SREM").arg(&full).arg(member).query_async(&mut con).await?;
+                    let n: i64 = redis::cmd("SREM")
+                        .arg(&full)
+                        .arg(member)
+                        .query_async(&mut con)
+                        .await?;
                     StateValue::Flag(n > 0)
                 }
-                StateOp::SetMembers => {
-                    StateValue::Members(redis::cmd("SMEMBERS").arg(&full).query_async(&mut con).await?)
-                }
+                StateOp::SetMembers => StateValue::Members(
+                    redis::cmd("SMEMBERS")
+                        .arg(&full)
+                        .query_async(&mut con)
+                        .await?,
+                ),
                 StateOp::Expire(ttl) => {
-                    let n: i64 = redis::cmd("PEXPIRE").arg(&full).arg(ms(ttl)).query_async(&mut con).await?;
+                    let n: i64 = redis::cmd("PEXPIRE")
+                        .arg(&full)
+                        .arg(ms(ttl))
+                        .query_async(&mut con)
+                        .await?;
                     StateValue::Flag(n > 0)
                 }
             })
@@ -78,7 +99,10 @@ impl RedisState {
 
 fn classify(error: &redis::RedisError) -> StateError {
     let text = error.to_string();
-    if error.code() == Some("WRONGTYPE") || text.contains("not an integer") || text.contains("overflow") {
+    if error.code() == Some("WRONGTYPE")
+        || text.contains("not an integer")
+        || text.contains("overflow")
+    {
         StateError::WrongType(text)
     } else {
         StateError::Unavailable(text)

@@ -1,0 +1,276 @@
+// Several hosts sharing one real Redis act as one server: every routing kind crosses hosts,
+// prefixes isolate deployments, shared state is exact, and Redis outages are survived.
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+
+import { connect, record, settle, waitUntil } from "./support/client.mjs";
+import { startHost } from "./support/host.mjs";
+import { jwt } from "./support/jwt.mjs";
+import { startRedis } from "./support/redis.mjs";
+
+const SECRET = "backplane-test-secret";
+
+async function readyz(host) {
+  const res = await fetch(`${host.url}/readyz`);
+  return { status: res.status, body: await res.json() };
+}
+
+async function waitReady(host, timeoutMs = 10_000) {
+  const started = Date.now();
+  while ((await readyz(host)).status !== 200) {
+    if (Date.now() - started > timeoutMs) throw new Error(`${host.url} not ready within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return Date.now() - started;
+}
+
+async function metric(host, name) {
+  const text = await (await fetch(`${host.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(" ")[1]) : NaN;
+}
+
+function startRedisHost(redis, { prefix = "hubhost", args = [] } = {}) {
+  return startHost({
+    hubs: ["chat"],
+    args: ["--redis", redis.url, "--redis-prefix", prefix, "--jwt-secret", SECRET, "--redis-ack-timeout", "1s", ...args],
+  });
+}
+
+describe("three hosts on one Redis", () => {
+  let redis;
+  let hosts = [];
+  const clients = [];
+  const join = async (host, options = {}) => {
+    const c = await connect(`${host.url}/chat`, options);
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    redis = await startRedis();
+    hosts = await Promise.all([0, 1, 2].map(() => startRedisHost(redis)));
+    await Promise.all(hosts.map((h) => waitReady(h)));
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.stop()));
+    await Promise.all(hosts.map((h) => h.stop()));
+    await redis.stop();
+  });
+
+  it("reports the Redis backplane as ready", async () => {
+    for (const host of hosts) {
+      assert.deepEqual((await readyz(host)).body, { ready: true, hubs: ["chat"], backplane: true, backplaneKind: "redis" });
+    }
+  });
+
+  it("sends to all across hosts", async () => {
+    const [a, b, c] = await Promise.all(hosts.map((h) => join(h)));
+    const got = [a, b, c].map((x) => record(x, "broadcastMessage"));
+    await b.invoke("Send", "ben", "hello from B");
+    await waitUntil(() => got.every((g) => g.length === 1), "delivery on every host");
+    for (const g of got) assert.deepEqual(g, [["ben", "hello from B"]]);
+  });
+
+  it("excludes the caller with Others across hosts", async () => {
+    const [a, b, c] = await Promise.all(hosts.map((h) => join(h)));
+    const got = [a, b, c].map((x) => record(x, "broadcastMessage"));
+    await a.invoke("SendToOthers", "ana", "not me");
+    await waitUntil(() => got[1].length === 1 && got[2].length === 1, "delivery to the others");
+    await settle();
+    assert.deepEqual(got[0], []);
+  });
+
+  it("sends to one connection on another host", async () => {
+    const [a, b, c] = await Promise.all(hosts.map((h) => join(h)));
+    const got = [a, b, c].map((x) => record(x, "privateMessage"));
+    await a.invoke("SendToConnection", c.connectionId, "psst");
+    await waitUntil(() => got[2].length === 1, "delivery on host C");
+    await settle();
+    assert.deepEqual(got[2], [[a.connectionId, "psst"]]);
+    assert.deepEqual([got[0], got[1]], [[], []]);
+  });
+
+  it("groups span hosts, with members added from another host than their own", async () => {
+    const [a, b, c] = await Promise.all(hosts.map((h) => join(h)));
+    const outsider = await join(hosts[0]);
+    const got = [a, b, c, outsider].map((x) => record(x, "roomMessage"));
+    // Each completion arrives only once the owning host has acknowledged the change.
+    await b.invoke("AddToRoom", a.connectionId, "crew");
+    await c.invoke("AddToRoom", b.connectionId, "crew");
+    await a.invoke("AddToRoom", c.connectionId, "crew");
+    await outsider.invoke("SendToRoom", "crew", "out", "to the crew");
+    await waitUntil(() => got.slice(0, 3).every((g) => g.length === 1), "group delivery on three hosts");
+    await settle();
+    for (const g of got.slice(0, 3)) assert.deepEqual(g, [["crew", "out", "to the crew"]]);
+    assert.deepEqual(got[3], [], "a non-member receives nothing");
+
+    // Leaving is seen everywhere too.
+    await b.invoke("LeaveRoom", "crew");
+    await a.invoke("SendToRoom", "crew", "ana", "second");
+    await waitUntil(() => got[0].length === 2 && got[2].length === 2, "second delivery");
+    await settle();
+    assert.equal(got[1].length, 1);
+  });
+
+  it("fails a group change for a connection no host has, after the ack timeout", async () => {
+    const a = await join(hosts[0]);
+    await assert.rejects(a.invoke("AddToRoom", "no-such-connection", "crew"), {
+      message: "An unexpected error occurred invoking 'AddToRoom' on the server.",
+    });
+  });
+
+  it("sends to a user's connections on two hosts", async () => {
+    const token = jwt({ sub: "ana", exp: Math.floor(Date.now() / 1000) + 600 }, SECRET);
+    const ana1 = await join(hosts[0], { accessTokenFactory: () => token });
+    const ana2 = await join(hosts[1], { accessTokenFactory: () => token });
+    const ben = await join(hosts[2], { accessTokenFactory: () => jwt({ sub: "ben" }, SECRET) });
+    assert.equal(await ana2.invoke("WhoamiUser"), "ana");
+    const got = [ana1, ana2, ben].map((x) => record(x, "privateMessage"));
+    await ben.invoke("SendToUser", "ana", "hi ana");
+    await waitUntil(() => got[0].length === 1 && got[1].length === 1, "both of ana's connections");
+    await settle();
+    assert.deepEqual(got[2], []);
+  });
+
+  it("refuses an invalid token with 401", async () => {
+    await assert.rejects(join(hosts[0], { accessTokenFactory: () => jwt({ sub: "eve" }, "wrong-secret") }), /401/);
+  });
+
+  it("keeps two prefixes on one Redis apart", async () => {
+    const other = await startRedisHost(redis, { prefix: "other-app" });
+    try {
+      await waitReady(other);
+      const mine = await join(hosts[0]);
+      const theirs = await join(other);
+      const gotMine = record(mine, "broadcastMessage");
+      const gotTheirs = record(theirs, "broadcastMessage");
+      await theirs.invoke("Send", "x", "for other-app only");
+      await mine.invoke("Send", "y", "for hubhost only");
+      await waitUntil(() => gotMine.length === 1 && gotTheirs.length === 1, "own-prefix deliveries");
+      await settle();
+      assert.deepEqual(gotMine, [["y", "for hubhost only"]]);
+      assert.deepEqual(gotTheirs, [["x", "for other-app only"]]);
+      // Their state is apart too.
+      assert.equal(await theirs.invoke("Online"), 1);
+      await theirs.stop();
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
+describe("shared state across hosts", () => {
+  let redis;
+  let hosts = [];
+  before(async () => {
+    redis = await startRedis();
+    hosts = await Promise.all([0, 1, 2].map(() => startRedisHost(redis, { prefix: "count" })));
+    await Promise.all(hosts.map((h) => waitReady(h)));
+  });
+  after(async () => {
+    await Promise.all(hosts.map((h) => h.stop()));
+    await redis.stop();
+  });
+
+  it("counts 300 concurrent connects and disconnects exactly", async () => {
+    const observer = await connect(`${hosts[0].url}/chat`);
+    const n = 300;
+    const crowd = await Promise.all(
+      Array.from({ length: n }, (_, i) => connect(`${hosts[i % 3].url}/chat`)),
+    );
+    assert.equal(await observer.invoke("Online"), n + 1);
+    assert.equal(redis.cli("GET", "count:chat:state:online").trim(), String(n + 1));
+    await Promise.all(crowd.map((c) => c.stop()));
+    // on-disconnected runs after each close; wait for the last of them.
+    await waitUntil(() => redis.cli("GET", "count:chat:state:online").trim() === "1", "the count back to 1", 15_000);
+    assert.equal(await observer.invoke("Online"), 1);
+    await observer.stop();
+  });
+});
+
+describe("Redis outages", () => {
+  it("hosts stay up, count what they drop, restore subscriptions within 2 s, and deliver again", async () => {
+    const redis = await startRedis();
+    const hosts = await Promise.all([0, 1].map(() => startRedisHost(redis)));
+    await Promise.all(hosts.map((h) => waitReady(h)));
+    const [a, b] = await Promise.all(hosts.map((h) => connect(`${h.url}/chat`)));
+    const a2 = await connect(`${hosts[0].url}/chat`);
+    const got = [a, b, a2].map((x) => record(x, "broadcastMessage"));
+    try {
+      await a.invoke("Send", "ana", "before");
+      await waitUntil(() => got.every((g) => g.length === 1), "delivery before the outage");
+
+      await redis.stop();
+      const started = Date.now();
+      while ((await readyz(hosts[0])).status === 200) {
+        if (Date.now() - started > 5000) throw new Error("host still ready without Redis");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Down: hosts answer, local clients still chat, and the loss is counted.
+      assert.equal(await (await fetch(`${hosts[0].url}/healthz`)).text(), "ok");
+      assert.equal((await readyz(hosts[0])).body.backplane, false);
+      await a.invoke("Send", "ana", "during");
+      await waitUntil(() => got[2].length === 2, "local delivery during the outage");
+      await settle();
+      assert.equal(got[1].length, 1, "the other host cannot be reached");
+      assert.ok((await metric(hosts[0], "hubhost_backplane_dropped_total")) >= 1);
+      assert.equal(await metric(hosts[0], "hubhost_backplane_connected"), 0);
+
+      await redis.start();
+      const restoredIn = await Promise.all(hosts.map((h) => waitReady(h, 2000)));
+      console.log(`subscriptions restored ${Math.max(...restoredIn)} ms after Redis came back`);
+      await a.invoke("Send", "ana", "after");
+      await waitUntil(() => got[1].length === 2 && got[0].length === 3, "delivery after the outage");
+      assert.deepEqual(got[1].at(-1), ["ana", "after"]);
+      assert.ok((await metric(hosts[0], "hubhost_backplane_reconnects_total")) >= 1);
+      assert.ok(hosts[0].logsMatching("Redis link restored").length >= 1);
+      for (const host of hosts) assert.equal(host.logsMatching("panicked").length, 0);
+    } finally {
+      await Promise.all([a, b, a2].map((c) => c.stop()));
+      await Promise.all(hosts.map((h) => h.stop()));
+      await redis.stop();
+    }
+  });
+
+  it("a host started while Redis is down serves local clients, then joins", async () => {
+    const redis = await startRedis();
+    await redis.stop();
+    const host = await startRedisHost(redis);
+    try {
+      assert.equal((await readyz(host)).status, 503);
+      const a = await connect(`${host.url}/chat`);
+      const b = await connect(`${host.url}/chat`);
+      const got = record(b, "broadcastMessage");
+      await a.invoke("Send", "ana", "local only");
+      await waitUntil(() => got.length === 1, "local delivery without Redis");
+      await redis.start();
+      await waitReady(host, 5000);
+      await a.invoke("Send", "ana", "through Redis");
+      await waitUntil(() => got.length === 2, "delivery through Redis");
+      await Promise.all([a.stop(), b.stop()]);
+    } finally {
+      await host.stop();
+      await redis.stop();
+    }
+  });
+
+  it("a wrong password fails at start with one clear line", async () => {
+    const redis = await startRedis();
+    try {
+      const error = await startHost({
+        hubs: ["chat"],
+        args: ["--redis", `redis://:wrong@127.0.0.1:${redis.port}`],
+      }).catch((e) => e);
+      assert.ok(error instanceof Error);
+      assert.match(error.message, /Redis at redis:\/\/\*\*\*@127\.0\.0\.1:\d+ rejected the credentials/);
+      assert.doesNotMatch(error.message, /wrong/, "the password is not logged");
+      const lines = error.message.split("\n").filter((l) => l.includes("rejected the credentials"));
+      assert.ok(lines.length <= 2, `one error (log line + exit message), got ${lines.length}`);
+      assert.doesNotMatch(error.message, /Stack backtrace|panicked/);
+    } finally {
+      await redis.stop();
+    }
+  });
+});
