@@ -193,11 +193,11 @@ describe("shared state across hosts", () => {
 describe("Redis outages", () => {
   it("hosts stay up, count what they drop, restore subscriptions within 2 s, and deliver again", async () => {
     const redis = await startRedis();
-    const hosts = await Promise.all([0, 1].map(() => startRedisHost(redis)));
+    const hosts = await Promise.all([0, 1, 2].map(() => startRedisHost(redis)));
     await Promise.all(hosts.map((h) => waitReady(h)));
-    const [a, b] = await Promise.all(hosts.map((h) => connect(`${h.url}/chat`)));
+    const [a, b, c] = await Promise.all(hosts.map((h) => connect(`${h.url}/chat`)));
     const a2 = await connect(`${hosts[0].url}/chat`);
-    const got = [a, b, a2].map((x) => record(x, "broadcastMessage"));
+    const got = [a, b, a2, c].map((x) => record(x, "broadcastMessage"));
     try {
       await a.invoke("Send", "ana", "before");
       await waitUntil(() => got.every((g) => g.length === 1), "delivery before the outage");
@@ -222,13 +222,14 @@ describe("Redis outages", () => {
       const restoredIn = await Promise.all(hosts.map((h) => waitReady(h, 2000)));
       console.log(`subscriptions restored ${Math.max(...restoredIn)} ms after Redis came back`);
       await a.invoke("Send", "ana", "after");
-      await waitUntil(() => got[1].length === 2 && got[0].length === 3, "delivery after the outage");
+      await waitUntil(() => got[1].length === 2 && got[3].length === 2 && got[0].length === 3, "delivery after the outage");
       assert.deepEqual(got[1].at(-1), ["ana", "after"]);
+      assert.deepEqual(got[3].at(-1), ["ana", "after"]);
       assert.ok((await metric(hosts[0], "hubhost_backplane_reconnects_total")) >= 1);
       assert.ok(hosts[0].logsMatching("Redis link restored").length >= 1);
       for (const host of hosts) assert.equal(host.logsMatching("panicked").length, 0);
     } finally {
-      await Promise.all([a, b, a2].map((c) => c.stop()));
+      await Promise.all([a, b, c, a2].map((x) => x.stop()));
       await Promise.all(hosts.map((h) => h.stop()));
       await redis.stop();
     }
