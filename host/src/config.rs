@@ -21,6 +21,20 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_HUBS", default_value = "hubs")]
     pub hubs: PathBuf,
 
+    /// Directory of the compiled-component cache (default: `$XDG_CACHE_HOME/hubhost` or
+    /// `~/.cache/hubhost`); a restart then loads hubs without recompiling them.
+    #[arg(long, env = "HUBHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every hub at start, without the cache.
+    #[arg(long, env = "HUBHOST_NO_CACHE")]
+    pub no_cache: bool,
+
+    /// Do not watch the hubs directory (by default, added, replaced and removed files take
+    /// effect without a restart).
+    #[arg(long, env = "HUBHOST_NO_WATCH")]
+    pub no_watch: bool,
+
     /// Longest a single hub call may run (e.g. `5s`, `500ms`); a call past it fails.
     #[arg(long, env = "HUBHOST_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub call_timeout: Duration,
@@ -108,6 +122,20 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The cache directory in effect, if any.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("hubhost"))
+    }
+
     /// The defaults, as if no flag were given (for tests and embedding).
     pub fn defaults() -> Self {
         Self::parse_from(["hubhost"])

@@ -22,6 +22,7 @@
 //! - [`protocol`]: the SignalR JSON hub protocol.
 //! - [`dispatcher`]: hub calls and their effects.
 //! - [`runtime`]: the only module that knows wasmtime.
+//! - [`reload`]: applies changes of the hubs directory while running.
 //! - [`router`]: recipients and the local registry.
 //! - [`backplane`]: fan-out between servers (memory or Redis).
 //! - [`state`]: the hubs' shared key-value state (memory or Redis).
@@ -32,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatcher;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;
@@ -99,6 +101,7 @@ pub async fn run(
             memory_limit: config.hub_memory,
             instances_per_hub: config.instances_per_hub,
             total_instances: config.total_instances,
+            cache_dir: config.effective_cache_dir(),
             ..RuntimeConfig::default()
         },
         state,
@@ -108,6 +111,14 @@ pub async fn run(
         tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
     }
     let runtime = Arc::new(runtime);
+    if !config.no_watch {
+        reload::watch(
+            config.hubs.clone(),
+            runtime.clone(),
+            registry.clone(),
+            stop.clone(),
+        )?;
+    }
     let router = Router::new(backplane, registry.clone());
     let dispatcher = Arc::new(Dispatcher::new(runtime, router, config.detailed_errors));
     let shared = Arc::new(Shared {

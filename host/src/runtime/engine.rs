@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, OptLevel,
+    PoolingAllocationConfig,
+};
 
 use super::RuntimeConfig;
 
@@ -36,6 +39,16 @@ pub(super) fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
         .epoch_interruption(true)
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &config.cache_dir {
+        // Wasmtime's own cache: keyed by the component's bytes and the engine's settings, and
+        // loaded without recompiling on the next start.
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = Cache::new(cache)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot use {} as the compilation cache", dir.display()))?;
+        wasm.cache(Some(cache));
+    }
     let engine = Engine::new(&wasm)
         .map_err(anyhow::Error::from)
         .context("cannot configure the WebAssembly engine")?;

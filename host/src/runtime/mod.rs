@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     pub instances_per_hub: u32,
     /// Instance slots of the pooling allocator, over all hubs.
     pub total_instances: u32,
+    /// Where compiled components are cached, so a restart does not recompile them.
+    pub cache_dir: Option<PathBuf>,
     /// Bytes of sends and group changes one call may produce.
     pub max_effect_bytes: usize,
 }
@@ -49,6 +51,7 @@ impl Default for RuntimeConfig {
             memory_limit: 64 << 20,
             instances_per_hub: 64,
             total_instances: 1000,
+            cache_dir: None,
             max_effect_bytes: 16 << 20,
         }
     }
@@ -206,7 +209,7 @@ impl HubRuntime {
         paths.sort();
         let mut loaded = Vec::new();
         for path in paths {
-            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            let Some(stem) = crate::reload::hub_name(&path) else {
                 continue;
             };
             if !HubName::is_valid(stem) {
@@ -218,13 +221,24 @@ impl HubRuntime {
             match self.compile(name.clone(), &path) {
                 Ok(hub) => {
                     tracing::info!(hub = %name, file = %path.display(), ms = started.elapsed().as_millis() as u64, "hub loaded");
-                    self.hubs.write().insert(name.clone(), Arc::new(hub));
+                    self.install(hub);
                     loaded.push(name);
                 }
                 Err(e) => tracing::error!(file = %path.display(), "hub not loaded: {e:#}"),
             }
         }
         Ok(loaded)
+    }
+
+    /// Serves `hub` under its name from now on; returns the version it replaces, which stays
+    /// alive for the calls still running on it.
+    pub fn install(&self, hub: LoadedHub) -> Option<Arc<LoadedHub>> {
+        self.hubs.write().insert(hub.name().clone(), Arc::new(hub))
+    }
+
+    /// Stops serving `name`; returns the version removed.
+    pub fn remove(&self, name: &HubName) -> Option<Arc<LoadedHub>> {
+        self.hubs.write().remove(name)
     }
 
     /// The hub serving `name`, if loaded.
