@@ -112,6 +112,87 @@ describe("faulty hub, default errors", () => {
   });
 });
 
+describe("per-hub limits from NAME.toml", () => {
+  let host;
+  before(async () => {
+    host = await startHost({
+      hubs: ["faulty", "chat"],
+      args: ["--call-timeout", "5s", "--hub-memory", "64MiB", "--detailed-errors"],
+      settings: {
+        faulty: 'call-timeout = "300ms"\nmemory = "8MiB"\n',
+        chat: 'max-message-size = "2KiB"\n',
+      },
+    });
+  });
+  after(() => host.stop());
+
+  it("applies the hub's own deadline and memory cap", async () => {
+    const a = await connect(`${host.url}/faulty`);
+    await assert.rejects(a.invoke("Spin"), {
+      message: `${generic("Spin")} TimeoutException: The call exceeded its deadline of 300ms.`,
+    });
+    await assert.rejects(a.invoke("Allocate", 16), {
+      message: `${generic("Allocate")} OutOfMemoryException: The hub exceeded its memory limit of 8 MiB.`,
+    });
+    assert.equal(await a.invoke("Allocate", 2), 2);
+    await a.stop();
+  });
+
+  it("applies the hub's own message size limit", async () => {
+    const c = await connect(`${host.url}/chat`);
+    assert.equal(await c.invoke("Echo", "x".repeat(1500)), "x".repeat(1500));
+    c.invoke("Echo", "x".repeat(3000)).catch(() => {});
+    const error = await c.closed;
+    assert.match(error.message, /The maximum message size of 2048B was exceeded/);
+  });
+
+  it("refuses a hub whose settings are invalid, naming the file", async () => {
+    const bad = await startHost({ hubs: ["chat", "faulty"], settings: { faulty: 'memroy = "1MiB"\n' } });
+    try {
+      await waitUntil(() => bad.logsMatching("faulty.toml is not valid").length > 0, "the rejection");
+      assert.equal((await fetch(`${bad.url}/faulty/negotiate`, { method: "POST" })).status, 404);
+      assert.equal((await fetch(`${bad.url}/chat/negotiate`, { method: "POST" })).status, 200);
+    } finally {
+      await bad.stop();
+    }
+  });
+});
+
+describe("sandbox", () => {
+  let host;
+  let a;
+  before(async () => {
+    host = await startHost({ hubs: ["faulty"], env: { HUBHOST_SECRET_FOR_TEST: "do not leak" } });
+    a = await connect(`${host.url}/faulty`);
+  });
+  after(async () => {
+    await a.stop();
+    await host.stop();
+  });
+
+  it("has no filesystem", async () => {
+    for (const path of ["/etc/passwd", "/", ".", host.dir]) {
+      const result = await a.invoke("ReadFile", path);
+      assert.match(result, /^error: /, `${path}: ${result}`);
+    }
+    assert.match(await a.invoke("ListDir", "/"), /^error: /);
+  });
+
+  it("has no environment", async () => {
+    assert.deepEqual(await a.invoke("Env", "HUBHOST_SECRET_FOR_TEST"), [null, 0]);
+    assert.deepEqual(await a.invoke("Env", "PATH"), [null, 0]);
+  });
+
+  it("has no network", async () => {
+    const res = await a.invoke("ConnectTcp", host.address);
+    assert.match(res, /^error: /);
+  });
+
+  it("keeps working after all those attempts", async () => {
+    assert.equal(await a.invoke("Add", 1, 1), 2);
+  });
+});
+
 describe("faulty hub, detailed errors", () => {
   let host;
   let a;

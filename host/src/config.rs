@@ -167,13 +167,13 @@ impl Config {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration like 5s or 500ms: {e}"))
 }
 
 /// Sizes like `32KiB`, `64MiB`, `1GiB`, `1000` (bytes); `KB`/`MB` are read as binary units too.
-fn parse_size(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

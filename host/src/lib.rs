@@ -102,6 +102,7 @@ pub async fn run(
             instances_per_hub: config.instances_per_hub,
             total_instances: config.total_instances,
             cache_dir: config.effective_cache_dir(),
+            max_message_size: config.max_message_size,
             ..RuntimeConfig::default()
         },
         state,

@@ -81,6 +81,12 @@ async fn debounce(
         tokio::select! {
             path = rx.recv() => match path {
                 Some(path) => {
+                    // A hub's settings file changes the hub: reload its component.
+                    let path = if path.extension().is_some_and(|e| e == "toml") {
+                        path.with_extension("wasm")
+                    } else {
+                        path
+                    };
                     if hub_name(&path).is_some() {
                         pending.insert(path, Instant::now());
                     }

@@ -139,6 +139,17 @@ fn known_hub(shared: &Shared, hub: &str) -> Option<HubName> {
         .map(|h| h.name().clone())
 }
 
+/// The largest client message a hub accepts (its `NAME.toml` may change the global limit).
+fn max_message_size(shared: &Shared, hub: &str) -> usize {
+    shared
+        .dispatcher
+        .runtime()
+        .hub(hub)
+        .map_or(shared.settings.max_message_size, |h| {
+            h.limits().max_message_size
+        })
+}
+
 /// 401 for a token that does not verify.
 fn unauthorized(error: &crate::auth::AuthError) -> Response {
     tracing::debug!("refused a token: {error}");
@@ -235,7 +246,9 @@ async fn connect(
         // skipNegotiation: the socket is the whole connection.
         None => ConnectionId::new(random_id()),
     };
+    let max_message_size = max_message_size(&shared, hub.as_str());
     let accepted = Accepted {
+        max_message_size,
         hub,
         connection_id,
         token: token.clone(),
@@ -244,11 +257,7 @@ async fn connect(
     };
     // The socket accepts somewhat more than a message so an oversized one can be answered with
     // a proper Close message instead of a torn connection.
-    let ws_limit = shared
-        .settings
-        .max_message_size
-        .saturating_mul(4)
-        .max(64 * 1024);
+    let ws_limit = max_message_size.saturating_mul(4).max(64 * 1024);
     let negotiated = shared.negotiated.clone();
     upgrade
         .max_message_size(ws_limit)

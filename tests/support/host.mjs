@@ -5,7 +5,7 @@
 // listens on a free port chosen by the OS, read back from its JSON log.
 
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -27,11 +27,12 @@ export function hubPath(name) {
 
 /**
  * Starts a host serving the given hubs. Returns `{ url, logs, stop(), kill(), exited }`.
- * `args` are extra hubhost flags.
+ * `args` are extra hubhost flags; `settings` maps hub names to the text of their `NAME.toml`.
  */
-export async function startHost({ hubs = ["chat"], args = [], env = {} } = {}) {
+export async function startHost({ hubs = ["chat"], args = [], env = {}, settings = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "hubhost-test-"));
   for (const hub of hubs) copyFileSync(hubPath(hub), join(dir, `${hub}.wasm`));
+  for (const [hub, text] of Object.entries(settings)) writeFileSync(join(dir, `${hub}.toml`), text);
   const child = spawn(
     bin,
     ["--listen", "127.0.0.1:0", "--hubs", dir, "--log-format", "json", ...args],

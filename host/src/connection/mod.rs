@@ -62,6 +62,8 @@ pub struct Accepted {
     pub token: Option<String>,
     pub user_id: Option<String>,
     pub claims: Vec<(String, String)>,
+    /// Largest message accepted on this connection (the hub's limit).
+    pub max_message_size: usize,
 }
 
 /// How a session ended.
@@ -92,7 +94,7 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
     ));
     let mut session = Session {
         stream: &mut stream,
-        records: RecordReader::new(shared.settings.max_message_size),
+        records: RecordReader::new(accepted.max_message_size),
         outbox: outbox.clone(),
         cancel: cancel.clone(),
         shared: &shared,

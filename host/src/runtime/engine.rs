@@ -29,8 +29,9 @@ pub(super) fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
         .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(slots.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
-        .total_stacks(slots)
-        .max_memory_size(config.memory_limit);
+        .total_stacks(slots);
+    // Memory caps are per hub (the store limiter enforces them), so the pool's own bound stays
+    // at its default, the size of a 32-bit memory.
 
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)

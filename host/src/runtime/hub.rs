@@ -11,7 +11,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{self, HubPre};
 use super::host::HubState;
-use super::{CallError, CallOutcome, Caller, RuntimeConfig};
+use super::{CallError, CallOutcome, Caller, HubLimits, RuntimeConfig};
 use crate::router::HubName;
 use crate::state::StateStore;
 
@@ -40,6 +40,7 @@ pub struct LoadedHub {
     idle: Mutex<Vec<Instance>>,
     /// Bounds the instances of this hub alive at once (busy and idle).
     permits: Semaphore,
+    limits: HubLimits,
     config: Arc<RuntimeConfig>,
     state: Arc<dyn StateStore>,
 }
@@ -49,6 +50,7 @@ impl LoadedHub {
         name: HubName,
         path: PathBuf,
         pre: HubPre<HubState>,
+        limits: HubLimits,
         config: Arc<RuntimeConfig>,
         state: Arc<dyn StateStore>,
     ) -> Self {
@@ -57,10 +59,16 @@ impl LoadedHub {
             path,
             pre,
             idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(config.instances_per_hub as usize),
+            permits: Semaphore::new(limits.instances as usize),
+            limits,
             config,
             state,
         }
+    }
+
+    /// The limits this hub runs with.
+    pub fn limits(&self) -> &HubLimits {
+        &self.limits
     }
 
     pub fn name(&self) -> &HubName {
@@ -79,7 +87,7 @@ impl LoadedHub {
         let engine = self.pre.engine();
         let state = HubState::new(
             self.name.clone(),
-            self.config.memory_limit,
+            self.limits.memory_limit,
             self.config.max_effect_bytes,
             self.state.clone(),
         );
@@ -97,7 +105,7 @@ impl LoadedHub {
         // Instantiation runs the component's start functions: bound it too.
         store
             .data_mut()
-            .begin_call("", Instant::now() + self.config.call_timeout);
+            .begin_call("", Instant::now() + self.limits.call_timeout);
         store.set_epoch_deadline(1);
         let bindings = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {
@@ -125,7 +133,7 @@ impl LoadedHub {
             },
         };
 
-        let timeout = self.config.call_timeout;
+        let timeout = self.limits.call_timeout;
         instance
             .store
             .data_mut()
@@ -155,7 +163,7 @@ impl LoadedHub {
                 let error = if state.faults.deadline_hit {
                     CallError::Deadline(timeout)
                 } else if state.limiter.memory_denied {
-                    CallError::Memory(self.config.memory_limit)
+                    CallError::Memory(self.limits.memory_limit)
                 } else {
                     CallError::Trap(describe_trap(&trap))
                 };

@@ -9,6 +9,7 @@ mod bindings;
 mod engine;
 mod host;
 mod hub;
+pub mod limits;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 pub use bindings::HubError;
 pub use hub::{Call, LoadedHub};
+pub use limits::HubLimits;
 
 use crate::router::{ConnectionId, HubName, Target};
 use crate::state::StateStore;
@@ -42,6 +44,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Bytes of sends and group changes one call may produce.
     pub max_effect_bytes: usize,
+    /// Largest client message, unless a hub's settings say otherwise.
+    pub max_message_size: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +57,7 @@ impl Default for RuntimeConfig {
             total_instances: 1000,
             cache_dir: None,
             max_effect_bytes: 16 << 20,
+            max_message_size: 32 << 10,
         }
     }
 }
@@ -168,8 +173,10 @@ impl HubRuntime {
         })
     }
 
-    /// Compiles and links a component, checking that it implements the hub world.
+    /// Compiles and links a component, checking that it implements the hub world; its limits
+    /// come from the flags and an optional `NAME.toml` beside it.
     pub fn compile(&self, name: HubName, path: &Path) -> anyhow::Result<LoadedHub> {
+        let limits = HubLimits::load(&self.config, &path.with_extension("toml"))?;
         let component = Component::from_file(&self.engine, path)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
@@ -192,6 +199,7 @@ impl HubRuntime {
             name,
             path.to_owned(),
             pre,
+            limits,
             self.config.clone(),
             self.state.clone(),
         ))

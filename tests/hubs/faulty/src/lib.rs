@@ -38,6 +38,35 @@ impl Faulty {
         std::hint::black_box(&blocks).len()
     }
 
+    /// Tries to read a file; returns what happened. The sandbox has no filesystem.
+    fn read_file(path: String) -> String {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => format!("read {} bytes", text.len()),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Tries to list a directory; returns what happened.
+    fn list_dir(path: String) -> String {
+        match std::fs::read_dir(&path) {
+            Ok(entries) => format!("listed {} entries", entries.count()),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Reads an environment variable, and counts all of them; the sandbox has none.
+    fn env(name: String) -> (Option<String>, usize) {
+        (std::env::var(&name).ok(), std::env::vars().count())
+    }
+
+    /// Tries to open a TCP connection; returns what happened. The sandbox has no network.
+    fn connect_tcp(address: String) -> String {
+        match std::net::TcpStream::connect(&address) {
+            Ok(_) => "connected".to_owned(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
     /// Refuses deliberately, like a SignalR `HubException`.
     fn reject(reason: String) -> HubResult {
         Err(HubError::new(reason))

@@ -1,0 +1,117 @@
+//! Sandbox limits of one hub: the global flags, overridden by an optional `NAME.toml` beside
+//! `NAME.wasm`:
+//!
+//! ```toml
+//! call-timeout = "2s"        # longest one call may run
+//! memory = "16MiB"           # linear memory cap of one instance
+//! instances = 8              # instances alive at once
+//! max-message-size = "64KiB" # largest client message on this hub's connections
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use super::RuntimeConfig;
+use crate::config::{parse_duration, parse_size};
+
+/// The limits a hub runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLimits {
+    pub call_timeout: Duration,
+    pub memory_limit: usize,
+    pub instances: u32,
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SettingsFile {
+    call_timeout: Option<String>,
+    memory: Option<String>,
+    instances: Option<u32>,
+    max_message_size: Option<String>,
+}
+
+impl HubLimits {
+    /// The global limits.
+    pub fn from_config(config: &RuntimeConfig) -> Self {
+        Self {
+            call_timeout: config.call_timeout,
+            memory_limit: config.memory_limit,
+            instances: config.instances_per_hub,
+            max_message_size: config.max_message_size,
+        }
+    }
+
+    /// The global limits with the overrides of `settings` (a `NAME.toml`), if it exists.
+    pub fn load(config: &RuntimeConfig, settings: &Path) -> anyhow::Result<Self> {
+        let mut limits = Self::from_config(config);
+        let text = match std::fs::read_to_string(settings) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(limits),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", settings.display()));
+            }
+        };
+        limits
+            .apply(&text)
+            .with_context(|| format!("{} is not valid", settings.display()))?;
+        Ok(limits)
+    }
+
+    fn apply(&mut self, text: &str) -> anyhow::Result<()> {
+        let file: SettingsFile = toml::from_str(text)?;
+        if let Some(t) = file.call_timeout {
+            self.call_timeout = parse_duration(&t).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                !self.call_timeout.is_zero(),
+                "call-timeout must be greater than zero"
+            );
+        }
+        if let Some(m) = file.memory {
+            self.memory_limit = parse_size(&m).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(self.memory_limit >= 2 << 20, "memory must be at least 2MiB");
+        }
+        if let Some(n) = file.instances {
+            anyhow::ensure!(n >= 1, "instances must be at least 1");
+            self.instances = n;
+        }
+        if let Some(m) = file.max_message_size {
+            self.max_message_size = parse_size(&m).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                self.max_message_size >= 1024,
+                "max-message-size must be at least 1KiB"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_what_the_file_names() {
+        let config = RuntimeConfig::default();
+        let mut limits = HubLimits::from_config(&config);
+        limits
+            .apply("call-timeout = \"250ms\"\nmemory = \"8MiB\"\n")
+            .expect("valid");
+        assert_eq!(limits.call_timeout, Duration::from_millis(250));
+        assert_eq!(limits.memory_limit, 8 << 20);
+        assert_eq!(limits.instances, config.instances_per_hub, "unchanged");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let config = RuntimeConfig::default();
+        let mut limits = HubLimits::from_config(&config);
+        assert!(limits.apply("memroy = \"8MiB\"").is_err());
+        assert!(limits.apply("memory = \"lots\"").is_err());
+        assert!(limits.apply("call-timeout = \"0s\"").is_err());
+    }
+}
