@@ -11,8 +11,12 @@ use clap::{Parser, ValueEnum};
 /// Every `NAME.wasm` in the hubs directory is served at `/NAME` to SignalR clients
 /// (`@microsoft/signalr` and friends) over WebSockets with the JSON hub protocol.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "hubhost", version, about, long_about = None)]
+#[command(name = "hubhost", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Config {
+    /// Without a command, hubhost serves the hubs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "HUBHOST_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
@@ -110,6 +114,23 @@ pub struct Config {
     /// How long shutdown waits for connections to close after telling clients to reconnect.
     #[arg(long, env = "HUBHOST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+}
+
+/// Commands besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Creates a hub crate from the template: `hubhost new NAME`, then
+    /// `cd NAME && cargo build --release`, then copy the `.wasm` into the hubs directory.
+    New {
+        /// The hub's name (its URL path and file stem).
+        name: String,
+        /// Path of hubhost's `guest-sdk` to depend on (default: the git repository).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        /// Where to create the crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// How log lines are written.

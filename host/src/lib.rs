@@ -38,6 +38,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod template;
 
 use std::future::Future;
 use std::sync::Arc;

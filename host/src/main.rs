@@ -2,12 +2,28 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use hubhost::config::{Config, LogFormat};
+use hubhost::config::{Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
+    if let Some(Command::New { name, sdk, dir }) = &config.command {
+        return match hubhost::template::create(dir, name, sdk.as_deref()) {
+            Ok(root) => {
+                println!(
+                    "created {root}\nbuild it:  cd {root} && cargo build --release\nserve it:  cp {root}/target/wasm32-wasip2/release/{file}.wasm <hubs dir>/{name}.wasm",
+                    root = root.display(),
+                    file = name.replace('-', "_"),
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("hubhost new: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(config.log_format);
     match serve(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
