@@ -77,6 +77,20 @@ describe("faulty hub, default errors", () => {
     assert.equal(await a.invoke("Add", 5, 5), 10);
   });
 
+  it("repeated memory hogs leave the host's memory bounded", async () => {
+    const a = await join();
+    await assert.rejects(a.invoke("Allocate", 64));
+    const before = host.rssKiB();
+    for (let i = 0; i < 40; i++) {
+      await assert.rejects(a.invoke("Allocate", 64), { message: generic("Allocate") });
+    }
+    const grown = host.rssKiB() - before;
+    // 40 calls each touched up to the 16 MiB cap (640 MiB in all); instances are discarded
+    // and their memory returned, so the host grows by far less than one more cap's worth.
+    assert.ok(grown < 16 * 1024, `host RSS grew by ${grown} KiB`);
+    console.log(`host RSS after 40 capped allocations: ${before} KiB -> ${before + grown} KiB`);
+  });
+
   it("a deliberate rejection reaches the caller; an unexpected failure does not leak", async () => {
     const a = await join();
     await assert.rejects(a.invoke("Reject", "not today"), {

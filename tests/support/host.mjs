@@ -5,7 +5,7 @@
 // listens on a free port chosen by the OS, read back from its JSON log.
 
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -71,6 +71,12 @@ export async function startHost({ hubs = ["chat"], args = [], env = {}, settings
   const host = {
     url: `http://${addr}`,
     address: addr,
+    pid: child.pid,
+    /** The host's resident memory in KiB (Linux). */
+    rssKiB() {
+      const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+      return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+    },
     logs,
     exited,
     dir,

@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Example hubs: served by the demo.
-const EXAMPLE_HUBS: &[&str] = &["chat"];
+const EXAMPLE_HUBS: &[&str] = &["chat", "lobby", "presence"];
 /// Hubs that exist only for tests.
 const TEST_HUBS: &[&str] = &["faulty"];
 const WASM_TARGET: &str = "wasm32-wasip2";
