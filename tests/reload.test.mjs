@@ -50,7 +50,20 @@ describe("hot reload", () => {
     await c.stop();
   });
 
-  it("switches a live connection to the replacing version for its next calls", async () => {
+  it("replaces version 1 of a hub with version 2 under a live connection", async () => {
+    deploy(host.dir, "versioned-v1", "greeter");
+    await eventually(async () => assert.equal(await negotiateStatus(host, "greeter"), 200), "version 1");
+    const c = await connect(`${host.url}/greeter`);
+    assert.equal(await c.invoke("Version"), 1);
+    assert.equal(await c.invoke("Greet", "ana"), "Hello, ana!");
+    deploy(host.dir, "versioned-v2", "greeter");
+    await eventually(async () => assert.equal(await c.invoke("Version"), 2), "version 2 answering");
+    assert.equal(await c.invoke("Greet", "ana"), "Hi ana, from version 2");
+    assert.equal(c.state, signalR.HubConnectionState.Connected, "the connection stayed open");
+    await c.stop();
+  });
+
+  it("switches a live connection to a different hub deployed under its name", async () => {
     deploy(host.dir, "chat", "live");
     await eventually(async () => assert.equal(await negotiateStatus(host, "live"), 200), "version 1");
     const c = await connect(`${host.url}/live`);

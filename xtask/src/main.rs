@@ -85,17 +85,46 @@ fn build_hubs(root: &Path) -> anyhow::Result<()> {
     run(&mut build)?;
     let out = root.join("target").join(WASM_TARGET).join("hub");
     for (hubs, dir) in [(EXAMPLE_HUBS, "hubs"), (TEST_HUBS, "test-hubs")] {
-        let dest = root.join("target").join(dir);
-        std::fs::create_dir_all(&dest)?;
         for hub in hubs {
-            let from = out.join(format!("{hub}.wasm"));
-            // Write then rename: the host never sees a half-written component.
-            let tmp = dest.join(format!(".{hub}.wasm.tmp"));
-            std::fs::copy(&from, &tmp)
-                .with_context(|| format!("cannot copy {}", from.display()))?;
-            std::fs::rename(&tmp, dest.join(format!("{hub}.wasm")))?;
+            place(
+                &out.join(format!("{hub}.wasm")),
+                &root.join("target").join(dir),
+                hub,
+            )?;
         }
     }
+    // One hub in two versions, for the hot-replace test.
+    for (features, name) in [(None, "versioned-v1"), (Some("v2"), "versioned-v2")] {
+        let mut build = cargo();
+        build.current_dir(root).args([
+            "build",
+            "--profile",
+            "hub",
+            "--target",
+            WASM_TARGET,
+            "--package",
+            "versioned",
+        ]);
+        if let Some(features) = features {
+            build.args(["--features", features]);
+        }
+        run(&mut build)?;
+        place(
+            &out.join("versioned.wasm"),
+            &root.join("target/test-hubs"),
+            name,
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies a built component into `dir` as `name.wasm`, atomically (write, then rename), so a
+/// host watching `dir` never sees a half-written file.
+fn place(from: &Path, dir: &Path, name: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(from, &tmp).with_context(|| format!("cannot copy {}", from.display()))?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))?;
     Ok(())
 }
 
