@@ -23,6 +23,8 @@ pub struct Identity {
 pub enum AuthError {
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("the hub requires a bearer token")]
+    Missing,
 }
 
 /// Checks tokens.
@@ -50,6 +52,25 @@ impl Authenticator {
             key: Some((DecodingKey::from_secret(secret), validation)),
             user_claim: user_claim.into(),
         }
+    }
+
+    /// RS256 or ES256 tokens verified with a PEM public key (RSA or EC P-256).
+    pub fn public_key(pem: &[u8], user_claim: impl Into<String>) -> Result<Self, String> {
+        let (key, algorithm) = match DecodingKey::from_rsa_pem(pem) {
+            Ok(key) => (key, Algorithm::RS256),
+            Err(_) => match DecodingKey::from_ec_pem(pem) {
+                Ok(key) => (key, Algorithm::ES256),
+                Err(e) => return Err(format!("not an RSA or EC public key in PEM form ({e})")),
+            },
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        Ok(Self {
+            key: Some((key, validation)),
+            user_claim: user_claim.into(),
+        })
     }
 
     /// The identity of a request: anonymous without a token (or without a key), the token's
@@ -140,6 +161,46 @@ mod tests {
         assert!(auth.identify(&HeaderMap::new(), &query(&forged)).is_err());
         let expired = token(json!({"sub": "ana", "exp": 1_000_000}), b"secret");
         assert!(auth.identify(&HeaderMap::new(), &query(&expired)).is_err());
+    }
+
+    #[test]
+    fn verifies_rs256_and_es256_with_public_keys() {
+        // Keys generated once for this test (openssl genpkey); never used elsewhere.
+        let rsa_private = include_str!("../tests/keys/rsa-private.pem");
+        let rsa_public = include_str!("../tests/keys/rsa-public.pem");
+        let ec_private = include_str!("../tests/keys/ec-private.pem");
+        let ec_public = include_str!("../tests/keys/ec-public.pem");
+        for (private, public, alg, encoding) in [
+            (
+                rsa_private,
+                rsa_public,
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(rsa_private.as_bytes()),
+            ),
+            (
+                ec_private,
+                ec_public,
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(ec_private.as_bytes()),
+            ),
+        ] {
+            let _ = private;
+            let auth = Authenticator::public_key(public.as_bytes(), "sub").expect("key");
+            let t = jsonwebtoken::encode(
+                &Header::new(alg),
+                &json!({"sub": "ana"}),
+                &encoding.expect("private key"),
+            )
+            .expect("token");
+            let id = auth.identify(&HeaderMap::new(), &query(&t)).expect("valid");
+            assert_eq!(id.user_id.as_deref(), Some("ana"));
+            let hs = token(json!({"sub": "ana"}), b"secret");
+            assert!(
+                auth.identify(&HeaderMap::new(), &query(&hs)).is_err(),
+                "no algorithm confusion"
+            );
+        }
+        assert!(Authenticator::public_key(b"not a key", "sub").is_err());
     }
 
     #[test]

@@ -11,8 +11,20 @@ use clap::{Parser, ValueEnum};
 /// Every `NAME.wasm` in the hubs directory is served at `/NAME` to SignalR clients
 /// (`@microsoft/signalr` and friends) over WebSockets with the JSON hub protocol.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "hubhost", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "hubhost",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 pub struct Config {
+    /// A TOML file of settings named like the flags (`listen = "0.0.0.0:5000"`,
+    /// `redis-prefix = "app"`, `detailed-errors = true`). Flags and `HUBHOST_*` variables win over it.
+    #[arg(long, env = "HUBHOST_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Without a command, hubhost serves the hubs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -75,6 +87,17 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_OUTBOX", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
     pub outbox: u32,
 
+    /// Browser origins allowed to connect (comma-separated, e.g. `https://app.example.com`);
+    /// others get 403 on negotiate and on the WebSocket. Empty: any origin. Clients that send no
+    /// Origin (non-browsers) are not affected.
+    #[arg(long, env = "HUBHOST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Invocations one connection may make per second (bursts of twice as many pass); excess
+    /// ones get an error completion without reaching the hub. 0 turns the limit off.
+    #[arg(long, env = "HUBHOST_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
+
     /// Show the causes of unexpected hub failures to callers (ASP.NET's EnableDetailedErrors).
     #[arg(long, env = "HUBHOST_DETAILED_ERRORS")]
     pub detailed_errors: bool,
@@ -106,6 +129,10 @@ pub struct Config {
     /// get 401; clients without one stay anonymous.
     #[arg(long, env = "HUBHOST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA or EC P-256) of RS256/ES256 JWT bearer tokens, instead of a secret.
+    #[arg(long, env = "HUBHOST_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<PathBuf>,
 
     /// The token claim that holds the user id.
     #[arg(long, env = "HUBHOST_JWT_USER_CLAIM", default_value = "sub")]
@@ -143,6 +170,20 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Reads the command line, the environment and the optional `--config` file, in that order
+    /// of precedence. Exits with clap's message on invalid flags.
+    pub fn load() -> Result<Self, String> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let file = config_path(&args);
+        let Some(path) = file else {
+            return Ok(Self::parse_from(args));
+        };
+        let mut merged = vec![args.first().cloned().unwrap_or_else(|| "hubhost".into())];
+        merged.extend(file_args(&path)?.into_iter().map(Into::into));
+        merged.extend(args.into_iter().skip(1));
+        Ok(Self::parse_from(merged))
+    }
+
     /// The cache directory in effect, if any.
     pub fn effective_cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
@@ -186,6 +227,73 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `--config PATH` / `--config=PATH` from the arguments, else `HUBHOST_CONFIG`.
+fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+        if arg == "new" {
+            return None; // a subcommand: no server settings
+        }
+    }
+    std::env::var_os("HUBHOST_CONFIG").map(PathBuf::from)
+}
+
+/// The settings of a TOML file as flags, leaving out those set in the environment (which win).
+fn file_args(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use clap::CommandFactory;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--config {}: cannot read it: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let command = Config::command();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+        else {
+            return Err(format!(
+                "--config {}: unknown setting '{key}' (settings are named like the flags, e.g. 'listen', 'redis-prefix')",
+                path.display()
+            ));
+        };
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
+            continue;
+        }
+        let flag = format!("--{key}");
+        match value {
+            toml::Value::Boolean(true) => out.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => out.push(format!("{flag}={s}")),
+            toml::Value::Integer(i) => out.push(format!("{flag}={i}")),
+            toml::Value::Array(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect();
+                out.push(format!("{flag}={}", items.join(",")));
+            }
+            other => {
+                return Err(format!(
+                    "--config {}: '{key}' has an unsupported value {other}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {

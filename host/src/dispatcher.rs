@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backplane::GroupChange;
+use crate::metrics::Metrics;
 use crate::router::{Envelope, Router};
 use crate::runtime::{
     Call, CallError, CallOutcome, Caller, Effect, GroupOp, HubError, HubRuntime, LoadedHub,
@@ -15,6 +16,7 @@ pub struct Dispatcher {
     router: Router,
     /// Like ASP.NET Core's `EnableDetailedErrors`: show unexpected failures' causes to callers.
     detailed_errors: bool,
+    metrics: Arc<Metrics>,
 }
 
 /// Errors of a hub call, as SignalR texts ready for a Completion or a Close.
@@ -26,7 +28,27 @@ impl Dispatcher {
             runtime,
             router,
             detailed_errors,
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs one call, timing it and counting how it ended.
+    async fn call(&self, hub: &LoadedHub, caller: &Caller, call: Call<'_>) -> CallOutcome {
+        let started = std::time::Instant::now();
+        let outcome = hub.call(caller, call).await;
+        self.metrics.call_duration.observe(started.elapsed());
+        Metrics::inc(&self.metrics.hub_calls);
+        match &outcome.result {
+            Err(CallError::Trap(_)) => Metrics::inc(&self.metrics.traps),
+            Err(CallError::Deadline(_)) => Metrics::inc(&self.metrics.deadline_hits),
+            Err(CallError::Memory(_)) => Metrics::inc(&self.metrics.memory_hits),
+            _ => {}
+        }
+        outcome
     }
 
     pub fn runtime(&self) -> &Arc<HubRuntime> {
@@ -47,7 +69,9 @@ impl Dispatcher {
         let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
             return Err(method_not_found(method));
         };
-        let outcome = hub.call(caller, Call::Invoke { method, arguments }).await;
+        let outcome = self
+            .call(&hub, caller, Call::Invoke { method, arguments })
+            .await;
         self.finish(&hub, caller, method, outcome)
             .await
             .map_err(|e| {
@@ -63,7 +87,7 @@ impl Dispatcher {
                 "Connection closed with an error. HubException: The hub is not loaded.".into(),
             );
         };
-        let outcome = hub.call(caller, Call::Connected).await;
+        let outcome = self.call(&hub, caller, Call::Connected).await;
         match self.finish(&hub, caller, "OnConnected", outcome).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -78,7 +102,7 @@ impl Dispatcher {
         let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
             return;
         };
-        let outcome = hub.call(caller, Call::Disconnected { error }).await;
+        let outcome = self.call(&hub, caller, Call::Disconnected { error }).await;
         if let Err(e) = self.finish(&hub, caller, "OnDisconnected", outcome).await {
             self.log_failure(&e, "OnDisconnected", caller, &hub);
         }

@@ -32,6 +32,7 @@ pub mod backplane;
 pub mod config;
 pub mod connection;
 pub mod dispatcher;
+pub mod metrics;
 pub mod protocol;
 pub mod reload;
 pub mod router;
@@ -62,6 +63,20 @@ use runtime::{HubRuntime, RuntimeConfig};
 use state::StateStore;
 use state::memory::MemoryState;
 use state::redis::RedisState;
+
+fn authenticator(config: &Config) -> anyhow::Result<auth::Authenticator> {
+    let claim = config.jwt_user_claim.clone();
+    Ok(match (&config.jwt_secret, &config.jwt_public_key) {
+        (Some(secret), _) => auth::Authenticator::hs256(secret.as_bytes(), claim),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--jwt-public-key {}: cannot read it", path.display()))?;
+            auth::Authenticator::public_key(&pem, claim)
+                .map_err(|e| anyhow::anyhow!("--jwt-public-key {}: {e}", path.display()))?
+        }
+        (None, None) => auth::Authenticator::anonymous(),
+    })
+}
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains: every client gets a
 /// SignalR Close with `allowReconnect: true`, and the function returns once they are gone or
@@ -132,15 +147,11 @@ pub async fn run(
             client_timeout: config.client_timeout,
             handshake_timeout: config.handshake_timeout,
             outbox_capacity: config.outbox as usize,
+            rate_limit: config.rate_limit,
         },
         shutdown: stop.clone(),
         sessions: TaskTracker::new(),
-        auth: match &config.jwt_secret {
-            Some(secret) => {
-                auth::Authenticator::hs256(secret.as_bytes(), config.jwt_user_claim.clone())
-            }
-            None => auth::Authenticator::anonymous(),
-        },
+        auth: authenticator(&config)?,
     });
 
     let sweeper = {
@@ -157,7 +168,7 @@ pub async fn run(
         })
     };
 
-    let app = server::routes(shared.clone(), !config.no_demo);
+    let app = server::routes(shared.clone(), !config.no_demo, &config.allowed_origins);
     let address = listener.local_addr().context("listener has no address")?;
     tracing::info!(%address, hubs = ?loaded.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "hubhost listening");
 

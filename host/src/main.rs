@@ -1,13 +1,18 @@
 //! The `hubhost` binary: flags, logging, signals, then [`hubhost::run`].
 
 use anyhow::Context as _;
-use clap::Parser;
 use hubhost::config::{Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("hubhost: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     if let Some(Command::New { name, sdk, dir }) = &config.command {
         return match hubhost::template::create(dir, name, sdk.as_deref()) {
             Ok(root) => {

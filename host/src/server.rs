@@ -12,18 +12,29 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::auth::AuthError;
 use crate::connection::ids::{ClaimError, random_id};
 use crate::connection::{self, Accepted, Shared};
+use crate::metrics::Exposition;
 use crate::router::{ConnectionId, HubName};
 
 const DEMO_PAGE: &str = include_str!("demo/index.html");
 
-/// Builds the routes.
-pub fn routes(shared: Arc<Shared>, demo: bool) -> Router {
-    // Browsers send credentials and SignalR's own headers on negotiate: mirror the origin.
-    // (Restricting origins is an operator setting still to come.)
+/// Builds the routes. `origins` lists the browser origins allowed (empty: any).
+pub fn routes(shared: Arc<Shared>, demo: bool, origins: &[String]) -> Router {
+    // Browsers send credentials and SignalR's own headers on negotiate, so the allowed origin is
+    // echoed rather than `*`.
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    let allow_origin = if allowed.is_empty() {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(allowed.clone())
+    };
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
+        .allow_origin(allow_origin)
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request());
@@ -36,7 +47,22 @@ pub fn routes(shared: Arc<Shared>, demo: bool) -> Router {
     if demo {
         router = router.route("/", get(|| async { Html(DEMO_PAGE) }));
     }
-    router.layer(cors).with_state(shared)
+    let origin_check = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let allowed = allowed.clone();
+            async move {
+                let origin = request.headers().get(header::ORIGIN);
+                match origin {
+                    Some(origin) if !allowed.is_empty() && !allowed.contains(origin) => {
+                        tracing::debug!(?origin, "refused a request from an origin not allowed");
+                        text(StatusCode::FORBIDDEN, "Origin not allowed")
+                    }
+                    _ => next.run(request).await,
+                }
+            }
+        },
+    );
+    router.layer(origin_check).layer(cors).with_state(shared)
 }
 
 async fn healthz() -> &'static str {
@@ -64,60 +90,110 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Prometheus text exposition of the server's counters.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    use std::fmt::Write as _;
+    use crate::backplane::BackplaneStats;
     let router = shared.dispatcher.router();
+    let registry = router.registry();
     let backplane = router.backplane();
     let stats = backplane.stats();
-    let get = crate::backplane::BackplaneStats::get;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
+    let m = shared.dispatcher.metrics();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let mut e = Exposition::new();
+    e.metric(
         "hubhost_connections",
         "gauge",
         "Client connections on this server.",
-        router.registry().connection_count() as u64,
+        registry.connection_count() as u64,
     );
-    metric(
+    e.labelled(
+        "hubhost_hub_connections",
+        "gauge",
+        "Client connections on this server, per hub.",
+        "hub",
+        &registry.connection_counts(),
+    );
+    e.metric(
+        "hubhost_messages_in_total",
+        "counter",
+        "Messages received from clients.",
+        get(&m.messages_in),
+    );
+    e.metric(
+        "hubhost_messages_out_total",
+        "counter",
+        "Hub messages delivered to local clients.",
+        registry.delivered_total(),
+    );
+    e.metric(
+        "hubhost_hub_calls_total",
+        "counter",
+        "Hub calls (invocations, connects, disconnects).",
+        get(&m.hub_calls),
+    );
+    e.metric(
+        "hubhost_hub_traps_total",
+        "counter",
+        "Hub calls that trapped.",
+        get(&m.traps),
+    );
+    e.metric(
+        "hubhost_hub_deadline_hits_total",
+        "counter",
+        "Hub calls stopped at their deadline.",
+        get(&m.deadline_hits),
+    );
+    e.metric(
+        "hubhost_hub_memory_hits_total",
+        "counter",
+        "Hub calls stopped at their memory cap.",
+        get(&m.memory_hits),
+    );
+    e.metric(
+        "hubhost_rate_limited_total",
+        "counter",
+        "Invocations refused by the per-connection rate limit.",
+        get(&m.rate_limited),
+    );
+    e.histogram(
+        "hubhost_hub_call_duration_seconds",
+        "Duration of hub calls.",
+        &m.call_duration,
+    );
+    e.metric(
         "hubhost_backplane_connected",
         "gauge",
         "1 when the backplane link is up.",
         u64::from(backplane.is_ready()),
     );
-    metric(
+    e.metric(
         "hubhost_backplane_published_total",
         "counter",
         "Messages handed to the backplane transport.",
-        get(&stats.published),
+        BackplaneStats::get(&stats.published),
     );
-    metric(
+    e.metric(
         "hubhost_backplane_received_total",
         "counter",
         "Messages received from the backplane transport.",
-        get(&stats.received),
+        BackplaneStats::get(&stats.received),
     );
-    metric(
+    e.metric(
         "hubhost_backplane_dropped_total",
         "counter",
         "Messages that could not reach other servers (delivered locally only).",
-        get(&stats.dropped),
+        BackplaneStats::get(&stats.dropped),
     );
-    metric(
+    e.metric(
         "hubhost_backplane_reconnects_total",
         "counter",
         "Times the backplane link was restored after a loss.",
-        get(&stats.reconnects),
+        BackplaneStats::get(&stats.reconnects),
     );
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        out,
+        e.finish(),
     )
         .into_response()
 }
@@ -139,6 +215,15 @@ fn known_hub(shared: &Shared, hub: &str) -> Option<HubName> {
         .map(|h| h.name().clone())
 }
 
+/// Whether the hub's settings require authenticated clients.
+fn requires_auth(shared: &Shared, hub: &str) -> bool {
+    shared
+        .dispatcher
+        .runtime()
+        .hub(hub)
+        .is_some_and(|h| h.limits().require_auth)
+}
+
 /// The largest client message a hub accepts (its `NAME.toml` may change the global limit).
 fn max_message_size(shared: &Shared, hub: &str) -> usize {
     shared
@@ -151,7 +236,7 @@ fn max_message_size(shared: &Shared, hub: &str) -> usize {
 }
 
 /// 401 for a token that does not verify.
-fn unauthorized(error: &crate::auth::AuthError) -> Response {
+fn unauthorized(error: &AuthError) -> Response {
     tracing::debug!("refused a token: {error}");
     (
         StatusCode::UNAUTHORIZED,
@@ -173,8 +258,12 @@ async fn negotiate(
     let Some(hub) = known_hub(&shared, &hub) else {
         return text(StatusCode::NOT_FOUND, "Hub not found");
     };
-    if let Err(e) = shared.auth.identify(&headers, &query) {
-        return unauthorized(&e);
+    match shared.auth.identify(&headers, &query) {
+        Err(e) => return unauthorized(&e),
+        Ok(identity) if identity.user_id.is_none() && requires_auth(&shared, hub.as_str()) => {
+            return unauthorized(&AuthError::Missing);
+        }
+        Ok(_) => {}
     }
     let version = match query.get("negotiateVersion") {
         None => 0,
@@ -218,6 +307,9 @@ async fn connect(
         return text(StatusCode::NOT_FOUND, "Hub not found");
     };
     let identity = match shared.auth.identify(&headers, &query) {
+        Ok(identity) if identity.user_id.is_none() && requires_auth(&shared, hub.as_str()) => {
+            return unauthorized(&AuthError::Missing);
+        }
         Ok(identity) => identity,
         Err(e) => return unauthorized(&e),
     };

@@ -38,6 +38,39 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Frames queued for one connection before it counts as too slow and is cut off.
     pub outbox_capacity: usize,
+    /// Invocations per second per connection (0: unlimited).
+    pub rate_limit: u32,
+}
+
+/// A token bucket: `rate` tokens a second, holding at most twice that.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32) -> Option<Self> {
+        (rate > 0).then(|| Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate) * 2.0,
+            last: Instant::now(),
+        })
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate * 2.0);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What every connection shares.
@@ -93,6 +126,7 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
         cancel.clone(),
     ));
     let mut session = Session {
+        limiter: RateLimiter::new(shared.settings.rate_limit),
         stream: &mut stream,
         records: RecordReader::new(accepted.max_message_size),
         outbox: outbox.clone(),
@@ -116,6 +150,7 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
 }
 
 struct Session<'a> {
+    limiter: Option<RateLimiter>,
     stream: &'a mut SplitStream<WebSocket>,
     records: RecordReader,
     outbox: mpsc::Sender<Outbound>,
@@ -250,6 +285,7 @@ impl Session<'_> {
 
     /// Handles one record; `Some` ends the session.
     async fn handle(&mut self, record: &[u8], timeout_armed: &mut bool) -> Option<End> {
+        crate::metrics::Metrics::inc(&self.shared.dispatcher.metrics().messages_in);
         let message = match json::decode(record) {
             Ok(message) => message,
             Err(error) => return Some(protocol_error(&error)),
@@ -261,7 +297,14 @@ impl Session<'_> {
                 arguments,
                 stream_ids,
             } => {
-                let reply = if !stream_ids.is_empty() {
+                let limited = self.limiter.as_mut().is_some_and(|l| !l.allow());
+                let reply = if limited {
+                    crate::metrics::Metrics::inc(&self.shared.dispatcher.metrics().rate_limited);
+                    Err(format!(
+                        "Failed to invoke '{target}' due to an error on the server. HubException: Rate limit exceeded: at most {} invocations per second per connection.",
+                        self.shared.settings.rate_limit
+                    ))
+                } else if !stream_ids.is_empty() {
                     Err(format!(
                         "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
                         stream_ids.len()

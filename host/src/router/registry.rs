@@ -121,6 +121,8 @@ fn unique(items: &[String]) -> impl Iterator<Item = &str> {
 #[derive(Default)]
 pub struct LocalRegistry {
     hubs: RwLock<HashMap<HubName, HubConnections>>,
+    /// Frames queued to connections by deliveries (for `/metrics`).
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 impl LocalRegistry {
@@ -253,6 +255,8 @@ impl LocalRegistry {
                 stats.dropped += 1;
             }
         }
+        self.delivered
+            .fetch_add(stats.delivered as u64, std::sync::atomic::Ordering::Relaxed);
         stats
     }
 
@@ -280,6 +284,23 @@ impl LocalRegistry {
             .read()
             .get(hub)
             .is_some_and(|c| c.connections.contains_key(id))
+    }
+
+    /// Frames delivered to local connections so far.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections per hub on this server.
+    pub fn connection_counts(&self) -> Vec<(String, u64)> {
+        let mut counts: Vec<_> = self
+            .hubs
+            .read()
+            .iter()
+            .map(|(hub, c)| (hub.to_string(), c.connections.len() as u64))
+            .collect();
+        counts.sort();
+        counts
     }
 
     /// How many connections this server holds, over all hubs.

@@ -6,6 +6,7 @@
 //! memory = "16MiB"           # linear memory cap of one instance
 //! instances = 8              # instances alive at once
 //! max-message-size = "64KiB" # largest client message on this hub's connections
+//! require-auth = true        # refuse clients without a valid bearer token (401)
 //! ```
 
 use std::path::Path;
@@ -24,6 +25,8 @@ pub struct HubLimits {
     pub memory_limit: usize,
     pub instances: u32,
     pub max_message_size: usize,
+    /// Clients need a valid bearer token.
+    pub require_auth: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +36,7 @@ struct SettingsFile {
     memory: Option<String>,
     instances: Option<u32>,
     max_message_size: Option<String>,
+    require_auth: Option<bool>,
 }
 
 impl HubLimits {
@@ -43,6 +47,7 @@ impl HubLimits {
             memory_limit: config.memory_limit,
             instances: config.instances_per_hub,
             max_message_size: config.max_message_size,
+            require_auth: false,
         }
     }
 
@@ -78,6 +83,9 @@ impl HubLimits {
         if let Some(n) = file.instances {
             anyhow::ensure!(n >= 1, "instances must be at least 1");
             self.instances = n;
+        }
+        if let Some(required) = file.require_auth {
+            self.require_auth = required;
         }
         if let Some(m) = file.max_message_size {
             self.max_message_size = parse_size(&m).map_err(anyhow::Error::msg)?;
