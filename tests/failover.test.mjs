@@ -1,0 +1,73 @@
+// Failover as users run it: nginx in front of two hosts sharing a real Redis; one host gets
+// SIGTERM; its clients reconnect through nginx to the other host and keep chatting with the
+// clients already there, losing nothing once reconnected.
+//
+// Without sticky sessions a load balancer may send negotiate and the WebSocket to different
+// hosts, so, as with ASP.NET Core SignalR, clients behind a plain round-robin balancer connect
+// WebSockets-only with skipNegotiation.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import { connect, record, signalR, waitUntil } from "./support/client.mjs";
+import { startHost } from "./support/host.mjs";
+import { startNginx } from "./support/nginx.mjs";
+import { startRedis } from "./support/redis.mjs";
+
+describe("failover behind nginx", () => {
+  it("clients of a host that stops reconnect to the other one and keep chatting", async () => {
+    const redis = await startRedis();
+    const hosts = await Promise.all([0, 1].map(() => startHost({ hubs: ["chat"], args: ["--redis", redis.url, "--drain-timeout", "5s"] })));
+    const nginx = await startNginx(hosts.map((h) => h.address));
+    const clients = [];
+    try {
+      for (const host of hosts) {
+        while ((await fetch(`${host.url}/readyz`)).status !== 200) await new Promise((r) => setTimeout(r, 20));
+      }
+      for (let i = 0; i < 8; i++) {
+        const c = await connect(
+          `${nginx.url}/chat`,
+          { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets },
+          (b) => b.withAutomaticReconnect([0, 200, 500, 1000, 2000]),
+        );
+        c.reconnected = 0;
+        c.onreconnected(() => c.reconnected++);
+        clients.push(c);
+      }
+      const counts = hosts.map((h) => h.logsMatching('"connected"').length);
+      // Round robin spreads them; find who is where through each host's connection gauge.
+      const onHost = async (host) =>
+        Number(/hubhost_connections (\d+)/.exec(await (await fetch(`${host.url}/metrics`)).text())[1]);
+      const [onA, onB] = [await onHost(hosts[0]), await onHost(hosts[1])];
+      assert.equal(onA + onB, 8);
+      assert.ok(onA > 0 && onB > 0, `both hosts serve clients (${onA}/${onB}, ${counts})`);
+
+      // Which clients live on host A? Ask host A to send to them: connection ids are unique.
+      const ids = new Map(await Promise.all(clients.map(async (c) => [await c.invoke("Whoami"), c])));
+      const got = clients.map((c) => record(c, "broadcastMessage"));
+      await clients[0].invoke("Send", "x", "before");
+      await waitUntil(() => got.every((g) => g.length === 1), "delivery to all 8 before the failover");
+
+      const { code } = await hosts[0].stop(); // SIGTERM: Close with allowReconnect to its clients
+      assert.equal(code, 0);
+      await waitUntil(() => clients.every((c) => c.state === signalR.HubConnectionState.Connected), "every client connected again", 15_000);
+      const moved = clients.filter((c) => c.reconnected > 0);
+      assert.equal(moved.length, onA, "exactly host A's clients reconnected");
+      assert.equal(await onHost(hosts[1]), 8, "all eight now on host B");
+
+      // Nothing is lost after the reconnect: everyone sends, everyone receives everything.
+      for (const g of got) g.length = 0;
+      await Promise.all(clients.map((c, i) => c.invoke("Send", `client ${i}`, "after the failover")));
+      await waitUntil(() => got.every((g) => g.length === 8), "all 8 messages at all 8 clients", 10_000);
+      for (const g of got) {
+        assert.deepEqual(g.map((m) => m[0]).sort(), clients.map((_, i) => `client ${i}`).sort());
+      }
+      assert.ok(ids.size === 8);
+    } finally {
+      await Promise.all(clients.map((c) => c.stop()));
+      await nginx.stop();
+      await Promise.all(hosts.map((h) => h.stop()));
+      await redis.stop();
+    }
+  });
+});
