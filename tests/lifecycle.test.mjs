@@ -29,6 +29,18 @@ describe("graceful shutdown", () => {
     await reconnecting.stop();
   });
 
+  it("lets a call in flight finish and answer before closing", async () => {
+    const host = await startHost({ hubs: ["faulty"] });
+    const c = await connect(`${host.url}/faulty`);
+    const call = c.invoke("Busy", 700);
+    await new Promise((r) => setTimeout(r, 150)); // the call is running
+    const stopped = host.stop();
+    const loops = await call;
+    assert.ok(loops > 0, "the in-flight call completed with its result");
+    assert.equal(await c.closed, undefined, "then the client was closed cleanly");
+    assert.equal((await stopped).code, 0);
+  });
+
   it("refuses to start with an invalid configuration, with one clear line", async () => {
     await assert.rejects(
       startHost({ args: ["--keep-alive", "1m", "--client-timeout", "30s"] }),

@@ -57,8 +57,7 @@ use config::Config;
 use connection::ids::Negotiated;
 use connection::{Settings, Shared};
 use dispatcher::Dispatcher;
-use protocol::json;
-use router::{LocalRegistry, Outbound, Router};
+use router::{LocalRegistry, Router};
 use runtime::{HubRuntime, RuntimeConfig};
 use state::StateStore;
 use state::memory::MemoryState;
@@ -150,6 +149,7 @@ pub async fn run(
             rate_limit: config.rate_limit,
         },
         shutdown: stop.clone(),
+        draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
         auth: authenticator(&config)?,
     });
@@ -174,14 +174,16 @@ pub async fn run(
 
     // On the signal: tell every client to reconnect (elsewhere) and stop accepting; then give
     // the connections the drain timeout to leave.
+    // Each session finishes the call it is running (its caller gets the completion), then
+    // sends Close with allowReconnect and ends.
     let told_to_leave = {
         let registry = registry.clone();
+        let draining = shared.draining.clone();
         async move {
             shutdown.await;
-            let told =
-                registry.broadcast_control(None, Outbound::Close(json::close(None, true).into()));
+            draining.cancel();
             tracing::info!(
-                connections = told,
+                connections = registry.connection_count(),
                 "shutting down: clients told to reconnect"
             );
         }

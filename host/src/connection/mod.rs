@@ -78,8 +78,11 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     pub negotiated: Arc<Negotiated>,
     pub settings: Settings,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server stops for good (after draining): ends every session at once.
     pub shutdown: CancellationToken,
+    /// Cancelled when shutdown begins: sessions finish their current call, send Close with
+    /// allowReconnect, and end.
+    pub draining: CancellationToken,
     /// Every running session, so shutdown can wait for them to finish.
     pub sessions: TaskTracker,
     /// Checks bearer tokens.
@@ -230,6 +233,7 @@ impl Session<'_> {
                 frame = self.stream.next() => frame,
                 _ = tokio::time::sleep_until(deadline) => return Err(HandshakeError::TimedOut),
                 _ = self.cancel.cancelled() => return Err(HandshakeError::TimedOut),
+                _ = self.shared.draining.cancelled() => return Err(HandshakeError::TimedOut),
             };
             match frame {
                 Some(Ok(Message::Text(text))) => self.records.push(text.as_bytes()),
@@ -265,6 +269,9 @@ impl Session<'_> {
             let frame = tokio::select! {
                 frame = self.stream.next() => frame,
                 _ = self.cancel.cancelled() => return End::Cancelled,
+                _ = self.shared.draining.cancelled() => {
+                    return End::Close { frame: json::close(None, true), error: None };
+                }
                 _ = tokio::time::sleep_until(idle_deadline), if timeout_armed => {
                     return End::Close {
                         frame: json::close(Some("Connection closed with an error. OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval."), true),

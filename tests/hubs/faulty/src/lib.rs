@@ -29,6 +29,17 @@ impl Faulty {
         }
     }
 
+    /// Computes for `ms` milliseconds (by the monotonic clock), then returns how many loops it
+    /// ran: a slow call that succeeds.
+    fn busy(ms: u64) -> u64 {
+        let start = std::time::Instant::now();
+        let mut loops = 0;
+        while start.elapsed() < std::time::Duration::from_millis(ms) {
+            loops += 1;
+        }
+        loops
+    }
+
     /// Allocates `mebibytes` MiB and touches every page; past the memory cap the call fails.
     fn allocate(mebibytes: u32) -> usize {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
