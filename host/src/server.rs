@@ -352,6 +352,9 @@ async fn connect(
     let ws_limit = max_message_size.saturating_mul(4).max(64 * 1024);
     let negotiated = shared.negotiated.clone();
     upgrade
+        // tungstenite preallocates its read buffer (128 KiB by default): a small one keeps an
+        // idle connection cheap, and larger messages still arrive (the buffer grows as needed).
+        .read_buffer_size(4 * 1024)
         .max_message_size(ws_limit)
         .max_frame_size(ws_limit)
         .on_failed_upgrade(move |error| {
