@@ -10,6 +10,8 @@
 //!   messages lost, and host CPU-seconds per million deliveries.
 //! - `echo`: invoke-with-result round trips on one connection: p50/p99 and calls/s.
 //! - `idle`: N idle connections on one host: host RSS per connection.
+//! - `hub-call`: one hub invocation (the chat hub's `Echo`) through the runtime, in process:
+//!   with instance reuse and with a fresh instance per call.
 //!
 //! `--quick` runs every scenario small and fails if any message was lost (CI runs it; it asserts
 //! nothing about speed). See docs/performance.md for how to run the full figures.
@@ -37,7 +39,11 @@ const RS: char = '\u{1e}';
 #[command(name = "loadgen", about = "hubhost load generator")]
 struct Args {
     /// Scenarios to run: broadcast, echo, idle (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "broadcast,echo,idle")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "broadcast,echo,idle,hub-call"
+    )]
     scenarios: Vec<String>,
     /// Connections (broadcast).
     #[arg(short = 'c', long, default_value_t = 1000)]
@@ -103,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
             "broadcast" => failed |= broadcast(&args, &bin).await?,
             "echo" => echo(&args, &bin).await?,
             "idle" => idle(&args, &bin).await?,
+            "hub-call" => hub_call(&args).await?,
             other => bail!("unknown scenario '{other}'"),
         }
     }
@@ -112,13 +119,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the open-files limit to the hard limit (idle scenario holds many sockets).
+/// Reports the open-files limit in effect (the idle scenario holds one socket per connection;
+/// raise it with `ulimit -n` before running large idle scenarios).
 fn raise_fd_limit() {
-    // `ulimit -n` in a shell is the portable way; here we only report the limit in effect.
-    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
-        if let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) {
-            println!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
-        }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    if let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) {
+        println!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
     }
 }
 
@@ -140,9 +146,20 @@ impl Proc {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
             return 0.0;
         };
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
         ticks / 100.0
     }
 
@@ -166,7 +183,16 @@ async fn free_port() -> anyhow::Result<u16> {
 async fn start_redis() -> anyhow::Result<Proc> {
     let port = free_port().await?;
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -183,23 +209,39 @@ async fn start_redis() -> anyhow::Result<Proc> {
 
 async fn start_host(bin: &PathBuf, hubs: &PathBuf, redis: Option<&Proc>) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json", "--no-demo", "--rate-limit", "0", "--outbox", "65536", "--hubs"])
-        .arg(hubs)
-        .env("HUBHOST_LOG", "warn,hubhost=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--no-demo",
+        "--rate-limit",
+        "0",
+        "--outbox",
+        "65536",
+        "--hubs",
+    ])
+    .arg(hubs)
+    .env("HUBHOST_LOG", "warn,hubhost=info")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
     if let Some(redis) = redis {
         cmd.args(["--redis", &format!("redis://{}", redis.addr)]);
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             if line.contains("hubhost listening") {
                 let v: serde_json::Value = serde_json::from_str(&line)?;
-                let addr = v["fields"]["address"].as_str().context("no address")?.to_owned();
+                let addr = v["fields"]["address"]
+                    .as_str()
+                    .context("no address")?
+                    .to_owned();
                 return anyhow::Ok(addr);
             }
         }
@@ -227,7 +269,11 @@ async fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
     let mut buf = vec![0; 64];
     let n = s.read(&mut buf).await?;
     let head = String::from_utf8_lossy(&buf[..n]);
-    Ok(head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0))
+    Ok(head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,6 +282,14 @@ async fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn connect(addr: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Ws> {
+    connect_hub(addr, "chat", source).await
+}
+
+async fn connect_hub(
+    addr: &str,
+    hub: &str,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<Ws> {
     let stream = match source {
         Some(ip) => {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -245,10 +299,16 @@ async fn connect(addr: &str, source: Option<std::net::IpAddr>) -> anyhow::Result
         None => TcpStream::connect(addr).await?,
     };
     stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/chat"), MaybeTlsStream::Plain(stream))
-        .await
-        .context("WebSocket handshake")?;
-    ws.send(Message::text(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"))).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/{hub}"),
+        MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .context("WebSocket handshake")?;
+    ws.send(Message::text(format!(
+        "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+    )))
+    .await?;
     let answer = ws.next().await.context("closed during handshake")??;
     if !answer.to_text().unwrap_or("").starts_with("{}") {
         bail!("handshake refused: {answer}");
@@ -276,8 +336,16 @@ fn ms(h: &Histogram<u64>, q: f64) -> String {
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
-async fn start_cluster(args: &Args, bin: &PathBuf, hosts: usize) -> anyhow::Result<(Option<Proc>, Vec<Proc>)> {
-    let redis = if hosts > 1 { Some(start_redis().await?) } else { None };
+async fn start_cluster(
+    args: &Args,
+    bin: &PathBuf,
+    hosts: usize,
+) -> anyhow::Result<(Option<Proc>, Vec<Proc>)> {
+    let redis = if hosts > 1 {
+        Some(start_redis().await?)
+    } else {
+        None
+    };
     let mut procs = Vec::new();
     for _ in 0..hosts {
         procs.push(start_host(bin, &args.hubs, redis.as_ref()).await?);
@@ -289,7 +357,11 @@ async fn start_cluster(args: &Args, bin: &PathBuf, hosts: usize) -> anyhow::Resu
 async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
     let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
     let epoch = Instant::now();
-    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?));
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1_000,
+        60_000_000_000,
+        3,
+    )?));
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let mut senders = Vec::new();
@@ -303,14 +375,19 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
         }
         let (latencies, received) = (latencies.clone(), received.clone());
         readers.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
+            let mut local =
+                Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
             let mut since_merge = 0u64;
             while let Some(Ok(msg)) = stream.next().await {
                 let Ok(text) = msg.to_text() else { continue };
                 let mut count = 0;
                 for record in text.split(RS).filter(|r| r.contains("broadcastMessage")) {
                     // {"type":1,"target":"broadcastMessage","arguments":["bench","<sent-ns>"]}
-                    if let Some(sent) = record.rsplit('"').nth(1).and_then(|s| s.parse::<u64>().ok()) {
+                    if let Some(sent) = record
+                        .rsplit('"')
+                        .nth(1)
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
                         let _ = local.record(nanos(epoch).saturating_sub(sent).max(1_000));
                         count += 1;
                     }
@@ -330,7 +407,11 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
     let cpu_before: f64 = hosts.iter().map(Proc::cpu_seconds).sum();
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
-    let per_sender_rate = if args.rate == 0 { 0.0 } else { args.rate as f64 / args.senders as f64 };
+    let per_sender_rate = if args.rate == 0 {
+        0.0
+    } else {
+        args.rate as f64 / args.senders as f64
+    };
     let mut tasks = Vec::new();
     for mut sink in senders {
         let (sent, duration) = (sent.clone(), args.duration);
@@ -349,12 +430,12 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
                     break;
                 }
                 n += 1;
-                if per_sender_rate > 0.0 || n % 16 == 0 {
+                if per_sender_rate > 0.0 || n.is_multiple_of(16) {
                     let _ = sink.flush().await;
                 }
                 // Bound what is in flight when sending flat out, so the measurement is of
                 // delivery rather than of queues growing.
-                if per_sender_rate == 0.0 && n % 64 == 0 {
+                if per_sender_rate == 0.0 && n.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -371,7 +452,9 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
     let expected = sent.load(Ordering::Relaxed) * receivers;
     // Let deliveries drain.
     let drain_start = Instant::now();
-    while received.load(Ordering::Relaxed) < expected && drain_start.elapsed() < Duration::from_secs(20) {
+    while received.load(Ordering::Relaxed) < expected
+        && drain_start.elapsed() < Duration::from_secs(20)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total_time = started.elapsed();
@@ -391,18 +474,35 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
             args.connections,
             args.hosts,
             args.senders,
-            if args.rate == 0 { "max".to_owned() } else { format!("{}/s", args.rate) }
+            if args.rate == 0 {
+                "max".to_owned()
+            } else {
+                format!("{}/s", args.rate)
+            }
         ),
         &[
-            ("messages sent", format!("{} in {:.1} s", sent.load(Ordering::Relaxed), send_time.as_secs_f64())),
+            (
+                "messages sent",
+                format!(
+                    "{} in {:.1} s",
+                    sent.load(Ordering::Relaxed),
+                    send_time.as_secs_f64()
+                ),
+            ),
             ("deliveries", format!("{got} of {expected}")),
-            ("deliveries/s", format!("{:.0}", got as f64 / total_time.as_secs_f64())),
+            (
+                "deliveries/s",
+                format!("{:.0}", got as f64 / total_time.as_secs_f64()),
+            ),
             ("latency p50", ms(&h, 0.50)),
             ("latency p90", ms(&h, 0.90)),
             ("latency p99", ms(&h, 0.99)),
             ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
             ("lost", lost.to_string()),
-            ("host CPU-s / 1M deliveries", format!("{:.2}", cpu / (got.max(1) as f64 / 1e6))),
+            (
+                "host CPU-s / 1M deliveries",
+                format!("{:.2}", cpu / (got.max(1) as f64 / 1e6)),
+            ),
         ],
     );
     Ok(lost > 0)
@@ -429,9 +529,15 @@ async fn echo(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     }
     let total = started.elapsed();
     table(
-        &format!("echo: {} sequential invoke round trips, one connection", args.calls),
+        &format!(
+            "echo: {} sequential invoke round trips, one connection",
+            args.calls
+        ),
         &[
-            ("calls/s", format!("{:.0}", args.calls as f64 / total.as_secs_f64())),
+            (
+                "calls/s",
+                format!("{:.0}", args.calls as f64 / total.as_secs_f64()),
+            ),
             ("p50", ms(&h, 0.50)),
             ("p99", ms(&h, 0.99)),
             ("max", format!("{:.2} ms", h.max() as f64 / 1e6)),
@@ -448,8 +554,11 @@ async fn idle(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let mut held = Vec::with_capacity(args.idle);
     for i in 0..args.idle {
         // Beyond one source address's ephemeral ports, use 127.0.0.2, .3, ...
-        let source = (args.idle > 20_000).then(|| std::net::IpAddr::from([127, 0, 0, 1 + (i / 20_000) as u8]));
-        held.push(connect(&host.addr, source).await?);
+        let source = (args.idle > 20_000)
+            .then(|| std::net::IpAddr::from([127, 0, 0, 1 + (i / 20_000) as u8]));
+        // The lobby hub does nothing on connect: the chat hub would broadcast the online count
+        // to everyone at every connect, and idle clients do not read.
+        held.push(connect_hub(&host.addr, "lobby", source).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = host.rss_kib();
@@ -458,9 +567,75 @@ async fn idle(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
         &[
             ("host RSS before", format!("{before} KiB")),
             ("host RSS after", format!("{after} KiB")),
-            ("per connection", format!("{:.2} KiB", (after.saturating_sub(before)) as f64 / args.idle as f64)),
+            (
+                "per connection",
+                format!(
+                    "{:.2} KiB",
+                    (after.saturating_sub(before)) as f64 / args.idle as f64
+                ),
+            ),
         ],
     );
     drop(held);
+    Ok(())
+}
+
+async fn hub_call(args: &Args) -> anyhow::Result<()> {
+    use hubhost::router::{ConnectionId, HubName};
+    use hubhost::runtime::{Call, Caller, HubRuntime, RuntimeConfig};
+    use hubhost::state::memory::MemoryState;
+
+    let calls = if args.quick {
+        2_000
+    } else {
+        args.calls.max(20_000)
+    };
+    let caller = Caller {
+        hub: HubName::new("chat"),
+        connection_id: ConnectionId::new("bench"),
+        user_id: None,
+        claims: Vec::new(),
+    };
+    let mut rows = Vec::new();
+    for reuse in [true, false] {
+        let config = RuntimeConfig {
+            reuse_instances: reuse,
+            ..RuntimeConfig::default()
+        };
+        let runtime = HubRuntime::new(config, Arc::new(MemoryState::new()))?;
+        let hub = runtime.compile(HubName::new("chat"), &args.hubs.join("chat.wasm"))?;
+        let call = Call::Invoke {
+            method: "Echo",
+            arguments: "[\"ping\"]",
+        };
+        for _ in 0..200 {
+            hub.call(&caller, call)
+                .await
+                .result
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let mut h = Histogram::<u64>::new_with_bounds(10, 10_000_000_000, 3)?;
+        let n = if reuse { calls } else { calls / 4 };
+        for _ in 0..n {
+            let t = Instant::now();
+            let outcome = hub.call(&caller, call).await;
+            h.record(t.elapsed().as_nanos() as u64)?;
+            outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let us = |q: f64| format!("{:.2} µs", h.value_at_quantile(q) as f64 / 1e3);
+        let label = if reuse {
+            "reused instance"
+        } else {
+            "fresh instance"
+        };
+        rows.push((
+            label,
+            format!("p50 {}, p99 {} ({n} calls)", us(0.5), us(0.99)),
+        ));
+    }
+    table(
+        "hub-call: one Echo invocation of the chat hub, in process",
+        &rows,
+    );
     Ok(())
 }

@@ -163,5 +163,13 @@ fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
     } else {
         node.args(filters);
     }
-    run(&mut node)
+    run(&mut node)?;
+    if filters.is_empty() {
+        // The load generator's quick run: every scenario, small; fails only if a message is lost.
+        run(Command::new(root.join("target/debug/loadgen"))
+            .current_dir(root)
+            .args(["--quick", "--host-bin"])
+            .arg(root.join("target/debug/hubhost")))?;
+    }
+    Ok(())
 }

@@ -150,7 +150,7 @@ impl LoadedHub {
         match result {
             Ok(Ok(result)) => {
                 instance.calls += 1;
-                if instance.calls < CALLS_PER_INSTANCE {
+                if self.config.reuse_instances && instance.calls < CALLS_PER_INSTANCE {
                     self.idle.lock().push(instance);
                 }
                 CallOutcome {

@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     pub max_effect_bytes: usize,
     /// Largest client message, unless a hub's settings say otherwise.
     pub max_message_size: usize,
+    /// Reuse instances across calls (the fast path); `false` gives every call a fresh one.
+    pub reuse_instances: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -58,6 +60,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             max_effect_bytes: 16 << 20,
             max_message_size: 32 << 10,
+            reuse_instances: true,
         }
     }
 }
