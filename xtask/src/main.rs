@@ -21,7 +21,8 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    // `cargo demo -- --listen ...` and `cargo demo --listen ...` alike.
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
     let root = root()?;
     match task.as_str() {
         "hubs" => build_hubs(&root),
