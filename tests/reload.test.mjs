@@ -81,6 +81,17 @@ describe("hot reload", () => {
     await c.stop();
   });
 
+  it("reloads a hub when its NAME.toml changes", async () => {
+    writeFileSync(join(host.dir, "limited.toml"), 'memory = "4MiB"\n');
+    deploy(host.dir, "faulty", "limited");
+    await eventually(async () => assert.equal(await negotiateStatus(host, "limited"), 200), "the hub");
+    const c = await connect(`${host.url}/limited`);
+    await assert.rejects(c.invoke("Allocate", 8), /An unexpected error occurred invoking 'Allocate'/);
+    writeFileSync(join(host.dir, "limited.toml"), 'memory = "32MiB"\n');
+    assert.equal(await eventually(() => c.invoke("Allocate", 8), "the new limit"), 8);
+    await c.stop();
+  });
+
   it("closes the connections of a removed hub and answers 404 afterwards", async () => {
     deploy(host.dir, "chat", "doomed");
     await eventually(async () => assert.equal(await negotiateStatus(host, "doomed"), 200), "the hub");
