@@ -5,31 +5,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { connect, record, settle, waitUntil } from "./support/client.mjs";
-import { startHost } from "./support/host.mjs";
+import { metric, readyz, startHost, waitReady } from "./support/host.mjs";
 import { jwt } from "./support/jwt.mjs";
 import { startRedis } from "./support/redis.mjs";
 
 const SECRET = "backplane-test-secret";
-
-async function readyz(host) {
-  const res = await fetch(`${host.url}/readyz`);
-  return { status: res.status, body: await res.json() };
-}
-
-async function waitReady(host, timeoutMs = 10_000) {
-  const started = Date.now();
-  while ((await readyz(host)).status !== 200) {
-    if (Date.now() - started > timeoutMs) throw new Error(`${host.url} not ready within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return Date.now() - started;
-}
-
-async function metric(host, name) {
-  const text = await (await fetch(`${host.url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(" ")[1]) : NaN;
-}
 
 function startRedisHost(redis, { prefix = "hubhost", args = [] } = {}) {
   return startHost({

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::backplane::GroupChange;
 use crate::metrics::Metrics;
-use crate::router::{Envelope, Router};
+use crate::router::Router;
 use crate::runtime::{
-    Call, CallError, CallOutcome, Caller, Effect, GroupOp, HubError, HubRuntime, LoadedHub,
+    Call, CallError, CallOutcome, Caller, Effect, HubError, HubRuntime, LoadedHub,
 };
 
 /// Runs hub calls for connections.
@@ -118,39 +117,12 @@ impl Dispatcher {
     ) -> Result<Option<String>, CallError> {
         for effect in outcome.effects {
             match effect {
-                Effect::Send {
-                    target,
-                    method: client_method,
-                    arguments,
-                } => {
-                    let envelope = Envelope {
-                        hub: hub.name().clone(),
-                        target,
-                        method: client_method,
-                        arguments,
-                    };
+                Effect::Send(envelope) => {
                     if let Err(e) = self.router.send(envelope) {
                         tracing::warn!(hub = %hub.name(), method, connection = %caller.connection_id, "send dropped: {e}");
                     }
                 }
-                Effect::Group {
-                    op,
-                    connection,
-                    group,
-                } => {
-                    let hub = hub.name().clone();
-                    let change = match op {
-                        GroupOp::Add => GroupChange::Add {
-                            hub,
-                            connection,
-                            group,
-                        },
-                        GroupOp::Remove => GroupChange::Remove {
-                            hub,
-                            connection,
-                            group,
-                        },
-                    };
+                Effect::Group(change) => {
                     if let Err(e) = self.router.change_group(change).await {
                         // Like an exception at `await Groups.AddToGroupAsync(..)`: the call
                         // fails and what the hub did after it does not happen.

@@ -141,7 +141,6 @@ pub async fn run(
         dispatcher,
         negotiated: Arc::new(Negotiated::default()),
         settings: Settings {
-            max_message_size: config.max_message_size,
             keep_alive: config.keep_alive,
             client_timeout: config.client_timeout,
             handshake_timeout: config.handshake_timeout,

@@ -12,11 +12,12 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Identity};
 use crate::connection::ids::{ClaimError, random_id};
 use crate::connection::{self, Accepted, Shared};
 use crate::metrics::Exposition;
 use crate::router::{ConnectionId, HubName};
+use crate::runtime::{Caller, LoadedHub};
 
 const DEMO_PAGE: &str = include_str!("demo/index.html");
 
@@ -90,7 +91,6 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Prometheus text exposition of the server's counters.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    use crate::backplane::BackplaneStats;
     let router = shared.dispatcher.router();
     let registry = router.registry();
     let backplane = router.backplane();
@@ -168,25 +168,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "hubhost_backplane_published_total",
         "counter",
         "Messages handed to the backplane transport.",
-        BackplaneStats::get(&stats.published),
+        get(&stats.published),
     );
     e.metric(
         "hubhost_backplane_received_total",
         "counter",
         "Messages received from the backplane transport.",
-        BackplaneStats::get(&stats.received),
+        get(&stats.received),
     );
     e.metric(
         "hubhost_backplane_dropped_total",
         "counter",
         "Messages that could not reach other servers (delivered locally only).",
-        BackplaneStats::get(&stats.dropped),
+        get(&stats.dropped),
     );
     e.metric(
         "hubhost_backplane_reconnects_total",
         "counter",
         "Times the backplane link was restored after a loss.",
-        BackplaneStats::get(&stats.reconnects),
+        get(&stats.reconnects),
     );
     (
         [(
@@ -207,32 +207,23 @@ fn text(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
-fn known_hub(shared: &Shared, hub: &str) -> Option<HubName> {
-    shared
-        .dispatcher
-        .runtime()
-        .hub(hub)
-        .map(|h| h.name().clone())
+fn known_hub(shared: &Shared, hub: &str) -> Option<Arc<LoadedHub>> {
+    shared.dispatcher.runtime().hub(hub)
 }
 
-/// Whether the hub's settings require authenticated clients.
-fn requires_auth(shared: &Shared, hub: &str) -> bool {
-    shared
-        .dispatcher
-        .runtime()
-        .hub(hub)
-        .is_some_and(|h| h.limits().require_auth)
-}
-
-/// The largest client message a hub accepts (its `NAME.toml` may change the global limit).
-fn max_message_size(shared: &Shared, hub: &str) -> usize {
-    shared
-        .dispatcher
-        .runtime()
-        .hub(hub)
-        .map_or(shared.settings.max_message_size, |h| {
-            h.limits().max_message_size
-        })
+/// Who the request is. A token that does not verify, or none on a hub that requires one (its
+/// `NAME.toml`), is an error, answered with [`unauthorized`].
+fn authorize(
+    shared: &Shared,
+    hub: &LoadedHub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, AuthError> {
+    let identity = shared.auth.identify(headers, query)?;
+    if identity.user_id.is_none() && hub.limits().require_auth {
+        return Err(AuthError::Missing);
+    }
+    Ok(identity)
 }
 
 /// 401 for a token that does not verify.
@@ -258,12 +249,8 @@ async fn negotiate(
     let Some(hub) = known_hub(&shared, &hub) else {
         return text(StatusCode::NOT_FOUND, "Hub not found");
     };
-    match shared.auth.identify(&headers, &query) {
-        Err(e) => return unauthorized(&e),
-        Ok(identity) if identity.user_id.is_none() && requires_auth(&shared, hub.as_str()) => {
-            return unauthorized(&AuthError::Missing);
-        }
-        Ok(_) => {}
+    if let Err(e) = authorize(&shared, &hub, &headers, &query) {
+        return unauthorized(&e);
     }
     let version = match query.get("negotiateVersion") {
         None => 0,
@@ -277,7 +264,7 @@ async fn negotiate(
             }
         },
     };
-    let (connection_id, token) = shared.negotiated.create(hub, version);
+    let (connection_id, token) = shared.negotiated.create(hub.name().clone(), version);
     let transports = json!([{ "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }]);
     let body = if version >= 1 {
         json!({
@@ -303,16 +290,15 @@ async fn connect(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(hub) = known_hub(&shared, &hub) else {
+    let Some(loaded) = known_hub(&shared, &hub) else {
         return text(StatusCode::NOT_FOUND, "Hub not found");
     };
-    let identity = match shared.auth.identify(&headers, &query) {
-        Ok(identity) if identity.user_id.is_none() && requires_auth(&shared, hub.as_str()) => {
-            return unauthorized(&AuthError::Missing);
-        }
+    let identity = match authorize(&shared, &loaded, &headers, &query) {
         Ok(identity) => identity,
         Err(e) => return unauthorized(&e),
     };
+    let hub = loaded.name().clone();
+    let max_message_size = loaded.limits().max_message_size;
     let token = query.get("id").cloned();
     let Ok(upgrade) = upgrade else {
         // Only the WebSockets transport is offered, so a plain GET is a client mistake.
@@ -338,14 +324,15 @@ async fn connect(
         // skipNegotiation: the socket is the whole connection.
         None => ConnectionId::new(random_id()),
     };
-    let max_message_size = max_message_size(&shared, hub.as_str());
     let accepted = Accepted {
-        max_message_size,
-        hub,
-        connection_id,
+        caller: Caller {
+            hub,
+            connection_id,
+            user_id: identity.user_id,
+            claims: identity.claims,
+        },
         token: token.clone(),
-        user_id: identity.user_id,
-        claims: identity.claims,
+        max_message_size,
     };
     // The socket accepts somewhat more than a message so an oversized one can be answered with
     // a proper Close message instead of a torn connection.

@@ -96,3 +96,26 @@ export async function startHost({ hubs = ["chat"], args = [], env = {}, settings
   };
   return host;
 }
+
+/** A host's `/readyz` answer: `{ status, body }`. */
+export async function readyz(host) {
+  const res = await fetch(`${host.url}/readyz`);
+  return { status: res.status, body: await res.json() };
+}
+
+/** Waits until a host is ready (hubs loaded, backplane joined); returns how long it took (ms). */
+export async function waitReady(host, timeoutMs = 10_000) {
+  const started = Date.now();
+  while ((await readyz(host)).status !== 200) {
+    if (Date.now() - started > timeoutMs) throw new Error(`${host.url} not ready within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return Date.now() - started;
+}
+
+/** The value of an unlabelled metric on a host's `/metrics`, or NaN. */
+export async function metric(host, name) {
+  const text = await (await fetch(`${host.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(" ")[1]) : NaN;
+}

@@ -21,15 +21,13 @@ use crate::dispatcher::Dispatcher;
 use crate::protocol::framing::RecordReader;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{ClientMessage, ProtocolError, json};
-use crate::router::{ConnectionHandle, ConnectionId, HubName, Outbound};
+use crate::router::{ConnectionHandle, Outbound};
 use crate::runtime::Caller;
 use ids::Negotiated;
 
 /// Protocol settings of every connection.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Largest message (record) accepted from a client, in bytes.
-    pub max_message_size: usize,
     /// A Ping goes out when nothing was written for this long.
     pub keep_alive: Duration,
     /// A client that pings and then goes silent this long is dropped.
@@ -92,12 +90,10 @@ pub struct Shared {
 /// A WebSocket accepted for a hub.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    pub hub: HubName,
-    pub connection_id: ConnectionId,
+    /// The hub, the connection's id and who it belongs to.
+    pub caller: Caller,
     /// The negotiate token to release when the connection ends (none with skipNegotiation).
     pub token: Option<String>,
-    pub user_id: Option<String>,
-    pub claims: Vec<(String, String)>,
     /// Largest message accepted on this connection (the hub's limit).
     pub max_message_size: usize,
 }
@@ -119,6 +115,11 @@ enum End {
 
 /// Serves one WebSocket to the end.
 pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        caller,
+        token,
+        max_message_size,
+    } = accepted;
     let (sink, mut stream) = socket.split();
     let (outbox, outbox_rx) = mpsc::channel(shared.settings.outbox_capacity);
     let cancel = shared.shutdown.child_token();
@@ -131,20 +132,15 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
     let mut session = Session {
         limiter: RateLimiter::new(shared.settings.rate_limit),
         stream: &mut stream,
-        records: RecordReader::new(accepted.max_message_size),
+        records: RecordReader::new(max_message_size),
         outbox: outbox.clone(),
         cancel: cancel.clone(),
         shared: &shared,
-        caller: Caller {
-            hub: accepted.hub.clone(),
-            connection_id: accepted.connection_id.clone(),
-            user_id: accepted.user_id.clone(),
-            claims: accepted.claims.clone(),
-        },
+        caller,
     };
-    session.run(&accepted).await;
+    session.run().await;
     drop(outbox);
-    if let Some(token) = &accepted.token {
+    if let Some(token) = &token {
         shared.negotiated.release(token);
     }
     // The writer ends once it has flushed the Close frame; do not wait forever on a dead peer.
@@ -163,7 +159,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, accepted: &Accepted) {
+    async fn run(&mut self) {
         let dispatcher = self.shared.dispatcher.clone();
         let router = dispatcher.router().clone();
         if let Err(error) = self.handshake().await {
@@ -176,7 +172,7 @@ impl Session<'_> {
                 &self.caller.hub,
                 ConnectionHandle {
                     id: self.caller.connection_id.clone(),
-                    user: accepted.user_id.clone(),
+                    user: self.caller.user_id.clone(),
                     outbox: self.outbox.clone(),
                     cancel: self.cancel.clone(),
                 },

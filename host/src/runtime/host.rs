@@ -9,9 +9,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use std::sync::Arc;
 
+use super::Effect;
 use super::bindings::{self, Level};
-use super::{Effect, GroupOp};
-use crate::router::{HubName, Target};
+use crate::backplane::GroupChange;
+use crate::router::{Envelope, HubName, Target};
 use crate::state::{self, StateOp, StateStore, StateValue};
 
 /// Denies memory growth past the hub's cap and remembers that it did, so the caller's error can
@@ -265,12 +266,14 @@ impl bindings::hubhost::hub::clients::Host for HubState {
         }
         let target = Target::from(to);
         let bytes = method.len() + arguments.len() + target_bytes(&target);
+        let hub = self.hub.clone();
         self.record(
-            Effect::Send {
+            Effect::Send(Envelope {
+                hub,
                 target,
                 method,
                 arguments,
-            },
+            }),
             bytes,
         )
     }
@@ -279,24 +282,26 @@ impl bindings::hubhost::hub::clients::Host for HubState {
 impl bindings::hubhost::hub::groups::Host for HubState {
     fn add(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
         let bytes = connection_id.len() + group.len();
+        let hub = self.hub.clone();
         self.record(
-            Effect::Group {
-                op: GroupOp::Add,
+            Effect::Group(GroupChange::Add {
+                hub,
                 connection: connection_id,
                 group,
-            },
+            }),
             bytes,
         )
     }
 
     fn remove(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
         let bytes = connection_id.len() + group.len();
+        let hub = self.hub.clone();
         self.record(
-            Effect::Group {
-                op: GroupOp::Remove,
+            Effect::Group(GroupChange::Remove {
+                hub,
                 connection: connection_id,
                 group,
-            },
+            }),
             bytes,
         )
     }

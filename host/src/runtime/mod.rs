@@ -25,7 +25,8 @@ pub use bindings::HubError;
 pub use hub::{Call, LoadedHub};
 pub use limits::HubLimits;
 
-use crate::router::{ConnectionId, HubName, Target};
+use crate::backplane::GroupChange;
+use crate::router::{ConnectionId, Envelope, HubName};
 use crate::state::StateStore;
 use host::HubState;
 
@@ -85,26 +86,11 @@ impl Caller {
     }
 }
 
-/// Adding or removing a connection to a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupOp {
-    Add,
-    Remove,
-}
-
-/// Something a hub asked the host to do during a call.
+/// Something a hub asked the host to do during a call, in the router's own terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Send {
-        target: Target,
-        method: String,
-        arguments: String,
-    },
-    Group {
-        op: GroupOp,
-        connection: String,
-        group: String,
-    },
+    Send(Envelope),
+    Group(GroupChange),
 }
 
 /// Why a call produced no answer.
