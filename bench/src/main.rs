@@ -10,8 +10,12 @@
 //!   messages lost, and host CPU-seconds per million deliveries.
 //! - `echo`: invoke-with-result round trips on one connection: p50/p99 and calls/s.
 //! - `idle`: N idle connections on one host: host RSS per connection.
-//! - `hub-call`: one hub invocation (the chat hub's `Echo`) through the runtime, in process:
-//!   with instance reuse and with a fresh instance per call.
+//! - `hub-call`: one hub invocation (the chat hub's `Echo` and `Send`) through the runtime, in
+//!   process: with instance reuse, with a fresh instance per call, and the same hub compiled
+//!   natively (`cargo bench -p loadgen` measures the same with criterion).
+//! - `native-vs-wasm`: the broadcast scenario against `hubhost` (chat hub as Wasm) and
+//!   `hubhost-native` (the same hub crate compiled into the host), alternating; compares
+//!   deliveries/s and host CPU per delivery.
 //!
 //! `--quick` runs every scenario small and fails if any message was lost (CI runs it; it asserts
 //! nothing about speed). See docs/performance.md for how to run the full figures.
@@ -38,11 +42,11 @@ const RS: char = '\u{1e}';
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", about = "hubhost load generator")]
 struct Args {
-    /// Scenarios to run: broadcast, echo, idle (comma-separated).
+    /// Scenarios to run: broadcast, echo, idle, hub-call, native-vs-wasm (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,echo,idle,hub-call"
+        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm"
     )]
     scenarios: Vec<String>,
     /// Connections (broadcast).
@@ -72,6 +76,12 @@ struct Args {
     /// Directory with chat.wasm (default: target/hubs).
     #[arg(long, default_value = "target/hubs")]
     hubs: PathBuf,
+    /// The hubhost-native binary (default: beside the hubhost binary).
+    #[arg(long)]
+    native_bin: Option<PathBuf>,
+    /// Runs of each binary in native-vs-wasm (alternating, averaged).
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
     /// Small runs of every scenario that fail if a message is lost; for CI.
     #[arg(long)]
     quick: bool,
@@ -95,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         args.duration = Duration::from_secs(2);
         args.calls = 2000;
         args.idle = 1000;
+        args.repeat = 1;
     }
     raise_fd_limit();
     let bin = match &args.host_bin {
@@ -102,11 +113,16 @@ async fn main() -> anyhow::Result<()> {
         None if PathBuf::from("target/release/hubhost").exists() => "target/release/hubhost".into(),
         None => "target/debug/hubhost".into(),
     };
+    let native_bin = args
+        .native_bin
+        .clone()
+        .unwrap_or_else(|| bin.with_file_name("hubhost-native"));
     println!("hubhost binary: {}", bin.display());
     let mut failed = false;
     for scenario in args.scenarios.clone() {
         match scenario.as_str() {
-            "broadcast" => failed |= broadcast(&args, &bin).await?,
+            "broadcast" => failed |= broadcast(&args, &bin).await?.lost > 0,
+            "native-vs-wasm" => failed |= native_vs_wasm(&args, &bin, &native_bin).await?,
             "echo" => echo(&args, &bin).await?,
             "idle" => idle(&args, &bin).await?,
             "hub-call" => hub_call(&args).await?,
@@ -353,8 +369,17 @@ async fn start_cluster(
     Ok((redis, procs))
 }
 
-/// Returns whether messages were lost.
-async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
+/// What one broadcast run measured.
+struct BroadcastStats {
+    deliveries_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    lost: u64,
+    cpu_per_million: f64,
+}
+
+/// Runs the broadcast scenario and prints its table.
+async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<BroadcastStats> {
     let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
     let epoch = Instant::now();
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -468,9 +493,17 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
     }
     let h = latencies.lock().await;
     let lost = expected.saturating_sub(got);
+    let stats = BroadcastStats {
+        deliveries_per_s: got as f64 / total_time.as_secs_f64(),
+        p50_ms: h.value_at_quantile(0.5) as f64 / 1e6,
+        p99_ms: h.value_at_quantile(0.99) as f64 / 1e6,
+        lost,
+        cpu_per_million: cpu / (got.max(1) as f64 / 1e6),
+    };
     table(
         &format!(
-            "broadcast: {} connections over {} host(s), {} senders, rate {}",
+            "broadcast ({}): {} connections over {} host(s), {} senders, rate {}",
+            bin.file_name().unwrap_or_default().to_string_lossy(),
             args.connections,
             args.hosts,
             args.senders,
@@ -490,10 +523,7 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
                 ),
             ),
             ("deliveries", format!("{got} of {expected}")),
-            (
-                "deliveries/s",
-                format!("{:.0}", got as f64 / total_time.as_secs_f64()),
-            ),
+            ("deliveries/s", format!("{:.0}", stats.deliveries_per_s)),
             ("latency p50", ms(&h, 0.50)),
             ("latency p90", ms(&h, 0.90)),
             ("latency p99", ms(&h, 0.99)),
@@ -501,11 +531,56 @@ async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<bool> {
             ("lost", lost.to_string()),
             (
                 "host CPU-s / 1M deliveries",
-                format!("{:.2}", cpu / (got.max(1) as f64 / 1e6)),
+                format!("{:.2}", stats.cpu_per_million),
             ),
         ],
     );
-    Ok(lost > 0)
+    Ok(stats)
+}
+
+/// The broadcast scenario against `hubhost` (the chat hub as Wasm) and `hubhost-native` (the
+/// same hub crate compiled into the host), alternating runs; returns whether messages were lost.
+async fn native_vs_wasm(
+    args: &Args,
+    wasm_bin: &PathBuf,
+    native_bin: &PathBuf,
+) -> anyhow::Result<bool> {
+    let mut wasm = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..args.repeat {
+        wasm.push(broadcast(args, wasm_bin).await?);
+        native.push(broadcast(args, native_bin).await?);
+    }
+    let mean = |runs: &[BroadcastStats], f: fn(&BroadcastStats) -> f64| {
+        runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
+    };
+    let row = |runs: &[BroadcastStats]| {
+        format!(
+            "{:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, {:.3} CPU-s / 1M deliveries",
+            mean(runs, |r| r.deliveries_per_s),
+            mean(runs, |r| r.p50_ms),
+            mean(runs, |r| r.p99_ms),
+            mean(runs, |r| r.cpu_per_million),
+        )
+    };
+    let cpu_ratio = mean(&native, |r| r.cpu_per_million) / mean(&wasm, |r| r.cpu_per_million);
+    let rate_ratio = mean(&wasm, |r| r.deliveries_per_s) / mean(&native, |r| r.deliveries_per_s);
+    table(
+        &format!(
+            "native-vs-wasm: the chat hub in the broadcast scenario, mean of {} run(s) each",
+            args.repeat
+        ),
+        &[
+            ("wasm", row(&wasm)),
+            ("native", row(&native)),
+            ("wasm / native deliveries/s", format!("{rate_ratio:.3}")),
+            (
+                "wasm / native throughput per CPU-second",
+                format!("{cpu_ratio:.3}"),
+            ),
+        ],
+    );
+    Ok(wasm.iter().chain(&native).any(|r| r.lost > 0))
 }
 
 async fn echo(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
@@ -597,44 +672,49 @@ async fn hub_call(args: &Args) -> anyhow::Result<()> {
         claims: Vec::new(),
     };
     let mut rows = Vec::new();
-    for reuse in [true, false] {
+    for (label, reuse, native) in [
+        ("reused instance", true, false),
+        ("fresh instance", false, false),
+        ("native (no sandbox)", true, true),
+    ] {
         let config = RuntimeConfig {
             reuse_instances: reuse,
             ..RuntimeConfig::default()
         };
         let runtime = HubRuntime::new(config, Arc::new(MemoryState::new()))?;
-        let hub = runtime.compile(HubName::new("chat"), &args.hubs.join("chat.wasm"))?;
-        let call = Call::Invoke {
-            method: "Echo",
-            arguments: "[\"ping\"]",
-        };
-        for _ in 0..200 {
-            hub.call(&caller, call)
-                .await
-                .result
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        let mut h = Histogram::<u64>::new_with_bounds(10, 10_000_000_000, 3)?;
-        let n = if reuse { calls } else { calls / 4 };
-        for _ in 0..n {
-            let t = Instant::now();
-            let outcome = hub.call(&caller, call).await;
-            h.record(t.elapsed().as_nanos() as u64)?;
-            outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        let us = |q: f64| format!("{:.2} µs", h.value_at_quantile(q) as f64 / 1e3);
-        let label = if reuse {
-            "reused instance"
+        if native {
+            let (name, code) = loadgen::native::chat();
+            runtime.install_native(name, code);
         } else {
-            "fresh instance"
-        };
-        rows.push((
-            label,
-            format!("p50 {}, p99 {} ({n} calls)", us(0.5), us(0.99)),
-        ));
+            runtime.install(runtime.compile(HubName::new("chat"), &args.hubs.join("chat.wasm"))?);
+        }
+        let hub = runtime.hub("chat").context("chat hub not installed")?;
+        for (method, arguments) in [("Echo", "[\"ping\"]"), ("Send", "[\"bench\",\"hello\"]")] {
+            let call = Call::Invoke { method, arguments };
+            for _ in 0..200 {
+                hub.call(&caller, call)
+                    .await
+                    .result
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            let mut h = Histogram::<u64>::new_with_bounds(10, 10_000_000_000, 3)?;
+            let n = if reuse { calls } else { calls / 4 };
+            for _ in 0..n {
+                let t = Instant::now();
+                let outcome = hub.call(&caller, call).await;
+                h.record(t.elapsed().as_nanos() as u64)?;
+                outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            let us = |q: f64| format!("{:.2} µs", h.value_at_quantile(q) as f64 / 1e3);
+            rows.push((
+                format!("{method}, {label}"),
+                format!("p50 {}, p99 {} ({n} calls)", us(0.5), us(0.99)),
+            ));
+        }
     }
+    let rows: Vec<(&str, String)> = rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     table(
-        "hub-call: one Echo invocation of the chat hub, in process",
+        "hub-call: one invocation of the chat hub, in process",
         &rows,
     );
     Ok(())

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::__bindings::exports::hubhost::hub::handler;
-use crate::__bindings::hubhost::hub::log as wit_log;
 use crate::__bindings::hubhost::hub::types::{self as wit, Level};
+use crate::imports::log as wit_log;
 use crate::{Context, HubError, HubResult};
 
 pub use wit_bindgen;
@@ -123,6 +123,8 @@ impl<H: Hub> handler::Guest for Export<H> {
 #[doc(hidden)]
 macro_rules! __export_hub {
     ($ty:ty) => {
+        // Natively there is no component to export from: `crate::native` calls the hub.
+        #[cfg(target_family = "wasm")]
         const _: () = {
             type __HubhostExport = $crate::__private::Export<$ty>;
     $crate::__bindings::export!(__HubhostExport with_types_in $crate::__bindings);

@@ -1,8 +1,8 @@
 use serde::Serialize;
 
-use crate::__bindings::hubhost::hub::clients as wit;
 use crate::__bindings::hubhost::hub::types::{GroupExcept, Target};
 use crate::error::{HubError, HubResult};
+use crate::imports::clients as wit;
 
 /// A set of clients to send to (SignalR's `Clients.All`, `Clients.Group(..)`, ...).
 ///

@@ -1,4 +1,4 @@
-use crate::__bindings::hubhost::hub::groups as wit;
+use crate::imports::groups as wit;
 
 /// Group membership of connections (SignalR's `Groups`).
 ///

@@ -62,7 +62,10 @@ mod clients;
 mod context;
 mod error;
 mod groups;
+mod imports;
 pub mod log;
+#[cfg(not(target_family = "wasm"))]
+pub mod native;
 mod state;
 
 #[doc(hidden)]

@@ -9,8 +9,8 @@
 //! log::warn(format!("{} users waiting", 3));
 //! ```
 
-use crate::__bindings::hubhost::hub::log as wit;
 use crate::__bindings::hubhost::hub::types::Level;
+use crate::imports::log as wit;
 
 /// Logs at TRACE level.
 ///

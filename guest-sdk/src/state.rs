@@ -3,8 +3,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::__bindings::hubhost::hub::state::{self as wit, StateError};
+use crate::__bindings::hubhost::hub::state::StateError;
 use crate::error::{HubError, HubResult};
+use crate::imports::state as wit;
 
 /// Shared state of the hub: values, counters and sets that every server of the deployment sees
 /// (kept in Redis when the host has one, in the host's memory otherwise).

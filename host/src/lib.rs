@@ -77,12 +77,35 @@ fn authenticator(config: &Config) -> anyhow::Result<auth::Authenticator> {
     })
 }
 
+/// Installs the log subscriber: `HUBHOST_LOG` filters (default `info`), in text or JSON lines.
+pub fn init_tracing(format: config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HUBHOST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        config::LogFormat::Text => builder.init(),
+        config::LogFormat::Json => builder.json().init(),
+    }
+}
+
 /// Runs the server on `listener` until `shutdown` resolves, then drains: every client gets a
 /// SignalR Close with `allowReconnect: true`, and the function returns once they are gone or
 /// the drain timeout passed.
 pub async fn run(
     listener: TcpListener,
     config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with_native_hubs(listener, config, Vec::new(), shutdown).await
+}
+
+/// [`run`], also serving hubs compiled into the binary (see [`runtime::NativeHub`]); a native
+/// hub takes precedence over a component of the same name.
+pub async fn run_with_native_hubs(
+    listener: TcpListener,
+    config: Config,
+    native_hubs: Vec<(router::HubName, Arc<dyn runtime::NativeHub>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -122,7 +145,11 @@ pub async fn run(
         },
         state,
     )?;
-    let loaded = runtime.load_dir(&config.hubs)?;
+    let mut loaded = runtime.load_dir(&config.hubs)?;
+    for (name, code) in native_hubs {
+        runtime.install_native(name.clone(), code);
+        loaded.push(name);
+    }
     if loaded.is_empty() {
         tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
     }

@@ -1,8 +1,7 @@
 //! The `hubhost` binary: flags, logging, signals, then [`hubhost::run`].
 
 use anyhow::Context as _;
-use hubhost::config::{Command, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use hubhost::config::{Command, Config};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -29,7 +28,7 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    init_tracing(config.log_format);
+    hubhost::init_tracing(config.log_format);
     match serve(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -46,16 +45,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     hubhost::run(listener, config, shutdown_signal()).await
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("HUBHOST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

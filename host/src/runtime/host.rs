@@ -170,7 +170,7 @@ impl From<bindings::Target> for Target {
 
 /// Whether `text` is one JSON array: the frame is spliced from it, so anything else would
 /// corrupt every recipient's stream.
-fn is_json_array(text: &str) -> bool {
+pub(super) fn is_json_array(text: &str) -> bool {
     text.trim_start().starts_with('[') && serde_json::from_str::<&RawValue>(text).is_ok()
 }
 

@@ -1,4 +1,5 @@
-//! One loaded hub: its compiled component, a pool of idle instances, and the call path.
+//! One loaded hub: its compiled component, a pool of idle instances, and the call path (or,
+//! for a [`NativeHub`], the code to call directly).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
-use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{self, HubPre};
 use super::host::HubState;
+use super::native::{self, NativeHub};
 use super::{CallError, CallOutcome, Caller, HubLimits, RuntimeConfig};
 use crate::router::HubName;
 use crate::state::StateStore;
@@ -35,14 +36,21 @@ struct Instance {
 /// A hub ready to be called.
 pub struct LoadedHub {
     name: HubName,
-    path: PathBuf,
-    pre: HubPre<HubState>,
-    idle: Mutex<Vec<Instance>>,
-    /// Bounds the instances of this hub alive at once (busy and idle).
-    permits: Semaphore,
+    code: Code,
     limits: HubLimits,
     config: Arc<RuntimeConfig>,
     state: Arc<dyn StateStore>,
+}
+
+enum Code {
+    Wasm {
+        path: PathBuf,
+        pre: HubPre<HubState>,
+        idle: Mutex<Vec<Instance>>,
+        /// Bounds the instances of this hub alive at once (busy and idle).
+        permits: Semaphore,
+    },
+    Native(Arc<dyn NativeHub>),
 }
 
 impl LoadedHub {
@@ -56,10 +64,28 @@ impl LoadedHub {
     ) -> Self {
         Self {
             name,
-            path,
-            pre,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(limits.instances as usize),
+            code: Code::Wasm {
+                path,
+                pre,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(limits.instances as usize),
+            },
+            limits,
+            config,
+            state,
+        }
+    }
+
+    pub(super) fn native(
+        name: HubName,
+        code: Arc<dyn NativeHub>,
+        limits: HubLimits,
+        config: Arc<RuntimeConfig>,
+        state: Arc<dyn StateStore>,
+    ) -> Self {
+        Self {
+            name,
+            code: Code::Native(code),
             limits,
             config,
             state,
@@ -75,16 +101,16 @@ impl LoadedHub {
         &self.name
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    /// The component file, for a Wasm hub.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match &self.code {
+            Code::Wasm { path, .. } => Some(path),
+            Code::Native(_) => None,
+        }
     }
 
-    pub fn component(&self) -> &Component {
-        self.pre.instance_pre().component()
-    }
-
-    async fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let engine = self.pre.engine();
+    async fn instantiate(&self, pre: &HubPre<HubState>) -> wasmtime::Result<Instance> {
+        let engine = pre.engine();
         let state = HubState::new(
             self.name.clone(),
             self.limits.memory_limit,
@@ -107,7 +133,7 @@ impl LoadedHub {
             .data_mut()
             .begin_call("", Instant::now() + self.limits.call_timeout);
         store.set_epoch_deadline(1);
-        let bindings = self.pre.instantiate_async(&mut store).await?;
+        let bindings = pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,
             bindings,
@@ -117,13 +143,21 @@ impl LoadedHub {
 
     /// Runs one call and returns its result with the effects the hub recorded.
     pub async fn call(&self, caller: &Caller, call: Call<'_>) -> CallOutcome {
-        let Ok(_permit) = self.permits.acquire().await else {
+        let (pre, idle, permits) = match &self.code {
+            Code::Wasm {
+                pre, idle, permits, ..
+            } => (pre, idle, permits),
+            Code::Native(code) => {
+                return native::call(code.as_ref(), &self.name, &self.state, caller, call);
+            }
+        };
+        let Ok(_permit) = permits.acquire().await else {
             return CallOutcome::failed(CallError::Unavailable("the hub is shutting down".into()));
         };
-        let idle = self.idle.lock().pop();
-        let mut instance = match idle {
+        let reused = idle.lock().pop();
+        let mut instance = match reused {
             Some(instance) => instance,
-            None => match self.instantiate().await {
+            None => match self.instantiate(pre).await {
                 Ok(instance) => instance,
                 Err(e) => {
                     return CallOutcome::failed(CallError::Unavailable(format!(
@@ -151,7 +185,7 @@ impl LoadedHub {
             Ok(Ok(result)) => {
                 instance.calls += 1;
                 if self.config.reuse_instances && instance.calls < CALLS_PER_INSTANCE {
-                    self.idle.lock().push(instance);
+                    idle.lock().push(instance);
                 }
                 CallOutcome {
                     result: result.map_err(CallError::Hub),

@@ -10,6 +10,7 @@ mod engine;
 mod host;
 mod hub;
 pub mod limits;
+mod native;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 pub use bindings::HubError;
 pub use hub::{Call, LoadedHub};
 pub use limits::HubLimits;
+pub use native::{NativeHost, NativeHub};
 
 use crate::backplane::GroupChange;
 use crate::router::{ConnectionId, Envelope, HubName};
@@ -231,6 +233,19 @@ impl HubRuntime {
     /// alive for the calls still running on it.
     pub fn install(&self, hub: LoadedHub) -> Option<Arc<LoadedHub>> {
         self.hubs.write().insert(hub.name().clone(), Arc::new(hub))
+    }
+
+    /// Serves a hub compiled into the host binary under `name` (see [`NativeHub`]), with the
+    /// global limits (only the message size and authentication apply to native code).
+    pub fn install_native(&self, name: HubName, code: Arc<dyn NativeHub>) {
+        let limits = HubLimits::from_config(&self.config);
+        self.install(LoadedHub::native(
+            name,
+            code,
+            limits,
+            self.config.clone(),
+            self.state.clone(),
+        ));
     }
 
     /// Stops serving `name`; returns the version removed.

@@ -1,0 +1,170 @@
+//! [`SdkHub`]: a hub written with `hubhost-sdk`, compiled for the host's target, as a
+//! [`NativeHub`] of hubhost's runtime. Each import maps onto the [`NativeHost`] call that the
+//! Wasm import of the same name makes, so only the sandbox differs.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubhost::router::{HubName, Target};
+use hubhost::runtime::{Call, Caller, HubError, NativeHost, NativeHub};
+use hubhost::state::{StateError, StateOp, StateValue};
+use hubhost_sdk::native::{self as sdk, Event, Level, StateError as SdkStateError, WireError};
+
+/// Hub `H` as native code.
+pub struct SdkHub<H>(PhantomData<fn() -> H>);
+
+impl<H: sdk::Hub + 'static> SdkHub<H> {
+    /// The hub, ready for [`hubhost::runtime::HubRuntime::install_native`].
+    pub fn shared() -> Arc<dyn NativeHub> {
+        Arc::new(Self(PhantomData))
+    }
+}
+
+impl<H: sdk::Hub + 'static> NativeHub for SdkHub<H> {
+    fn call(
+        &self,
+        caller: &Caller,
+        call: Call<'_>,
+        host: &mut NativeHost,
+    ) -> Result<Option<String>, HubError> {
+        let ctx = sdk::context(
+            caller.hub.as_str(),
+            caller.connection_id.as_str(),
+            caller.user_id.as_deref(),
+            caller.claims.clone(),
+        );
+        let event = match call {
+            Call::Connected => Event::Connected,
+            Call::Disconnected { error } => Event::Disconnected { error },
+            Call::Invoke { method, arguments } => Event::Invoke { method, arguments },
+        };
+        sdk::call::<H>(&mut Bridge(host), &ctx, event).map_err(|e| match e {
+            WireError::MethodNotFound => HubError::MethodNotFound,
+            WireError::InvalidArguments(m) => HubError::InvalidArguments(m),
+            WireError::Rejected(m) => HubError::Rejected(m),
+            WireError::Failed(m) => HubError::Failed(m),
+        })
+    }
+}
+
+/// The SDK's imports, served by the runtime's [`NativeHost`].
+struct Bridge<'a>(&'a mut NativeHost);
+
+impl Bridge<'_> {
+    fn state(&mut self, key: &str, op: StateOp) -> Result<StateValue, SdkStateError> {
+        self.0.state(key, op).map_err(|e| match e {
+            StateError::Unavailable(m) => SdkStateError::Unavailable(m),
+            StateError::WrongType(m) => SdkStateError::WrongType(m),
+            StateError::TooLarge(m) => SdkStateError::TooLarge(m),
+        })
+    }
+
+    fn flag(&mut self, key: &str, op: StateOp) -> Result<bool, SdkStateError> {
+        match self.state(key, op)? {
+            StateValue::Flag(b) => Ok(b),
+            other => Err(mismatch(other)),
+        }
+    }
+}
+
+fn mismatch(value: StateValue) -> SdkStateError {
+    SdkStateError::Unavailable(format!("state store answered {value:?}"))
+}
+
+fn target(to: &sdk::Target) -> Target {
+    use sdk::Target as T;
+    match to.clone() {
+        T::All => Target::All,
+        T::AllExcept(ids) => Target::AllExcept(ids),
+        T::Connection(id) => Target::Connection(id),
+        T::Connections(ids) => Target::Connections(ids),
+        T::Group(g) => Target::Group(g),
+        T::GroupExcept(sdk::GroupExcept { group, excluded }) => {
+            Target::GroupExcept { group, excluded }
+        }
+        T::Groups(gs) => Target::Groups(gs),
+        T::User(u) => Target::User(u),
+        T::Users(us) => Target::Users(us),
+    }
+}
+
+impl sdk::Host for Bridge<'_> {
+    fn send(&mut self, to: &sdk::Target, method: &str, arguments: &str) {
+        self.0.send(target(to), method, arguments);
+    }
+
+    fn group_add(&mut self, connection_id: &str, group: &str) {
+        self.0.add_to_group(connection_id, group);
+    }
+
+    fn group_remove(&mut self, connection_id: &str, group: &str) {
+        self.0.remove_from_group(connection_id, group);
+    }
+
+    fn state_get(&mut self, key: &str) -> Result<Option<String>, SdkStateError> {
+        match self.state(key, StateOp::Get)? {
+            StateValue::Value(v) => Ok(v),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    fn state_set(
+        &mut self,
+        key: &str,
+        value: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), SdkStateError> {
+        let op = StateOp::Set {
+            value: value.to_owned(),
+            ttl: ttl_ms.map(Duration::from_millis),
+        };
+        self.state(key, op).map(|_| ())
+    }
+
+    fn state_delete(&mut self, key: &str) -> Result<bool, SdkStateError> {
+        self.flag(key, StateOp::Delete)
+    }
+
+    fn state_incr(&mut self, key: &str, delta: i64) -> Result<i64, SdkStateError> {
+        match self.state(key, StateOp::Incr(delta))? {
+            StateValue::Integer(n) => Ok(n),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    fn state_set_add(&mut self, key: &str, member: &str) -> Result<bool, SdkStateError> {
+        self.flag(key, StateOp::SetAdd(member.to_owned()))
+    }
+
+    fn state_set_remove(&mut self, key: &str, member: &str) -> Result<bool, SdkStateError> {
+        self.flag(key, StateOp::SetRemove(member.to_owned()))
+    }
+
+    fn state_set_members(&mut self, key: &str) -> Result<Vec<String>, SdkStateError> {
+        match self.state(key, StateOp::SetMembers)? {
+            StateValue::Members(m) => Ok(m),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    fn state_expire(&mut self, key: &str, ttl_ms: u64) -> Result<bool, SdkStateError> {
+        self.flag(key, StateOp::Expire(Duration::from_millis(ttl_ms)))
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.0.log(level, message);
+    }
+}
+
+/// The chat example hub (`examples/chat`), natively, under the name `chat`.
+pub fn chat() -> (HubName, Arc<dyn NativeHub>) {
+    (HubName::new("chat"), SdkHub::<chat::Chat>::shared())
+}

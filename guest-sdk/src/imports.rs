@@ -1,0 +1,8 @@
+//! The host's imports, as the rest of the SDK calls them: the component's imports when the hub
+//! is built for WebAssembly, and the [`crate::native::Host`] of the running call otherwise.
+
+#[cfg(target_family = "wasm")]
+pub(crate) use crate::__bindings::hubhost::hub::{clients, groups, log, state};
+
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use crate::native::imports::{clients, groups, log, state};

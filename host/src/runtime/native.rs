@@ -1,0 +1,125 @@
+//! Hubs compiled into the host binary instead of loaded as Wasm.
+//!
+//! No sandbox, no deadline, no memory cap: a native hub is trusted code. It exists so the cost
+//! of the sandbox can be measured against the very same hub logic (the load generator's
+//! `hubhost-native` serves the chat hub this way); operators deploy hubs as components.
+
+use std::sync::Arc;
+
+use super::{CallError, CallOutcome, Caller, Effect, HubError, hub::Call};
+use crate::backplane::GroupChange;
+use crate::router::{Envelope, HubName, Target};
+use crate::state::{self, StateError, StateOp, StateStore, StateValue};
+
+/// A hub whose code runs in the host process.
+pub trait NativeHub: Send + Sync + 'static {
+    /// Handles one event, asking `host` for what the Wasm imports would provide.
+    fn call(
+        &self,
+        caller: &Caller,
+        call: Call<'_>,
+        host: &mut NativeHost,
+    ) -> Result<Option<String>, HubError>;
+}
+
+/// The imports of a native hub's call: effects are recorded exactly as the Wasm imports record
+/// them, so the dispatcher carries them out the same way.
+pub struct NativeHost {
+    hub: HubName,
+    state: Arc<dyn StateStore>,
+    effects: Vec<Effect>,
+    fault: Option<String>,
+}
+
+impl NativeHost {
+    /// `clients.send`. Arguments that are not a JSON array fail the call, as they trap a
+    /// component.
+    pub fn send(&mut self, target: Target, method: &str, arguments: &str) {
+        if !super::host::is_json_array(arguments) {
+            self.fault = Some(format!(
+                "clients.send('{method}') was given arguments that are not a JSON array"
+            ));
+            return;
+        }
+        self.effects.push(Effect::Send(Envelope {
+            hub: self.hub.clone(),
+            target,
+            method: method.to_owned(),
+            arguments: arguments.to_owned(),
+        }));
+    }
+
+    /// `groups.add`.
+    pub fn add_to_group(&mut self, connection: &str, group: &str) {
+        self.effects.push(Effect::Group(GroupChange::Add {
+            hub: self.hub.clone(),
+            connection: connection.to_owned(),
+            group: group.to_owned(),
+        }));
+    }
+
+    /// `groups.remove`.
+    pub fn remove_from_group(&mut self, connection: &str, group: &str) {
+        self.effects.push(Effect::Group(GroupChange::Remove {
+            hub: self.hub.clone(),
+            connection: connection.to_owned(),
+            group: group.to_owned(),
+        }));
+    }
+
+    /// One `state` operation. Hub code is synchronous, so this blocks the calling worker thread
+    /// (tokio's `block_in_place`) until the store answers; a current-thread runtime cannot do
+    /// that, and gets an `unavailable` error instead.
+    pub fn state(&mut self, key: &str, op: StateOp) -> Result<StateValue, StateError> {
+        state::check(key, &op)?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| StateError::Unavailable("no tokio runtime".into()))?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(StateError::Unavailable(
+                "native hubs reach the state store only on a multi-thread runtime".into(),
+            ));
+        }
+        tokio::task::block_in_place(|| handle.block_on(self.state.run(&self.hub, key, op)))
+    }
+
+    /// `log.write`.
+    pub fn log(&self, level: tracing::Level, message: &str) {
+        let hub = self.hub.as_str();
+        match level {
+            tracing::Level::TRACE => tracing::trace!(target: "hub", hub, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "hub", hub, "{message}"),
+            tracing::Level::INFO => tracing::info!(target: "hub", hub, "{message}"),
+            tracing::Level::WARN => tracing::warn!(target: "hub", hub, "{message}"),
+            tracing::Level::ERROR => tracing::error!(target: "hub", hub, "{message}"),
+        }
+    }
+}
+
+/// Runs one call of a native hub; a panic fails the call (as a trap would) instead of the
+/// connection's task.
+pub(super) fn call(
+    code: &dyn NativeHub,
+    hub: &HubName,
+    state: &Arc<dyn StateStore>,
+    caller: &Caller,
+    call: Call<'_>,
+) -> CallOutcome {
+    let mut host = NativeHost {
+        hub: hub.clone(),
+        state: state.clone(),
+        effects: Vec::new(),
+        fault: None,
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        code.call(caller, call, &mut host)
+    }));
+    let result = match (result, host.fault) {
+        (_, Some(fault)) => Err(CallError::Trap(fault)),
+        (Ok(result), None) => result.map_err(CallError::Hub),
+        (Err(_), None) => Err(CallError::Trap("the native hub panicked".into())),
+    };
+    CallOutcome {
+        result,
+        effects: host.effects,
+    }
+}
