@@ -339,9 +339,13 @@ async fn connect(
     let ws_limit = max_message_size.saturating_mul(4).max(64 * 1024);
     let negotiated = shared.negotiated.clone();
     upgrade
-        // tungstenite preallocates its read buffer (128 KiB by default): a small one keeps an
-        // idle connection cheap, and larger messages still arrive (the buffer grows as needed).
-        .read_buffer_size(4 * 1024)
+        // tungstenite keeps its read buffer allocated for the life of the connection (128 KiB
+        // by default): a small one keeps idle connections cheap. Larger messages still arrive
+        // in one piece: the buffer grows to the length announced in a frame's header.
+        .read_buffer_size(1024)
+        // Written frames are flushed to the socket past this size; tungstenite's write buffer
+        // keeps the largest size it reached, so it is bounded for the same reason.
+        .write_buffer_size(16 * 1024)
         .max_message_size(ws_limit)
         .max_frame_size(ws_limit)
         .on_failed_upgrade(move |error| {

@@ -11,8 +11,6 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +19,7 @@ use crate::dispatcher::Dispatcher;
 use crate::protocol::framing::RecordReader;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{ClientMessage, ProtocolError, json};
-use crate::router::{ConnectionHandle, Outbound};
+use crate::router::{ConnectionHandle, OfferError, Outbound, OutboxSender};
 use crate::runtime::Caller;
 use ids::Negotiated;
 
@@ -121,7 +119,7 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
         max_message_size,
     } = accepted;
     let (sink, mut stream) = socket.split();
-    let (outbox, outbox_rx) = mpsc::channel(shared.settings.outbox_capacity);
+    let (outbox, outbox_rx) = crate::router::outbox(shared.settings.outbox_capacity);
     let cancel = shared.shutdown.child_token();
     let writer = tokio::spawn(writer::run(
         sink,
@@ -152,7 +150,7 @@ struct Session<'a> {
     limiter: Option<RateLimiter>,
     stream: &'a mut SplitStream<WebSocket>,
     records: RecordReader,
-    outbox: mpsc::Sender<Outbound>,
+    outbox: OutboxSender,
     cancel: CancellationToken,
     shared: &'a Shared,
     caller: Caller,
@@ -167,31 +165,29 @@ impl Session<'_> {
             self.queue(Outbound::Close(handshake::error_response(&error).into()));
             return;
         }
-        router
-            .connect(
-                &self.caller.hub,
-                ConnectionHandle {
-                    id: self.caller.connection_id.clone(),
-                    user: self.caller.user_id.clone(),
-                    outbox: self.outbox.clone(),
-                    cancel: self.cancel.clone(),
-                },
-            )
-            .await;
+        // The futures of hub calls and backplane work are large (a Wasm call's state machine) and
+        // short-lived: boxed, they take memory only while they run, not for the whole life of
+        // every idle connection.
+        Box::pin(router.connect(
+            &self.caller.hub,
+            ConnectionHandle {
+                id: self.caller.connection_id.clone(),
+                user: self.caller.user_id.clone(),
+                outbox: self.outbox.clone(),
+                cancel: self.cancel.clone(),
+            },
+        ))
+        .await;
         tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "connected");
 
-        if let Err(text) = dispatcher.connected(&self.caller).await {
-            router
-                .disconnect(&self.caller.hub, &self.caller.connection_id)
-                .await;
+        if let Err(text) = Box::pin(dispatcher.connected(&self.caller)).await {
+            Box::pin(router.disconnect(&self.caller.hub, &self.caller.connection_id)).await;
             self.queue(Outbound::Close(json::close(Some(&text), false).into()));
             return;
         }
 
         let end = self.read_loop().await;
-        router
-            .disconnect(&self.caller.hub, &self.caller.connection_id)
-            .await;
+        Box::pin(router.disconnect(&self.caller.hub, &self.caller.connection_id)).await;
         let error = match end {
             End::SocketGone(error) => error,
             End::ClientClosed(error) => {
@@ -205,9 +201,7 @@ impl Session<'_> {
             End::Cancelled => None,
         };
         tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
-        dispatcher
-            .disconnected(&self.caller, error.as_deref())
-            .await;
+        Box::pin(dispatcher.disconnected(&self.caller, error.as_deref())).await;
     }
 
     /// Reads until the first record, which must be the handshake; answers it.
@@ -253,7 +247,8 @@ impl Session<'_> {
             loop {
                 match self.records.next_record() {
                     Ok(Some(record)) => {
-                        if let Some(end) = self.handle(&record, &mut timeout_armed).await {
+                        if let Some(end) = Box::pin(self.handle(&record, &mut timeout_armed)).await
+                        {
                             return end;
                         }
                     }
@@ -357,8 +352,8 @@ impl Session<'_> {
     /// Queues a frame for this connection; a full outbox cuts it off (it is not reading).
     fn queue(&self, message: Outbound) {
         match self.outbox.try_send(message) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => {
+            Ok(()) | Err(OfferError::Closed) => {}
+            Err(OfferError::Full) => {
                 tracing::warn!(connection = %self.caller.connection_id, "outbox full, closing slow connection");
                 self.cancel.cancel();
             }

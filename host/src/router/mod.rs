@@ -4,11 +4,13 @@
 //! The router hands every send to the backplane, never straight to local sockets, so one server
 //! and many behave alike; the backplane hands what it receives to the local registry.
 
+pub mod outbox;
 mod registry;
 mod target;
 
 use std::sync::Arc;
 
+pub use outbox::{OfferError, OutboxReceiver, OutboxSender, outbox};
 pub use registry::{ConnectionHandle, DeliveryStats, LocalRegistry, Outbound};
 pub use target::{ConnectionId, Envelope, HubName, Target};
 

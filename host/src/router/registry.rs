@@ -4,10 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{OfferError, OutboxSender};
 use super::target::{ConnectionId, Envelope, HubName, Target};
 use crate::backplane::{GroupChange, Interest, InterestChange};
 use crate::protocol::json;
@@ -26,7 +25,7 @@ pub enum Outbound {
 pub struct ConnectionHandle {
     pub id: ConnectionId,
     pub user: Option<String>,
-    pub outbox: mpsc::Sender<Outbound>,
+    pub outbox: OutboxSender,
     /// Cancelled to drop a connection that cannot keep up with its outbox.
     pub cancel: CancellationToken,
 }
@@ -37,12 +36,12 @@ impl ConnectionHandle {
     fn offer(&self, message: Outbound) -> bool {
         match self.outbox.try_send(message) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(OfferError::Full) => {
                 tracing::warn!(connection = %self.id, "outbox full, closing slow connection");
                 self.cancel.cancel();
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(OfferError::Closed) => false,
         }
     }
 }
@@ -342,16 +341,20 @@ mod tests {
     use super::*;
 
     struct Client {
-        rx: mpsc::Receiver<Outbound>,
+        rx: crate::router::OutboxReceiver,
     }
 
     impl Client {
         fn frames(&mut self) -> Vec<String> {
-            let mut out = Vec::new();
-            while let Ok(Outbound::Frame(f)) = self.rx.try_recv() {
-                out.push(f.as_str().to_owned());
-            }
-            out
+            let mut batch = Vec::new();
+            self.rx.try_recv_batch(&mut batch, usize::MAX);
+            batch
+                .into_iter()
+                .filter_map(|m| match m {
+                    Outbound::Frame(f) => Some(f.as_str().to_owned()),
+                    Outbound::Close(_) => None,
+                })
+                .collect()
         }
     }
 
@@ -360,7 +363,7 @@ mod tests {
     }
 
     fn connect(registry: &LocalRegistry, id: &str, user: Option<&str>) -> Client {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = crate::router::outbox(8);
         registry.add(
             &hub(),
             ConnectionHandle {
@@ -507,7 +510,7 @@ mod tests {
     fn reports_interests_gained_and_lost() {
         use InterestChange::{Subscribe, Unsubscribe};
         let r = LocalRegistry::new();
-        let (tx, _rx) = mpsc::channel(8);
+        let (tx, _rx) = crate::router::outbox(8);
         let handle = |id: &str| ConnectionHandle {
             id: ConnectionId::new(id),
             user: Some("ana".into()),
@@ -556,7 +559,7 @@ mod tests {
     #[test]
     fn a_full_outbox_cuts_the_slow_connection_off() {
         let r = LocalRegistry::new();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::router::outbox(1);
         let cancel = CancellationToken::new();
         r.add(
             &hub(),
