@@ -135,12 +135,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reports the open-files limit in effect (the idle scenario holds one socket per connection;
-/// raise it with `ulimit -n` before running large idle scenarios).
+/// Raises the open-files limit to the hard limit (each connection is a socket here and in the
+/// host, which inherits the limit) and reports it.
 fn raise_fd_limit() {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    if let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) {
-        println!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
+    match hubhost::raise_open_files_limit() {
+        Some((before, after)) => println!("open files limit: {after} (was {before})"),
+        None => println!("open files limit: unknown"),
     }
 }
 

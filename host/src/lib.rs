@@ -77,6 +77,36 @@ fn authenticator(config: &Config) -> anyhow::Result<auth::Authenticator> {
     })
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as servers holding many
+/// sockets need (the soft limit is often 1,024). Returns the soft limit before and after;
+/// `None` where there is no such limit or it cannot be read.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let before = limit.current?;
+        let Some(hard) = limit.maximum else {
+            return Some((before, before));
+        };
+        if before >= hard {
+            return Some((before, before));
+        }
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        let after = if setrlimit(Resource::Nofile, raised).is_ok() {
+            hard
+        } else {
+            before
+        };
+        Some((before, after))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// Installs the log subscriber: `HUBHOST_LOG` filters (default `info`), in text or JSON lines.
 pub fn init_tracing(format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;

@@ -29,6 +29,16 @@ async fn main() -> std::process::ExitCode {
         };
     }
     hubhost::init_tracing(config.log_format);
+    if let Some((before, after)) = hubhost::raise_open_files_limit() {
+        // Each connection holds one file descriptor.
+        tracing::debug!(before, after, "open files limit");
+        if after < 4096 {
+            tracing::warn!(
+                limit = after,
+                "the open files limit caps connections near this number; raise it (ulimit -n)"
+            );
+        }
+    }
     match serve(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
