@@ -175,11 +175,11 @@ pub async fn run_with_native_hubs(
         },
         state,
     )?;
-    let mut loaded = runtime.load_dir(&config.hubs)?;
     for (name, code) in native_hubs {
-        runtime.install_native(name.clone(), code);
-        loaded.push(name);
+        runtime.install_native(name, code);
     }
+    runtime.load_dir(&config.hubs)?;
+    let loaded = runtime.hub_names();
     if loaded.is_empty() {
         tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
     }

@@ -119,7 +119,8 @@ async fn apply(path: &Path, runtime: &Arc<HubRuntime>, registry: &LocalRegistry)
     }
     let name = HubName::new(stem);
     if !path.is_file() {
-        if runtime.remove(&name).is_some() {
+        // A hub compiled into the binary keeps serving the name: its clients stay.
+        if runtime.remove(&name).is_some() && runtime.hub(name.as_str()).is_none() {
             let text = format!("The hub '{name}' was removed from the server.");
             let told = registry.broadcast_control(
                 Some(&name),

@@ -121,7 +121,7 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
     let (sink, mut stream) = socket.split();
     let (outbox, outbox_rx) = crate::router::outbox(shared.settings.outbox_capacity);
     let cancel = shared.shutdown.child_token();
-    let writer = tokio::spawn(writer::run(
+    let mut writer = tokio::spawn(writer::run(
         sink,
         outbox_rx,
         shared.settings.keep_alive,
@@ -143,7 +143,13 @@ pub async fn serve(socket: WebSocket, accepted: Accepted, shared: Arc<Shared>) {
     }
     // The writer ends once it has flushed the Close frame; do not wait forever on a dead peer.
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        // A peer that stopped reading: its socket goes with the task.
+        writer.abort();
+    }
 }
 
 struct Session<'a> {

@@ -124,11 +124,16 @@ impl OutboxReceiver {
     /// returns.
     pub async fn recv_batch(&mut self, batch: &mut Vec<Outbound>, limit: usize) -> bool {
         loop {
-            if self.try_recv_batch(batch, limit) {
-                return true;
-            }
-            if self.shared.state.lock().senders == 0 {
-                return false;
+            {
+                // One lock for both checks: a frame queued just before its sender left is
+                // still delivered.
+                let mut state = self.shared.state.lock();
+                if take(&mut state, batch, limit) {
+                    return true;
+                }
+                if state.senders == 0 {
+                    return false;
+                }
             }
             // A notification sent since the check is kept as a permit, so none is missed.
             self.shared.ready.notified().await;
@@ -137,14 +142,17 @@ impl OutboxReceiver {
 
     /// Moves up to `limit` queued frames into `batch` without waiting; `true` if it moved any.
     pub fn try_recv_batch(&mut self, batch: &mut Vec<Outbound>, limit: usize) -> bool {
-        let mut state = self.shared.state.lock();
-        let take = state.queue.len().min(limit);
-        batch.extend(state.queue.drain(..take));
-        if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
-            state.queue = VecDeque::new();
-        }
-        take > 0
+        take(&mut self.shared.state.lock(), batch, limit)
     }
+}
+
+fn take(state: &mut State, batch: &mut Vec<Outbound>, limit: usize) -> bool {
+    let take = state.queue.len().min(limit);
+    batch.extend(state.queue.drain(..take));
+    if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
+        state.queue = VecDeque::new();
+    }
+    take > 0
 }
 
 impl Drop for OutboxReceiver {

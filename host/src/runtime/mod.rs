@@ -141,6 +141,8 @@ pub struct HubRuntime {
     linker: Linker<HubState>,
     config: Arc<RuntimeConfig>,
     hubs: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
+    /// Hubs compiled into the binary: looked up before components, untouched by reloads.
+    natives: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
     state: Arc<dyn StateStore>,
 }
 
@@ -160,6 +162,7 @@ impl HubRuntime {
             linker,
             config: Arc::new(config),
             hubs: RwLock::new(HashMap::new()),
+            natives: RwLock::new(HashMap::new()),
             state,
         })
     }
@@ -236,16 +239,19 @@ impl HubRuntime {
     }
 
     /// Serves a hub compiled into the host binary under `name` (see [`NativeHub`]), with the
-    /// global limits (only the message size and authentication apply to native code).
+    /// global limits (only the message size and authentication apply to native code). It takes
+    /// precedence over a component of the same name, and reloads of the hubs directory leave
+    /// it alone.
     pub fn install_native(&self, name: HubName, code: Arc<dyn NativeHub>) {
         let limits = HubLimits::from_config(&self.config);
-        self.install(LoadedHub::native(
-            name,
+        let hub = LoadedHub::native(
+            name.clone(),
             code,
             limits,
             self.config.clone(),
             self.state.clone(),
-        ));
+        );
+        self.natives.write().insert(name, Arc::new(hub));
     }
 
     /// Stops serving `name`; returns the version removed.
@@ -255,13 +261,18 @@ impl HubRuntime {
 
     /// The hub serving `name`, if loaded.
     pub fn hub(&self, name: &str) -> Option<Arc<LoadedHub>> {
+        if let Some(native) = self.natives.read().get(name) {
+            return Some(native.clone());
+        }
         self.hubs.read().get(name).cloned()
     }
 
     /// The names of the loaded hubs.
     pub fn hub_names(&self) -> Vec<HubName> {
         let mut names: Vec<_> = self.hubs.read().keys().cloned().collect();
+        names.extend(self.natives.read().keys().cloned());
         names.sort();
+        names.dedup();
         names
     }
 

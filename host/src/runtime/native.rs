@@ -28,6 +28,8 @@ pub struct NativeHost {
     hub: HubName,
     state: Arc<dyn StateStore>,
     effects: Vec<Effect>,
+    /// A misuse of an import. Like a trap, it ends what the call does: nothing recorded after it
+    /// is carried out.
     fault: Option<String>,
 }
 
@@ -36,12 +38,12 @@ impl NativeHost {
     /// component.
     pub fn send(&mut self, target: Target, method: &str, arguments: &str) {
         if !super::host::is_json_array(arguments) {
-            self.fault = Some(format!(
-                "clients.send('{method}') was given arguments that are not a JSON array"
-            ));
+            self.fault.get_or_insert_with(|| {
+                format!("clients.send('{method}') was given arguments that are not a JSON array")
+            });
             return;
         }
-        self.effects.push(Effect::Send(Envelope {
+        self.record(Effect::Send(Envelope {
             hub: self.hub.clone(),
             target,
             method: method.to_owned(),
@@ -51,7 +53,7 @@ impl NativeHost {
 
     /// `groups.add`.
     pub fn add_to_group(&mut self, connection: &str, group: &str) {
-        self.effects.push(Effect::Group(GroupChange::Add {
+        self.record(Effect::Group(GroupChange::Add {
             hub: self.hub.clone(),
             connection: connection.to_owned(),
             group: group.to_owned(),
@@ -60,11 +62,17 @@ impl NativeHost {
 
     /// `groups.remove`.
     pub fn remove_from_group(&mut self, connection: &str, group: &str) {
-        self.effects.push(Effect::Group(GroupChange::Remove {
+        self.record(Effect::Group(GroupChange::Remove {
             hub: self.hub.clone(),
             connection: connection.to_owned(),
             group: group.to_owned(),
         }));
+    }
+
+    fn record(&mut self, effect: Effect) {
+        if self.fault.is_none() {
+            self.effects.push(effect);
+        }
     }
 
     /// One `state` operation. Hub code is synchronous, so this blocks the calling worker thread
@@ -116,10 +124,92 @@ pub(super) fn call(
     let result = match (result, host.fault) {
         (_, Some(fault)) => Err(CallError::Trap(fault)),
         (Ok(result), None) => result.map_err(CallError::Hub),
-        (Err(_), None) => Err(CallError::Trap("the native hub panicked".into())),
+        (Err(panic), None) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(CallError::Trap(format!(
+                "the native hub panicked: {message}"
+            )))
+        }
     };
     CallOutcome {
         result,
         effects: host.effects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::ConnectionId;
+    use crate::state::memory::MemoryState;
+
+    fn caller() -> Caller {
+        Caller {
+            hub: HubName::new("t"),
+            connection_id: ConnectionId::new("c"),
+            user_id: None,
+            claims: Vec::new(),
+        }
+    }
+
+    fn run(code: &dyn NativeHub) -> CallOutcome {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+        let call = Call::Invoke {
+            method: "m",
+            arguments: "[]",
+        };
+        super::call(code, &HubName::new("t"), &state, &caller(), call)
+    }
+
+    struct BadSend;
+    impl NativeHub for BadSend {
+        fn call(
+            &self,
+            _: &Caller,
+            _: Call<'_>,
+            host: &mut NativeHost,
+        ) -> Result<Option<String>, HubError> {
+            host.send(Target::All, "first", "[1]");
+            host.send(Target::All, "broken", "{}");
+            host.send(Target::All, "after", "[2]");
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_misused_import_fails_the_call_and_drops_later_effects() {
+        let outcome = run(&BadSend);
+        assert!(
+            matches!(&outcome.result, Err(CallError::Trap(t)) if t.contains("'broken'")),
+            "{:?}",
+            outcome.result
+        );
+        assert_eq!(outcome.effects.len(), 1, "only the send before the fault");
+    }
+
+    struct Panics;
+    impl NativeHub for Panics {
+        fn call(
+            &self,
+            _: &Caller,
+            _: Call<'_>,
+            _: &mut NativeHost,
+        ) -> Result<Option<String>, HubError> {
+            panic!("boom");
+        }
+    }
+
+    #[test]
+    fn a_panic_fails_the_call_with_its_message() {
+        let outcome = run(&Panics);
+        assert!(
+            matches!(&outcome.result, Err(CallError::Trap(t)) if t.ends_with("panicked: boom")),
+            "{:?}",
+            outcome.result
+        );
     }
 }
