@@ -253,8 +253,7 @@ impl Session<'_> {
             loop {
                 match self.records.next_record() {
                     Ok(Some(record)) => {
-                        if let Some(end) = Box::pin(self.handle(&record, &mut timeout_armed)).await
-                        {
+                        if let Some(end) = self.handle(&record, &mut timeout_armed).await {
                             return end;
                         }
                     }
@@ -314,10 +313,13 @@ impl Session<'_> {
                         stream_ids.len()
                     ))
                 } else {
-                    self.shared
-                        .dispatcher
-                        .invoke(&self.caller, &target, arguments.get())
-                        .await
+                    // Boxed, like the other hub calls: see `run`.
+                    Box::pin(
+                        self.shared
+                            .dispatcher
+                            .invoke(&self.caller, &target, arguments.get()),
+                    )
+                    .await
                 };
                 // Without an invocation id the client wants no answer, not even an error.
                 if let Some(id) = invocation_id {
