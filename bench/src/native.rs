@@ -52,24 +52,19 @@ impl<H: sdk::Hub + 'static> NativeHub for SdkHub<H> {
 struct Bridge<'a>(&'a mut NativeHost);
 
 impl Bridge<'_> {
-    fn state(&mut self, key: &str, op: StateOp) -> Result<StateValue, SdkStateError> {
-        self.0.state(key, op).map_err(|e| match e {
+    /// Runs `op` and takes the answer's expected shape, as the Wasm `state` import does.
+    fn state<T>(
+        &mut self,
+        key: &str,
+        op: StateOp,
+        answer: fn(StateValue) -> Result<T, StateError>,
+    ) -> Result<T, SdkStateError> {
+        self.0.state(key, op).and_then(answer).map_err(|e| match e {
             StateError::Unavailable(m) => SdkStateError::Unavailable(m),
             StateError::WrongType(m) => SdkStateError::WrongType(m),
             StateError::TooLarge(m) => SdkStateError::TooLarge(m),
         })
     }
-
-    fn flag(&mut self, key: &str, op: StateOp) -> Result<bool, SdkStateError> {
-        match self.state(key, op)? {
-            StateValue::Flag(b) => Ok(b),
-            other => Err(mismatch(other)),
-        }
-    }
-}
-
-fn mismatch(value: StateValue) -> SdkStateError {
-    SdkStateError::Unavailable(format!("state store answered {value:?}"))
 }
 
 fn target(to: &sdk::Target) -> Target {
@@ -103,10 +98,7 @@ impl sdk::Host for Bridge<'_> {
     }
 
     fn state_get(&mut self, key: &str) -> Result<Option<String>, SdkStateError> {
-        match self.state(key, StateOp::Get)? {
-            StateValue::Value(v) => Ok(v),
-            other => Err(mismatch(other)),
-        }
+        self.state(key, StateOp::Get, StateValue::into_value)
     }
 
     fn state_set(
@@ -119,37 +111,40 @@ impl sdk::Host for Bridge<'_> {
             value: value.to_owned(),
             ttl: ttl_ms.map(Duration::from_millis),
         };
-        self.state(key, op).map(|_| ())
+        self.state(key, op, |_| Ok(()))
     }
 
     fn state_delete(&mut self, key: &str) -> Result<bool, SdkStateError> {
-        self.flag(key, StateOp::Delete)
+        self.state(key, StateOp::Delete, StateValue::into_flag)
     }
 
     fn state_incr(&mut self, key: &str, delta: i64) -> Result<i64, SdkStateError> {
-        match self.state(key, StateOp::Incr(delta))? {
-            StateValue::Integer(n) => Ok(n),
-            other => Err(mismatch(other)),
-        }
+        self.state(key, StateOp::Incr(delta), StateValue::into_integer)
     }
 
     fn state_set_add(&mut self, key: &str, member: &str) -> Result<bool, SdkStateError> {
-        self.flag(key, StateOp::SetAdd(member.to_owned()))
+        self.state(
+            key,
+            StateOp::SetAdd(member.to_owned()),
+            StateValue::into_flag,
+        )
     }
 
     fn state_set_remove(&mut self, key: &str, member: &str) -> Result<bool, SdkStateError> {
-        self.flag(key, StateOp::SetRemove(member.to_owned()))
+        self.state(
+            key,
+            StateOp::SetRemove(member.to_owned()),
+            StateValue::into_flag,
+        )
     }
 
     fn state_set_members(&mut self, key: &str) -> Result<Vec<String>, SdkStateError> {
-        match self.state(key, StateOp::SetMembers)? {
-            StateValue::Members(m) => Ok(m),
-            other => Err(mismatch(other)),
-        }
+        self.state(key, StateOp::SetMembers, StateValue::into_members)
     }
 
     fn state_expire(&mut self, key: &str, ttl_ms: u64) -> Result<bool, SdkStateError> {
-        self.flag(key, StateOp::Expire(Duration::from_millis(ttl_ms)))
+        let ttl = Duration::from_millis(ttl_ms);
+        self.state(key, StateOp::Expire(ttl), StateValue::into_flag)
     }
 
     fn log(&mut self, level: Level, message: &str) {

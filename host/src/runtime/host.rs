@@ -98,9 +98,9 @@ impl HubState {
         }
     }
 
-    async fn state(&mut self, key: String, op: StateOp) -> Result<StateValue, WitStateError> {
-        state::check(&key, &op).map_err(to_wit)?;
-        self.state.run(&self.hub, &key, op).await.map_err(to_wit)
+    async fn state(&mut self, key: String, op: StateOp) -> state::StateResult<StateValue> {
+        state::check(&key, &op)?;
+        self.state.run(&self.hub, &key, op).await
     }
 
     /// Resets the per-call fields before a call.
@@ -186,69 +186,49 @@ fn to_wit(error: state::StateError) -> WitStateError {
     }
 }
 
-/// A store answered with a value of an unexpected shape: a host bug, not the hub's.
-fn mismatch(value: StateValue) -> WitStateError {
-    WitStateError::Unavailable(format!("state store answered {value:?}"))
-}
-
 type StateCall<T> = wasmtime::Result<Result<T, WitStateError>>;
 
 impl bindings::hubhost::hub::state::Host for HubState {
     async fn get(&mut self, key: String) -> StateCall<Option<String>> {
-        Ok(match self.state(key, StateOp::Get).await {
-            Ok(StateValue::Value(v)) => Ok(v),
-            Ok(other) => Err(mismatch(other)),
-            Err(e) => Err(e),
-        })
+        let result = self.state(key, StateOp::Get).await;
+        Ok(result.and_then(StateValue::into_value).map_err(to_wit))
     }
 
     async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> StateCall<()> {
         let ttl = ttl_ms.map(std::time::Duration::from_millis);
-        Ok(self
-            .state(key, StateOp::Set { value, ttl })
-            .await
-            .map(|_| ()))
+        let result = self.state(key, StateOp::Set { value, ttl }).await;
+        Ok(result.map(|_| ()).map_err(to_wit))
     }
 
     async fn delete(&mut self, key: String) -> StateCall<bool> {
-        Ok(flag(self.state(key, StateOp::Delete).await))
+        let result = self.state(key, StateOp::Delete).await;
+        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> StateCall<i64> {
-        Ok(match self.state(key, StateOp::Incr(delta)).await {
-            Ok(StateValue::Integer(n)) => Ok(n),
-            Ok(other) => Err(mismatch(other)),
-            Err(e) => Err(e),
-        })
+        let result = self.state(key, StateOp::Incr(delta)).await;
+        Ok(result.and_then(StateValue::into_integer).map_err(to_wit))
     }
 
     async fn set_add(&mut self, key: String, member: String) -> StateCall<bool> {
-        Ok(flag(self.state(key, StateOp::SetAdd(member)).await))
+        let result = self.state(key, StateOp::SetAdd(member)).await;
+        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
     }
 
     async fn set_remove(&mut self, key: String, member: String) -> StateCall<bool> {
-        Ok(flag(self.state(key, StateOp::SetRemove(member)).await))
+        let result = self.state(key, StateOp::SetRemove(member)).await;
+        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
     }
 
     async fn set_members(&mut self, key: String) -> StateCall<Vec<String>> {
-        Ok(match self.state(key, StateOp::SetMembers).await {
-            Ok(StateValue::Members(m)) => Ok(m),
-            Ok(other) => Err(mismatch(other)),
-            Err(e) => Err(e),
-        })
+        let result = self.state(key, StateOp::SetMembers).await;
+        Ok(result.and_then(StateValue::into_members).map_err(to_wit))
     }
 
     async fn expire(&mut self, key: String, ttl_ms: u64) -> StateCall<bool> {
         let ttl = std::time::Duration::from_millis(ttl_ms);
-        Ok(flag(self.state(key, StateOp::Expire(ttl)).await))
-    }
-}
-
-fn flag(result: Result<StateValue, WitStateError>) -> Result<bool, WitStateError> {
-    match result {
-        Ok(StateValue::Flag(b)) => Ok(b),
-        Ok(other) => Err(mismatch(other)),
-        Err(e) => Err(e),
+        let result = self.state(key, StateOp::Expire(ttl)).await;
+        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
     }
 }
 

@@ -57,6 +57,45 @@ pub enum StateValue {
     Members(Vec<String>),
 }
 
+impl StateValue {
+    /// The answer of `Get`.
+    pub fn into_value(self) -> StateResult<Option<String>> {
+        match self {
+            Self::Value(v) => Ok(v),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of `Delete`, `SetAdd`, `SetRemove` and `Expire`.
+    pub fn into_flag(self) -> StateResult<bool> {
+        match self {
+            Self::Flag(b) => Ok(b),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of `Incr`.
+    pub fn into_integer(self) -> StateResult<i64> {
+        match self {
+            Self::Integer(n) => Ok(n),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of `SetMembers`.
+    pub fn into_members(self) -> StateResult<Vec<String>> {
+        match self {
+            Self::Members(m) => Ok(m),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// A store answered with a value of an unexpected shape: a host bug, not the hub's.
+    fn mismatch(self) -> StateError {
+        StateError::Unavailable(format!("state store answered {self:?}"))
+    }
+}
+
 /// A store of hub state.
 pub trait StateStore: Send + Sync + 'static {
     /// Runs one operation on `key` of `hub`.
@@ -82,4 +121,21 @@ pub fn check(key: &str, op: &StateOp) -> StateResult<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_of_the_wrong_shape_are_a_store_failure() {
+        assert_eq!(StateValue::Flag(true).into_flag(), Ok(true));
+        assert_eq!(StateValue::Integer(3).into_integer(), Ok(3));
+        assert_eq!(
+            StateValue::Integer(3).into_flag(),
+            Err(StateError::Unavailable(
+                "state store answered Integer(3)".into()
+            ))
+        );
+    }
 }
