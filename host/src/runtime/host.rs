@@ -290,25 +290,36 @@ impl bindings::hubhost::hub::groups::Host for HubState {
 /// Longest log line kept from a hub; the rest is cut so a hub cannot flood the log.
 const MAX_LOG_LINE: usize = 8 * 1024;
 
+/// Writes a hub's log line to the host's log, tagged with the hub and the calling connection.
+pub(super) fn hub_log(level: tracing::Level, hub: &str, connection: &str, message: &str) {
+    let message = if message.len() > MAX_LOG_LINE {
+        let mut cut = MAX_LOG_LINE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        std::borrow::Cow::Owned(format!("{}…", &message[..cut]))
+    } else {
+        std::borrow::Cow::Borrowed(message)
+    };
+    match level {
+        tracing::Level::TRACE => tracing::trace!(target: "hub", hub, connection, "{message}"),
+        tracing::Level::DEBUG => tracing::debug!(target: "hub", hub, connection, "{message}"),
+        tracing::Level::INFO => tracing::info!(target: "hub", hub, connection, "{message}"),
+        tracing::Level::WARN => tracing::warn!(target: "hub", hub, connection, "{message}"),
+        tracing::Level::ERROR => tracing::error!(target: "hub", hub, connection, "{message}"),
+    }
+}
+
 impl bindings::hubhost::hub::log::Host for HubState {
     fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let (hub, connection) = (self.hub.as_str(), self.connection.as_str());
-        match level {
-            Level::Trace => tracing::trace!(target: "hub", hub, connection, "{message}"),
-            Level::Debug => tracing::debug!(target: "hub", hub, connection, "{message}"),
-            Level::Info => tracing::info!(target: "hub", hub, connection, "{message}"),
-            Level::Warn => tracing::warn!(target: "hub", hub, connection, "{message}"),
-            Level::Error => tracing::error!(target: "hub", hub, connection, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        hub_log(level, self.hub.as_str(), &self.connection, &message);
         Ok(())
     }
 }

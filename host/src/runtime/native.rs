@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{CallError, CallOutcome, Caller, Effect, HubError, hub::Call};
 use crate::backplane::GroupChange;
-use crate::router::{Envelope, HubName, Target};
+use crate::router::{ConnectionId, Envelope, HubName, Target};
 use crate::state::{self, StateError, StateOp, StateStore, StateValue};
 
 /// A hub whose code runs in the host process.
@@ -26,6 +26,7 @@ pub trait NativeHub: Send + Sync + 'static {
 /// them, so the dispatcher carries them out the same way.
 pub struct NativeHost {
     hub: HubName,
+    connection: ConnectionId,
     state: Arc<dyn StateStore>,
     effects: Vec<Effect>,
     /// A misuse of an import. Like a trap, it ends what the call does: nothing recorded after it
@@ -90,16 +91,9 @@ impl NativeHost {
         tokio::task::block_in_place(|| handle.block_on(self.state.run(&self.hub, key, op)))
     }
 
-    /// `log.write`.
+    /// `log.write`, as the Wasm import writes it.
     pub fn log(&self, level: tracing::Level, message: &str) {
-        let hub = self.hub.as_str();
-        match level {
-            tracing::Level::TRACE => tracing::trace!(target: "hub", hub, "{message}"),
-            tracing::Level::DEBUG => tracing::debug!(target: "hub", hub, "{message}"),
-            tracing::Level::INFO => tracing::info!(target: "hub", hub, "{message}"),
-            tracing::Level::WARN => tracing::warn!(target: "hub", hub, "{message}"),
-            tracing::Level::ERROR => tracing::error!(target: "hub", hub, "{message}"),
-        }
+        super::host::hub_log(level, self.hub.as_str(), self.connection.as_str(), message);
     }
 }
 
@@ -114,6 +108,7 @@ pub(super) fn call(
 ) -> CallOutcome {
     let mut host = NativeHost {
         hub: hub.clone(),
+        connection: caller.connection_id.clone(),
         state: state.clone(),
         effects: Vec::new(),
         fault: None,
