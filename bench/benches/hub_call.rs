@@ -5,57 +5,25 @@
 //! `cargo bench -p loadgen`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hubhost::router::{ConnectionId, HubName};
-use hubhost::runtime::{Call, Caller, HubRuntime, LoadedHub, RuntimeConfig};
-use hubhost::state::memory::MemoryState;
-
-fn chat_wasm() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/hubs/chat.wasm")
-}
-
-fn hub(reuse: bool, native: bool) -> Arc<LoadedHub> {
-    let config = RuntimeConfig {
-        reuse_instances: reuse,
-        ..RuntimeConfig::default()
-    };
-    let runtime = HubRuntime::new(config, Arc::new(MemoryState::new())).expect("runtime");
-    if native {
-        let (name, code) = loadgen::native::chat();
-        runtime.install_native(name, code);
-    } else {
-        let compiled = runtime
-            .compile(HubName::new("chat"), &chat_wasm())
-            .expect("target/hubs/chat.wasm (run `cargo xtask hubs` first)");
-        runtime.install(compiled);
-    }
-    runtime.hub("chat").expect("installed")
-}
+use hubhost::runtime::Call;
+use loadgen::hub_call::{CALLS, Variant, caller, chat_hub};
 
 fn hub_call(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let caller = Caller {
-        hub: HubName::new("chat"),
-        connection_id: ConnectionId::new("bench"),
-        user_id: None,
-        claims: Vec::new(),
-    };
+    let hubs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/hubs");
+    let caller = caller();
     let mut group = c.benchmark_group("hub_call");
-    for (label, reuse, native) in [
-        ("wasm_reused", true, false),
-        ("wasm_fresh", false, false),
-        ("native", true, true),
-    ] {
-        let hub = hub(reuse, native);
-        for (method, arguments) in [("Echo", r#"["ping"]"#), ("Send", r#"["bench","hello"]"#)] {
+    for variant in Variant::ALL {
+        let hub = chat_hub(&hubs, variant).expect("the chat hub");
+        for (method, arguments) in CALLS {
             let call = Call::Invoke { method, arguments };
-            group.bench_function(format!("{label}/{method}"), |b| {
+            group.bench_function(format!("{}/{method}", variant.id()), |b| {
                 // Time the calls inside one block_on, so the executor's entry is not measured.
                 b.iter_custom(|iterations| {
                     rt.block_on(async {

@@ -3,4 +3,5 @@
 //! WebAssembly sandbox (`loadgen --scenarios hub-call` in process, and the `hubhost-native`
 //! server end to end).
 
+pub mod hub_call;
 pub mod native;

@@ -656,40 +656,19 @@ async fn idle(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
 }
 
 async fn hub_call(args: &Args) -> anyhow::Result<()> {
-    use hubhost::router::{ConnectionId, HubName};
-    use hubhost::runtime::{Call, Caller, HubRuntime, RuntimeConfig};
-    use hubhost::state::memory::MemoryState;
+    use hubhost::runtime::Call;
+    use loadgen::hub_call::{CALLS, Variant, caller, chat_hub};
 
     let calls = if args.quick {
         2_000
     } else {
         args.calls.max(20_000)
     };
-    let caller = Caller {
-        hub: HubName::new("chat"),
-        connection_id: ConnectionId::new("bench"),
-        user_id: None,
-        claims: Vec::new(),
-    };
+    let caller = caller();
     let mut rows = Vec::new();
-    for (label, reuse, native) in [
-        ("reused instance", true, false),
-        ("fresh instance", false, false),
-        ("native (no sandbox)", true, true),
-    ] {
-        let config = RuntimeConfig {
-            reuse_instances: reuse,
-            ..RuntimeConfig::default()
-        };
-        let runtime = HubRuntime::new(config, Arc::new(MemoryState::new()))?;
-        if native {
-            let (name, code) = loadgen::native::chat();
-            runtime.install_native(name, code);
-        } else {
-            runtime.install(runtime.compile(HubName::new("chat"), &args.hubs.join("chat.wasm"))?);
-        }
-        let hub = runtime.hub("chat").context("chat hub not installed")?;
-        for (method, arguments) in [("Echo", "[\"ping\"]"), ("Send", "[\"bench\",\"hello\"]")] {
+    for variant in Variant::ALL {
+        let hub = chat_hub(&args.hubs, variant)?;
+        for (method, arguments) in CALLS {
             let call = Call::Invoke { method, arguments };
             for _ in 0..200 {
                 hub.call(&caller, call)
@@ -698,7 +677,11 @@ async fn hub_call(args: &Args) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             let mut h = Histogram::<u64>::new_with_bounds(10, 10_000_000_000, 3)?;
-            let n = if reuse { calls } else { calls / 4 };
+            let n = if variant == Variant::WasmFresh {
+                calls / 4
+            } else {
+                calls
+            };
             for _ in 0..n {
                 let t = Instant::now();
                 let outcome = hub.call(&caller, call).await;
@@ -707,7 +690,7 @@ async fn hub_call(args: &Args) -> anyhow::Result<()> {
             }
             let us = |q: f64| format!("{:.2} µs", h.value_at_quantile(q) as f64 / 1e3);
             rows.push((
-                format!("{method}, {label}"),
+                format!("{method}, {}", variant.label()),
                 format!("p50 {}, p99 {} ({n} calls)", us(0.5), us(0.99)),
             ));
         }
