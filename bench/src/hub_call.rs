@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use hubhost::router::{ConnectionId, HubName};
-use hubhost::runtime::{Caller, HubRuntime, LoadedHub, RuntimeConfig};
+use hubhost::runtime::{HubRuntime, LoadedHub, RuntimeConfig};
 use hubhost::state::memory::MemoryState;
+use hubhost::types::{Caller, ConnectionId, HubName};
 
 /// How the chat hub runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

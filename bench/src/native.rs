@@ -6,9 +6,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubhost::router::{HubName, Target};
-use hubhost::runtime::{Call, Caller, HubError, NativeHost, NativeHub};
+use hubhost::runtime::{Call, HubError, NativeHost, NativeHub};
 use hubhost::state::{StateError, StateOp, StateValue};
+use hubhost::types::{Caller, HubName, Target};
 use hubhost_sdk::native::{self as sdk, Event, Level, StateError as SdkStateError, WireError};
 
 /// Hub `H` as native code.

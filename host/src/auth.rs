@@ -3,11 +3,14 @@
 //!
 //! Without a configured key every connection is anonymous. With one, a valid token gives the
 //! connection a user id (from a configurable claim, `sub` by default) and its claims; an invalid
-//! or expired token is refused with 401; a missing token is anonymous.
+//! or expired token is refused with 401; a missing token is anonymous. As with ASP.NET Core's
+//! JwtBearer, a token must carry an expiry (`exp`) unless the host allows tokens without one,
+//! and the `Bearer` scheme is matched whatever its case.
 
 use std::collections::HashMap;
 
 use axum::http::HeaderMap;
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -21,16 +24,56 @@ pub struct Identity {
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("invalid token: {0}")]
-    Invalid(#[from] jsonwebtoken::errors::Error),
+    /// The token does not verify; `description` is ASP.NET's `error_description` for the
+    /// cause, when it has one.
+    #[error("invalid token: {source}")]
+    Invalid {
+        source: jsonwebtoken::errors::Error,
+        description: Option<String>,
+    },
     #[error("the hub requires a bearer token")]
     Missing,
+}
+
+impl AuthError {
+    /// The `WWW-Authenticate` header of the 401 answer, as ASP.NET Core's JwtBearer writes it.
+    pub fn challenge(&self) -> String {
+        match self {
+            Self::Invalid {
+                description: Some(description),
+                ..
+            } => format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+            Self::Invalid { .. } => "Bearer error=\"invalid_token\"".to_owned(),
+            Self::Missing => "Bearer".to_owned(),
+        }
+    }
+}
+
+/// Whether tokens must carry an expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Tokens without `exp` are refused (ASP.NET Core's default).
+    Required,
+    /// Tokens without `exp` are accepted (and never expire).
+    Optional,
 }
 
 /// Checks tokens.
 pub struct Authenticator {
     key: Option<(DecodingKey, Validation)>,
     user_claim: String,
+}
+
+fn validation(algorithm: Algorithm, expiry: Expiry) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_aud = false;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.required_spec_claims.clear();
+    if expiry == Expiry::Required {
+        validation.required_spec_claims.insert("exp".to_owned());
+    }
+    validation
 }
 
 impl Authenticator {
@@ -43,19 +86,22 @@ impl Authenticator {
     }
 
     /// HS256 tokens signed with `secret`; the user id is read from `user_claim`.
-    pub fn hs256(secret: &[u8], user_claim: impl Into<String>) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
+    pub fn hs256(secret: &[u8], user_claim: impl Into<String>, expiry: Expiry) -> Self {
         Self {
-            key: Some((DecodingKey::from_secret(secret), validation)),
+            key: Some((
+                DecodingKey::from_secret(secret),
+                validation(Algorithm::HS256, expiry),
+            )),
             user_claim: user_claim.into(),
         }
     }
 
     /// RS256 or ES256 tokens verified with a PEM public key (RSA or EC P-256).
-    pub fn public_key(pem: &[u8], user_claim: impl Into<String>) -> Result<Self, String> {
+    pub fn public_key(
+        pem: &[u8],
+        user_claim: impl Into<String>,
+        expiry: Expiry,
+    ) -> Result<Self, String> {
         let (key, algorithm) = match DecodingKey::from_rsa_pem(pem) {
             Ok(key) => (key, Algorithm::RS256),
             Err(_) => match DecodingKey::from_ec_pem(pem) {
@@ -63,12 +109,8 @@ impl Authenticator {
                 Err(e) => return Err(format!("not an RSA or EC public key in PEM form ({e})")),
             },
         };
-        let mut validation = Validation::new(algorithm);
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
         Ok(Self {
-            key: Some((key, validation)),
+            key: Some((key, validation(algorithm, expiry))),
             user_claim: user_claim.into(),
         })
     }
@@ -86,13 +128,17 @@ impl Authenticator {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .or_else(|| query.get("access_token").map(String::as_str));
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(Identity::default());
         };
-        let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, key, validation)?;
+        let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, key, validation).map_err(
+            |source| AuthError::Invalid {
+                description: describe(&source, token),
+                source,
+            },
+        )?;
         let claims: Vec<(String, String)> = data
             .claims
             .iter()
@@ -114,12 +160,74 @@ impl Authenticator {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, the scheme in any case.
+fn bearer_token(header: &str) -> Option<&str> {
+    let scheme = header.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case("bearer ")
+        .then(|| header[7..].trim())
+}
+
+/// ASP.NET Core's `error_description` for why a token was refused, where it has one.
+fn describe(error: &jsonwebtoken::errors::Error, token: &str) -> Option<String> {
+    let claim = |name: &str| {
+        jsonwebtoken::dangerous::insecure_decode::<HashMap<String, Value>>(token)
+            .ok()
+            .and_then(|data| data.claims.get(name).and_then(Value::as_i64))
+    };
+    match error.kind() {
+        ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
+            Some("The token has no expiration".to_owned())
+        }
+        ErrorKind::ExpiredSignature => Some(match claim("exp") {
+            Some(exp) => format!("The token expired at '{}'", invariant_date(exp)),
+            None => "The token has expired".to_owned(),
+        }),
+        ErrorKind::ImmatureSignature => Some(match claim("nbf") {
+            Some(nbf) => format!("The token is not valid before '{}'", invariant_date(nbf)),
+            None => "The token is not valid yet".to_owned(),
+        }),
+        // With no key id in the token, ASP.NET tries its keys and reports none matching.
+        ErrorKind::InvalidSignature => Some("The signature key was not found".to_owned()),
+        _ => None,
+    }
+}
+
+/// A Unix time as .NET's invariant culture prints a UTC `DateTime`: `MM/dd/yyyy HH:mm:ss`.
+fn invariant_date(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(86_400);
+    let seconds = unix_seconds.rem_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{month:02}/{day:02}/{year:04} {:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
     use super::*;
+
+    const LATER: u64 = 4_000_000_000;
 
     fn token(claims: Value, secret: &[u8]) -> String {
         jsonwebtoken::encode(
@@ -134,33 +242,90 @@ mod tests {
         HashMap::from([("access_token".to_owned(), token.to_owned())])
     }
 
+    fn header(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", value.parse().expect("header"));
+        headers
+    }
+
+    fn refusal(auth: &Authenticator, token: &str) -> String {
+        auth.identify(&HeaderMap::new(), &query(token))
+            .expect_err("refused")
+            .challenge()
+    }
+
     #[test]
     fn reads_the_user_from_the_configured_claim() {
-        let auth = Authenticator::hs256(b"secret", "sub");
+        let auth = Authenticator::hs256(b"secret", "sub", Expiry::Required);
         let t = token(
-            json!({"sub": "ana", "role": "admin", "exp": 4_000_000_000u64}),
+            json!({"sub": "ana", "role": "admin", "exp": LATER}),
             b"secret",
         );
         let id = auth.identify(&HeaderMap::new(), &query(&t)).expect("valid");
         assert_eq!(id.user_id.as_deref(), Some("ana"));
         assert!(id.claims.contains(&("role".into(), "admin".into())));
-
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            format!("Bearer {t}").parse().expect("header"),
-        );
-        let id = auth.identify(&headers, &HashMap::new()).expect("valid");
+        let id = auth
+            .identify(&header(&format!("Bearer {t}")), &HashMap::new())
+            .expect("valid");
         assert_eq!(id.user_id.as_deref(), Some("ana"));
     }
 
     #[test]
-    fn refuses_bad_signatures_and_expired_tokens() {
-        let auth = Authenticator::hs256(b"secret", "sub");
-        let forged = token(json!({"sub": "ana"}), b"other");
-        assert!(auth.identify(&HeaderMap::new(), &query(&forged)).is_err());
-        let expired = token(json!({"sub": "ana", "exp": 1_000_000}), b"secret");
-        assert!(auth.identify(&HeaderMap::new(), &query(&expired)).is_err());
+    fn matches_the_bearer_scheme_in_any_case() {
+        let auth = Authenticator::hs256(b"secret", "sub", Expiry::Required);
+        let t = token(json!({"sub": "ana", "exp": LATER}), b"secret");
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            let id = auth
+                .identify(&header(&format!("{scheme} {t}")), &HashMap::new())
+                .expect("valid");
+            assert_eq!(id.user_id.as_deref(), Some("ana"), "{scheme}");
+        }
+        // Another scheme is no bearer token: anonymous, as with ASP.NET.
+        let id = auth
+            .identify(&header(&format!("Basic {t}")), &HashMap::new())
+            .expect("anonymous");
+        assert_eq!(id, Identity::default());
+    }
+
+    #[test]
+    fn refuses_tokens_without_expiry_unless_allowed() {
+        let t = token(json!({"sub": "ana"}), b"secret");
+        let strict = Authenticator::hs256(b"secret", "sub", Expiry::Required);
+        assert_eq!(
+            refusal(&strict, &t),
+            "Bearer error=\"invalid_token\", error_description=\"The token has no expiration\""
+        );
+        let lenient = Authenticator::hs256(b"secret", "sub", Expiry::Optional);
+        let id = lenient
+            .identify(&HeaderMap::new(), &query(&t))
+            .expect("valid");
+        assert_eq!(id.user_id.as_deref(), Some("ana"));
+    }
+
+    #[test]
+    fn refuses_bad_signatures_and_expired_tokens_with_aspnet_descriptions() {
+        let auth = Authenticator::hs256(b"secret", "sub", Expiry::Required);
+        let forged = token(json!({"sub": "ana", "exp": LATER}), b"other");
+        assert_eq!(
+            refusal(&auth, &forged),
+            "Bearer error=\"invalid_token\", error_description=\"The signature key was not found\""
+        );
+        let expired = token(json!({"sub": "ana", "exp": 1_736_946_309}), b"secret");
+        assert_eq!(
+            refusal(&auth, &expired),
+            "Bearer error=\"invalid_token\", error_description=\"The token expired at '01/15/2025 13:05:09'\""
+        );
+        assert_eq!(
+            refusal(&auth, "not.a.token"),
+            "Bearer error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn prints_dates_as_dotnet_invariant_culture() {
+        assert_eq!(invariant_date(0), "01/01/1970 00:00:00");
+        assert_eq!(invariant_date(951_782_400), "02/29/2000 00:00:00");
+        assert_eq!(invariant_date(4_102_444_799), "12/31/2099 23:59:59");
     }
 
     #[test]
@@ -170,42 +335,40 @@ mod tests {
         let rsa_public = include_str!("../tests/keys/rsa-public.pem");
         let ec_private = include_str!("../tests/keys/ec-private.pem");
         let ec_public = include_str!("../tests/keys/ec-public.pem");
-        for (private, public, alg, encoding) in [
+        for (public, alg, encoding) in [
             (
-                rsa_private,
                 rsa_public,
                 Algorithm::RS256,
                 EncodingKey::from_rsa_pem(rsa_private.as_bytes()),
             ),
             (
-                ec_private,
                 ec_public,
                 Algorithm::ES256,
                 EncodingKey::from_ec_pem(ec_private.as_bytes()),
             ),
         ] {
-            let _ = private;
-            let auth = Authenticator::public_key(public.as_bytes(), "sub").expect("key");
+            let auth =
+                Authenticator::public_key(public.as_bytes(), "sub", Expiry::Required).expect("key");
             let t = jsonwebtoken::encode(
                 &Header::new(alg),
-                &json!({"sub": "ana"}),
+                &json!({"sub": "ana", "exp": LATER}),
                 &encoding.expect("private key"),
             )
             .expect("token");
             let id = auth.identify(&HeaderMap::new(), &query(&t)).expect("valid");
             assert_eq!(id.user_id.as_deref(), Some("ana"));
-            let hs = token(json!({"sub": "ana"}), b"secret");
+            let hs = token(json!({"sub": "ana", "exp": LATER}), b"secret");
             assert!(
                 auth.identify(&HeaderMap::new(), &query(&hs)).is_err(),
                 "no algorithm confusion"
             );
         }
-        assert!(Authenticator::public_key(b"not a key", "sub").is_err());
+        assert!(Authenticator::public_key(b"not a key", "sub", Expiry::Required).is_err());
     }
 
     #[test]
     fn no_token_is_anonymous() {
-        let auth = Authenticator::hs256(b"secret", "sub");
+        let auth = Authenticator::hs256(b"secret", "sub", Expiry::Required);
         assert_eq!(
             auth.identify(&HeaderMap::new(), &HashMap::new())
                 .expect("ok"),

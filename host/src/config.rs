@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::units::{parse_duration, parse_size};
+
 /// hubhost: a SignalR-compatible real-time server whose hubs are WebAssembly components.
 ///
 /// Every `NAME.wasm` in the hubs directory is served at `/NAME` to SignalR clients
@@ -63,9 +65,23 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_INSTANCES_PER_HUB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub instances_per_hub: u32,
 
-    /// Instance slots reserved by the pooling allocator, over all hubs.
+    /// Instance slots reserved by the pooling allocator, over all hubs. When none is free, the
+    /// least recently used idle instance of any hub gives its slot up.
     #[arg(long, env = "HUBHOST_TOTAL_INSTANCES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub total_instances: u32,
+
+    /// Idle hub instances unused this long are dropped, giving their memory and slot back.
+    #[arg(long, env = "HUBHOST_IDLE_INSTANCE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_instance_timeout: Duration,
+
+    /// Keys each hub's shared state may hold (a hub's `state-keys` setting overrides it).
+    #[arg(long, env = "HUBHOST_STATE_MAX_KEYS", default_value_t = 10_000)]
+    pub state_max_keys: u64,
+
+    /// Bytes of keys and values each hub's shared state may hold (a hub's `state-bytes`
+    /// setting overrides it).
+    #[arg(long, env = "HUBHOST_STATE_MAX_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub state_max_bytes: usize,
 
     /// Largest message accepted from a client (SignalR's MaximumReceiveMessageSize).
     #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE", default_value = "32KiB", value_parser = parse_size)]
@@ -82,6 +98,17 @@ pub struct Config {
     /// How long a new connection has to complete its handshake.
     #[arg(long, env = "HUBHOST_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// Hub methods one connection may have running at once (ASP.NET's
+    /// MaximumParallelInvocationsPerClient); further invocations wait, and the connection is
+    /// not read meanwhile.
+    #[arg(long, env = "HUBHOST_MAX_PARALLEL_INVOCATIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_parallel_invocations: u32,
+
+    /// Negotiated connections that may wait for their transport at once; past it, negotiate
+    /// answers 503 (a flood of negotiations cannot grow memory without bound).
+    #[arg(long, env = "HUBHOST_MAX_PENDING_NEGOTIATIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_pending_negotiations: u32,
 
     /// Frames queued for one slow client before it is disconnected.
     #[arg(long, env = "HUBHOST_OUTBOX", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
@@ -134,6 +161,11 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
     pub jwt_public_key: Option<PathBuf>,
 
+    /// Accept bearer tokens without an expiry (`exp` claim). By default they are refused, as
+    /// ASP.NET Core's JwtBearer does: a token that never expires cannot be revoked.
+    #[arg(long, env = "HUBHOST_ALLOW_TOKENS_WITHOUT_EXP")]
+    pub allow_tokens_without_exp: bool,
+
     /// The token claim that holds the user id.
     #[arg(long, env = "HUBHOST_JWT_USER_CLAIM", default_value = "sub")]
     pub jwt_user_claim: String,
@@ -151,9 +183,14 @@ pub enum Command {
     New {
         /// The hub's name (its URL path and file stem).
         name: String,
-        /// Path of hubhost's `guest-sdk` to depend on (default: the git repository).
+        /// Path of hubhost's `guest-sdk` to depend on (default: the checkout this binary was
+        /// built from, if it is still there, else a copy written into the new crate).
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// Write a copy of the SDK into the new crate (`hubhost-sdk/`) and depend on it, so the
+        /// crate builds wherever it is copied.
+        #[arg(long, conflicts_with = "sdk")]
+        vendor_sdk: bool,
         /// Where to create the crate.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -219,6 +256,12 @@ impl Config {
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err("--redis-prefix must be a non-empty word".into());
+        }
+        if self.instances_per_hub > self.total_instances {
+            return Err(format!(
+                "--instances-per-hub ({}) cannot exceed --total-instances ({})",
+                self.instances_per_hub, self.total_instances
+            ));
         }
         if self.keep_alive.is_zero() || self.keep_alive >= self.client_timeout {
             return Err(
@@ -296,49 +339,9 @@ fn file_args(path: &std::path::Path) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration like 5s or 500ms: {e}"))
-}
-
-/// Sizes like `32KiB`, `64MiB`, `1GiB`, `1000` (bytes); `KB`/`MB` are read as binary units too.
-pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 32KiB or 64MiB"))?;
-    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "'{text}' has an unknown unit (use B, KiB, MiB or GiB)"
-            ));
-        }
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("32KiB"), Ok(32 * 1024));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5 parsecs").is_err());
-    }
 
     #[test]
     fn defaults_are_valid_and_match_signalr() {

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::runtime::{
-    Call, CallError, CallOutcome, Caller, Effect, HubError, HubRuntime, LoadedHub,
-};
+use crate::runtime::{Call, CallError, CallOutcome, Effect, HubError, HubRuntime, LoadedHub};
+use crate::types::Caller;
 
 /// Runs hub calls for connections.
 pub struct Dispatcher {
@@ -71,12 +70,10 @@ impl Dispatcher {
         let outcome = self
             .call(&hub, caller, Call::Invoke { method, arguments })
             .await;
-        self.finish(&hub, caller, method, outcome)
-            .await
-            .map_err(|e| {
-                self.log_failure(&e, method, caller, &hub);
-                self.error_text(&e, method)
-            })
+        self.finish(outcome).await.map_err(|e| {
+            self.log_failure(&e, method, caller, &hub);
+            self.error_text(&e, method)
+        })
     }
 
     /// Tells the hub a client connected. An error means the connection must close.
@@ -87,7 +84,7 @@ impl Dispatcher {
             );
         };
         let outcome = self.call(&hub, caller, Call::Connected).await;
-        match self.finish(&hub, caller, "OnConnected", outcome).await {
+        match self.finish(outcome).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.log_failure(&e, "OnConnected", caller, &hub);
@@ -102,26 +99,16 @@ impl Dispatcher {
             return;
         };
         let outcome = self.call(&hub, caller, Call::Disconnected { error }).await;
-        if let Err(e) = self.finish(&hub, caller, "OnDisconnected", outcome).await {
+        if let Err(e) = self.finish(outcome).await {
             self.log_failure(&e, "OnDisconnected", caller, &hub);
         }
     }
 
     /// Carries out the effects in order, then returns the call's own result.
-    async fn finish(
-        &self,
-        hub: &LoadedHub,
-        caller: &Caller,
-        method: &str,
-        outcome: CallOutcome,
-    ) -> Result<Option<String>, CallError> {
+    async fn finish(&self, outcome: CallOutcome) -> Result<Option<String>, CallError> {
         for effect in outcome.effects {
             match effect {
-                Effect::Send(envelope) => {
-                    if let Err(e) = self.router.send(envelope) {
-                        tracing::warn!(hub = %hub.name(), method, connection = %caller.connection_id, "send dropped: {e}");
-                    }
-                }
+                Effect::Send(envelope) => self.router.send(envelope),
                 Effect::Group(change) => {
                     if let Err(e) = self.router.change_group(change).await {
                         // Like an exception at `await Groups.AddToGroupAsync(..)`: the call
@@ -147,6 +134,7 @@ impl Dispatcher {
             }
             CallError::Deadline(_)
             | CallError::Memory(_)
+            | CallError::InvalidResult(_)
             | CallError::Unavailable(_)
             | CallError::Backplane(_) => {
                 tracing::error!(hub, method, connection, "hub call failed: {error}")
@@ -203,6 +191,7 @@ fn describe(error: &CallError) -> String {
         CallError::Deadline(_) => format!("TimeoutException: {error}"),
         CallError::Memory(_) => format!("OutOfMemoryException: {error}"),
         CallError::Trap(trap) => format!("WasmTrap: {}", trap.lines().next().unwrap_or("trap")),
+        CallError::InvalidResult(_) => format!("InvalidDataException: {error}"),
         CallError::Unavailable(text) => format!("HubUnavailableException: {text}"),
         CallError::Backplane(text) => format!("TimeoutException: {text}"),
     }

@@ -4,73 +4,101 @@
 //! Official SignalR clients connect unchanged; every `NAME.wasm` in the hubs directory serves
 //! `/NAME`.
 //!
-//! ## Layout
-//! Data flows one way; no module imports one above it.
+//! ## Data flow
 //! ```text
-//! socket -> server (axum: negotiate, ws upgrade)
-//!        -> connection (handshake, read loop, writer task)
-//!        -> protocol (records <-> messages)
+//! socket -> server (axum: negotiate, the transport's endpoint)
+//!        -> transport (WebSocket <-> a stream of messages and a sink of frames)
+//!        -> session (handshake, read loop, invocations, keep-alive, timeouts, writer)
+//!        -> protocol (bytes <-> messages, in the encoding the client chose)
 //!        -> dispatcher (which hub, which method; completion texts)
 //!        -> runtime (wasmtime call; returns the effects the hub recorded)
-//!        -> router (who receives: all / except / connection / group / user)
+//!        -> router (sends and group changes)
 //!        -> backplane (memory | redis; every fan-out goes through it)
-//!        -> router's LocalRegistry -> connection outboxes -> sockets
+//!        -> registry (this server's connections; frames encoded once per protocol)
+//!        -> outboxes -> the sessions' writers -> sockets
 //! ```
-//! - [`config`]: flags and environment variables.
-//! - [`server`]: HTTP routes.
-//! - [`connection`]: one client connection; [`connection::ids`] ids and negotiated tokens.
-//! - [`protocol`]: the SignalR JSON hub protocol.
-//! - [`dispatcher`]: hub calls and their effects.
-//! - [`runtime`]: the only module that knows wasmtime.
-//! - [`reload`]: applies changes of the hubs directory while running.
-//! - [`router`]: recipients and the local registry.
-//! - [`backplane`]: fan-out between servers (memory or Redis).
-//! - [`state`]: the hubs' shared key-value state (memory or Redis).
+//!
+//! ## Layout
+//! Data flows one way: a module imports only modules listed after it here (the test
+//! `host/tests/layering.rs` reads this list and fails when an import goes upward, or when the
+//! files of one module import each other in a circle). The only way back up is the outbox
+//! sender a session registers.
+//!
+//! 1. [`config`]: flags, environment variables and the config file.
+//! 2. [`server`]: HTTP routes: negotiate, transports, health, metrics, the demo page.
+//! 3. [`reload`]: applies changes of the hubs directory while running.
+//! 4. [`transport`]: how a connection's messages travel (WebSockets).
+//! 5. [`session`]: one connection, generic over its transport and protocol.
+//! 6. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
+//! 7. [`runtime`]: the only module that knows wasmtime.
+//! 8. [`router`]: hands sends and group changes to the backplane.
+//! 9. [`backplane`]: fan-out between servers (memory or Redis).
+//! 10. [`registry`]: this server's connections, groups and users, and their outboxes.
+//! 11. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
+//! 12. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
+//! 13. [`auth`]: bearer tokens.
+//! 14. [`metrics`]: counters and histograms for `/metrics`.
+//! 15. [`template`]: the hub crate `hubhost new` writes.
+//! 16. [`units`]: durations and sizes as operators write them.
+//! 17. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
 
 pub mod auth;
 pub mod backplane;
 pub mod config;
-pub mod connection;
 pub mod dispatcher;
 pub mod metrics;
 pub mod protocol;
+pub mod registry;
 pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod template;
+pub mod transport;
+pub mod types;
+pub mod units;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use auth::Expiry;
 use backplane::Backplane;
 use backplane::memory::MemoryBackplane;
 use backplane::redis::{RedisBackplane, RedisConfig};
 use config::Config;
-use connection::ids::Negotiated;
-use connection::{Settings, Shared};
 use dispatcher::Dispatcher;
-use router::{LocalRegistry, Router};
+use registry::LocalRegistry;
+use router::Router;
 use runtime::{HubRuntime, RuntimeConfig};
-use state::StateStore;
+use server::AppState;
+use server::negotiate::Negotiated;
+use session::{SessionContext, Settings};
 use state::memory::MemoryState;
 use state::redis::RedisState;
+use state::{Quota, StateStore};
 
 fn authenticator(config: &Config) -> anyhow::Result<auth::Authenticator> {
     let claim = config.jwt_user_claim.clone();
+    let expiry = if config.allow_tokens_without_exp {
+        Expiry::Optional
+    } else {
+        Expiry::Required
+    };
     Ok(match (&config.jwt_secret, &config.jwt_public_key) {
-        (Some(secret), _) => auth::Authenticator::hs256(secret.as_bytes(), claim),
+        (Some(secret), _) => auth::Authenticator::hs256(secret.as_bytes(), claim, expiry),
         (None, Some(path)) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("--jwt-public-key {}: cannot read it", path.display()))?;
-            auth::Authenticator::public_key(&pem, claim)
+            auth::Authenticator::public_key(&pem, claim, expiry)
                 .map_err(|e| anyhow::anyhow!("--jwt-public-key {}: {e}", path.display()))?
         }
         (None, None) => auth::Authenticator::anonymous(),
@@ -107,12 +135,19 @@ pub fn raise_open_files_limit() -> Option<(u64, u64)> {
     None
 }
 
-/// Installs the log subscriber: `HUBHOST_LOG` filters (default `info`), in text or JSON lines.
+/// Installs the log subscriber: `HUBHOST_LOG` filters (default `info`), in text or JSON lines
+/// on standard output. Text is coloured only on a terminal (and never with `NO_COLOR` set), so
+/// logs written to a file or a pipe carry no escape codes.
 pub fn init_tracing(format: config::LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HUBHOST_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     match format {
         config::LogFormat::Text => builder.init(),
         config::LogFormat::Json => builder.json().init(),
@@ -135,7 +170,7 @@ pub async fn run(
 pub async fn run_with_native_hubs(
     listener: TcpListener,
     config: Config,
-    native_hubs: Vec<(router::HubName, Arc<dyn runtime::NativeHub>)>,
+    native_hubs: Vec<(types::HubName, Arc<dyn runtime::NativeHub>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -143,7 +178,7 @@ pub async fn run_with_native_hubs(
     let registry = Arc::new(LocalRegistry::new());
     let (backplane, state): (Arc<dyn Backplane>, Arc<dyn StateStore>) = match &config.redis {
         None => (
-            Arc::new(MemoryBackplane::new(registry.clone())),
+            Arc::new(MemoryBackplane::new(registry)),
             Arc::new(MemoryState::new()),
         ),
         Some(url) => {
@@ -155,7 +190,7 @@ pub async fn run_with_native_hubs(
                     prefix: config.redis_prefix.clone(),
                     ack_timeout: config.redis_ack_timeout,
                 },
-                registry.clone(),
+                registry,
                 stop.clone(),
             )
             .await?;
@@ -169,8 +204,13 @@ pub async fn run_with_native_hubs(
             memory_limit: config.hub_memory,
             instances_per_hub: config.instances_per_hub,
             total_instances: config.total_instances,
+            idle_instance_timeout: config.idle_instance_timeout,
             cache_dir: config.effective_cache_dir(),
             max_message_size: config.max_message_size,
+            state_quota: Quota {
+                max_keys: config.state_max_keys,
+                max_bytes: config.state_max_bytes as u64,
+            },
             ..RuntimeConfig::default()
         },
         state,
@@ -184,34 +224,45 @@ pub async fn run_with_native_hubs(
         tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
     }
     let runtime = Arc::new(runtime);
+    let router = Router::new(backplane);
     if !config.no_watch {
         reload::watch(
             config.hubs.clone(),
             runtime.clone(),
-            registry.clone(),
+            router.registry().clone(),
             stop.clone(),
         )?;
     }
-    let router = Router::new(backplane, registry.clone());
-    let dispatcher = Arc::new(Dispatcher::new(runtime, router, config.detailed_errors));
-    let shared = Arc::new(Shared {
-        dispatcher,
-        negotiated: Arc::new(Negotiated::default()),
+    let dispatcher = Arc::new(Dispatcher::new(
+        runtime.clone(),
+        router.clone(),
+        config.detailed_errors,
+    ));
+    let sessions = Arc::new(SessionContext {
+        metrics: dispatcher.metrics().clone(),
+        hubs: dispatcher,
+        router: router.clone(),
         settings: Settings {
             keep_alive: config.keep_alive,
             client_timeout: config.client_timeout,
             handshake_timeout: config.handshake_timeout,
             outbox_capacity: config.outbox as usize,
             rate_limit: config.rate_limit,
+            max_parallel_invocations: config.max_parallel_invocations as usize,
         },
         shutdown: stop.clone(),
         draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
+    });
+    let app = Arc::new(AppState {
+        sessions: sessions.clone(),
+        runtime,
+        negotiated: Arc::new(Negotiated::new(config.max_pending_negotiations as usize)),
         auth: authenticator(&config)?,
     });
 
     let sweeper = {
-        let negotiated = shared.negotiated.clone();
+        let negotiated = app.negotiated.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -224,17 +275,26 @@ pub async fn run_with_native_hubs(
         })
     };
 
-    let app = server::routes(shared.clone(), !config.no_demo, &config.allowed_origins);
+    let routes = server::routes(app, !config.no_demo, &config.allowed_origins);
     let address = listener.local_addr().context("listener has no address")?;
     tracing::info!(%address, hubs = ?loaded.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "hubhost listening");
+    if !config.no_demo {
+        tracing::info!("demo page: http://{address}/");
+    }
+    // Small frames must not wait for the previous one's acknowledgement (Nagle's algorithm
+    // and the peer's delayed ACK would hold them up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
+        }
+    });
 
     // On the signal: tell every client to reconnect (elsewhere) and stop accepting; then give
-    // the connections the drain timeout to leave.
-    // Each session finishes the call it is running (its caller gets the completion), then
-    // sends Close with allowReconnect and ends.
+    // the connections the drain timeout to leave. Each session finishes the calls it is
+    // running (their callers get the completions), then sends Close with allowReconnect.
     let told_to_leave = {
-        let registry = registry.clone();
-        let draining = shared.draining.clone();
+        let registry = router.registry().clone();
+        let draining = sessions.draining.clone();
         async move {
             shutdown.await;
             draining.cancel();
@@ -244,18 +304,18 @@ pub async fn run_with_native_hubs(
             );
         }
     };
-    axum::serve(listener, app)
+    axum::serve(listener, routes)
         .with_graceful_shutdown(told_to_leave)
         .await
         .context("server failed")?;
     // Sessions end once their client has gone and the hub's on-disconnected has run.
-    shared.sessions.close();
-    if tokio::time::timeout(config.drain_timeout, shared.sessions.wait())
+    sessions.sessions.close();
+    if tokio::time::timeout(config.drain_timeout, sessions.sessions.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            connections = shared.sessions.len(),
+            connections = sessions.sessions.len(),
             "drain timeout: closing the remaining connections"
         );
     }

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use hubhost::config::{Command, Config};
+use hubhost::template::Sdk;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -12,8 +13,19 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Some(Command::New { name, sdk, dir }) = &config.command {
-        return match hubhost::template::create(dir, name, sdk.as_deref()) {
+    if let Some(Command::New {
+        name,
+        sdk,
+        vendor_sdk,
+        dir,
+    }) = &config.command
+    {
+        let sdk = match (sdk, vendor_sdk) {
+            (Some(path), _) => Sdk::At(path.clone()),
+            (None, true) => Sdk::Vendored,
+            (None, false) => Sdk::Automatic,
+        };
+        return match hubhost::template::create(dir, name, sdk) {
             Ok(root) => {
                 println!(
                     "created {root}\nbuild it:  cd {root} && cargo build --release\nserve it:  cp {root}/target/wasm32-wasip2/release/{file}.wasm <hubs dir>/{name}.wasm",

@@ -23,22 +23,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::json;
-use crate::router::{HubName, LocalRegistry, Outbound};
+use crate::registry::LocalRegistry;
 use crate::runtime::HubRuntime;
+use crate::types::{HubName, hub_file_stem};
 
 /// How long a path must be quiet before it is (re)loaded.
 pub const QUIET: Duration = Duration::from_millis(250);
-
-/// The hub name a path in the hubs directory serves, if it is a hub file at all.
-pub fn hub_name(path: &Path) -> Option<&str> {
-    let file = path.file_name()?.to_str()?;
-    if file.starts_with('.') {
-        return None;
-    }
-    let stem = file.strip_suffix(".wasm")?;
-    Some(stem)
-}
 
 /// Starts watching `dir`; changes are applied until `stop` is cancelled.
 pub fn watch(
@@ -87,7 +77,7 @@ async fn debounce(
                     } else {
                         path
                     };
-                    if hub_name(&path).is_some() {
+                    if hub_file_stem(&path).is_some() {
                         pending.insert(path, Instant::now());
                     }
                 }
@@ -112,7 +102,9 @@ async fn debounce(
 
 /// Loads, replaces or removes the hub of one path, according to what is on disk now.
 async fn apply(path: &Path, runtime: &Arc<HubRuntime>, registry: &LocalRegistry) {
-    let Some(stem) = hub_name(path) else { return };
+    let Some(stem) = hub_file_stem(path) else {
+        return;
+    };
     if !HubName::is_valid(stem) {
         tracing::error!(file = %path.display(), "hub not loaded: its name must use only ASCII letters, digits, '-' and '_' (64 at most)");
         return;
@@ -122,10 +114,7 @@ async fn apply(path: &Path, runtime: &Arc<HubRuntime>, registry: &LocalRegistry)
         // A hub compiled into the binary keeps serving the name: its clients stay.
         if runtime.remove(&name).is_some() && runtime.hub(name.as_str()).is_none() {
             let text = format!("The hub '{name}' was removed from the server.");
-            let told = registry.broadcast_control(
-                Some(&name),
-                Outbound::Close(json::close(Some(&text), false).into()),
-            );
+            let told = registry.close_hub(&name, &text);
             tracing::info!(hub = %name, file = %path.display(), connections = told, "hub removed");
         }
         return;
@@ -156,20 +145,5 @@ async fn apply(path: &Path, runtime: &Arc<HubRuntime>, registry: &LocalRegistry)
             tracing::error!(hub = %name, file = %path.display(), "hub not loaded: {e:#}{previous}");
         }
         Err(e) => tracing::error!(file = %path.display(), "hub compilation failed: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hub_name;
-    use std::path::Path;
-
-    #[test]
-    fn only_visible_wasm_files_are_hubs() {
-        assert_eq!(hub_name(Path::new("/h/chat.wasm")), Some("chat"));
-        assert_eq!(hub_name(Path::new("/h/.chat.wasm.tmp")), None);
-        assert_eq!(hub_name(Path::new("/h/.chat.wasm")), None);
-        assert_eq!(hub_name(Path::new("/h/chat.wasm.part")), None);
-        assert_eq!(hub_name(Path::new("/h/notes.txt")), None);
     }
 }

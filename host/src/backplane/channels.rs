@@ -6,8 +6,7 @@
 //! The prefix plays the role of SignalR's "AppName": deployments with different prefixes share a
 //! Redis without seeing each other.
 
-use super::Interest;
-use crate::router::{HubName, Target};
+use crate::types::{HubName, Interest, Target};
 
 /// Builds channel names for one prefix.
 #[derive(Debug, Clone)]

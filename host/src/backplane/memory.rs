@@ -1,11 +1,13 @@
 //! The in-memory backplane: one server, delivery straight into the local registry.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::future::BoxFuture;
 
-use super::{Backplane, BackplaneError, BackplaneStats, GroupChange, InterestChange};
-use crate::router::{Envelope, LocalRegistry};
+use super::{Backplane, BackplaneError, BackplaneStats};
+use crate::registry::LocalRegistry;
+use crate::types::{Envelope, GroupChange, InterestChange};
 
 /// The single-server backplane.
 pub struct MemoryBackplane {
@@ -16,19 +18,16 @@ pub struct MemoryBackplane {
 impl MemoryBackplane {
     pub fn new(registry: Arc<LocalRegistry>) -> Self {
         let stats = BackplaneStats::default();
-        stats
-            .connected
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        stats.connected.store(true, Ordering::Relaxed);
         Self { registry, stats }
     }
 }
 
 impl Backplane for MemoryBackplane {
-    fn publish(&self, envelope: Envelope) -> Result<(), BackplaneError> {
+    fn publish(&self, envelope: Envelope) {
         BackplaneStats::add(&self.stats.published, 1);
         let stats = self.registry.deliver(&envelope);
         tracing::trace!(hub = %envelope.hub, delivered = stats.delivered, "delivered");
-        Ok(())
     }
 
     fn change_remote_group(
@@ -59,5 +58,9 @@ impl Backplane for MemoryBackplane {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn registry(&self) -> &Arc<LocalRegistry> {
+        &self.registry
     }
 }

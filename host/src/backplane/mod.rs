@@ -1,80 +1,31 @@
 //! The backplane carries every fan-out to every server, this one included.
 //!
-//! [`memory`] is the single-server default: publishing is delivering to the local registry.
-//! [`redis`] makes several servers act as one through Redis pub/sub ([`channels`] names the
-//! channels, [`wire`] encodes what travels on them).
+//! A backplane owns the [`LocalRegistry`] it delivers into. [`memory`] is the single-server
+//! default: publishing is delivering. [`redis`] makes several servers act as one through Redis
+//! pub/sub ([`channels`] names the channels, [`wire`] encodes what travels on them): a send is
+//! delivered to this server's recipients at once and published for the others.
 
 pub mod channels;
 pub mod memory;
 pub mod redis;
 pub mod wire;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use crate::router::{Envelope, HubName};
+use crate::registry::LocalRegistry;
+use crate::types::{Envelope, GroupChange, InterestChange};
 
-/// Why the backplane could not carry a message or a group change.
+/// Why a group change for a connection on another server could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum BackplaneError {
-    #[error("the backplane is not connected; the message was dropped")]
+    #[error("the backplane is not connected, so the group change cannot reach other servers")]
     Disconnected,
     #[error("no server acknowledged the group change within {0:?}")]
-    AckTimeout(std::time::Duration),
-}
-
-/// A group membership change for one connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GroupChange {
-    Add {
-        hub: HubName,
-        connection: String,
-        group: String,
-    },
-    Remove {
-        hub: HubName,
-        connection: String,
-        group: String,
-    },
-}
-
-impl GroupChange {
-    pub fn hub(&self) -> &HubName {
-        match self {
-            Self::Add { hub, .. } | Self::Remove { hub, .. } => hub,
-        }
-    }
-
-    pub fn connection(&self) -> &str {
-        match self {
-            Self::Add { connection, .. } | Self::Remove { connection, .. } => connection,
-        }
-    }
-
-    pub fn group(&self) -> &str {
-        match self {
-            Self::Add { group, .. } | Self::Remove { group, .. } => group,
-        }
-    }
-}
-
-/// Something this server wants to hear about: messages for one of its hubs, connections, groups
-/// or users. The registry reports when the first local member appears and the last one leaves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Interest {
-    Hub(HubName),
-    Connection(HubName, String),
-    Group(HubName, String),
-    User(HubName, String),
-}
-
-/// A change of this server's interests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InterestChange {
-    Subscribe(Interest),
-    Unsubscribe(Interest),
+    AckTimeout(Duration),
 }
 
 /// Counters of a backplane, for `/metrics` and `/readyz`.
@@ -82,12 +33,14 @@ pub enum InterestChange {
 pub struct BackplaneStats {
     /// Messages handed to the backplane's transport.
     pub published: AtomicU64,
-    /// Messages received from other servers (and this one) through the transport.
+    /// Messages received from other servers through the transport.
     pub received: AtomicU64,
-    /// Messages that could not reach other servers (delivered locally only).
+    /// Messages that could not reach other servers (this server's clients got them).
     pub dropped: AtomicU64,
     /// Times the link was re-established after a loss.
     pub reconnects: AtomicU64,
+    /// Outages begun (the link lost, or publishing failing), each logged once.
+    pub outages: AtomicU64,
     /// Whether the link is up.
     pub connected: AtomicBool,
 }
@@ -100,13 +53,18 @@ impl BackplaneStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
 }
 
 /// What every backplane does.
 pub trait Backplane: Send + Sync + 'static {
-    /// Fans a send out to every server, this one included. Never blocks: a remote backplane
-    /// queues the message for its publisher.
-    fn publish(&self, envelope: Envelope) -> Result<(), BackplaneError>;
+    /// Fans a send out: delivered to this server's recipients before it returns, and handed on
+    /// to the other servers. Never blocks and never fails: what cannot reach other servers is
+    /// counted (and logged once per outage) by the backplane.
+    fn publish(&self, envelope: Envelope);
 
     /// Applies a group change for a connection that does not live on this server, resolving
     /// when the server that holds it has applied it.
@@ -127,4 +85,7 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn kind(&self) -> &'static str;
+
+    /// The registry of this server's connections, which the backplane delivers into.
+    fn registry(&self) -> &Arc<LocalRegistry>;
 }

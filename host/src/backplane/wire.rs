@@ -1,13 +1,21 @@
-//! What servers tell each other through Redis: one tagged enum, encoded compactly with postcard
-//! behind a version byte so a future format can be told apart.
+//! What servers tell each other through Redis: one tagged enum ([`WireMessage`]), encoded
+//! compactly with postcard behind a version byte and a header naming the sending server and the
+//! packet's sequence number.
+//!
+//! The header makes delivery exactly-once: a server ignores its own packets (it delivered to its
+//! own clients when it published), and a packet whose sequence number is not above the last one
+//! seen from its sender is a duplicate (a publish retried after a partial failure) and is
+//! dropped. Packets of the previous format (version 1, no header) are still read.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::GroupChange;
-use crate::router::Envelope;
+use crate::types::{Envelope, GroupChange};
 
 /// The format version written first in every payload.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The format without a header, written by earlier hosts.
+const VERSION_1: u8 = 1;
 
 /// A message between servers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +33,16 @@ pub enum WireMessage {
     Ack { id: u64 },
 }
 
-/// Why a payload could not be read.
+/// Who sent a packet, and its place in that sender's sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The sending server's random id.
+    pub origin: u64,
+    /// Increases by one with every packet the sender publishes, in publish order.
+    pub seq: u64,
+}
+
+/// Why a payload could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("empty payload")]
@@ -37,25 +54,49 @@ pub enum WireError {
 }
 
 impl WireMessage {
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        let mut out = vec![VERSION];
-        out.extend(postcard::to_stdvec(self)?);
-        Ok(out)
+    /// The message without version and header: what [`packet`] wraps.
+    pub fn encode_body(&self) -> Result<Bytes, WireError> {
+        Ok(Bytes::from(postcard::to_stdvec(self)?))
     }
+}
 
-    pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
-        match payload.split_first() {
-            None => Err(WireError::Empty),
-            Some((&VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
-            Some((&other, _)) => Err(WireError::Version(other)),
+/// A payload: the version, the header, then a body from [`WireMessage::encode_body`].
+pub fn packet(header: Header, body: &[u8]) -> Result<Bytes, WireError> {
+    let mut out = Vec::with_capacity(1 + 20 + body.len());
+    out.push(VERSION);
+    let mut out = postcard::to_extend(&header, out)?;
+    out.extend_from_slice(body);
+    Ok(Bytes::from(out))
+}
+
+/// A received payload's header (`None` for version 1, which had none) and the rest of it, to be
+/// read with [`decode_body`] once the header says it is wanted.
+pub fn split(payload: &[u8]) -> Result<(Option<Header>, &[u8]), WireError> {
+    match payload.split_first() {
+        None => Err(WireError::Empty),
+        Some((&VERSION, rest)) => {
+            let (header, body) = postcard::take_from_bytes::<Header>(rest)?;
+            Ok((Some(header), body))
         }
+        Some((&VERSION_1, rest)) => Ok((None, rest)),
+        Some((&other, _)) => Err(WireError::Version(other)),
     }
+}
+
+/// The message of a payload's body.
+pub fn decode_body(body: &[u8]) -> Result<WireMessage, WireError> {
+    Ok(postcard::from_bytes(body)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::{HubName, Target};
+    use crate::types::{HubName, Target};
+
+    fn decode(payload: &[u8]) -> (Option<Header>, WireMessage) {
+        let (header, body) = split(payload).expect("header");
+        (header, decode_body(body).expect("body"))
+    }
 
     #[test]
     fn round_trips_every_kind() {
@@ -80,35 +121,57 @@ mod tests {
             },
             WireMessage::Ack { id: 7 },
         ];
+        let header = Header {
+            origin: u64::MAX - 3,
+            seq: 42,
+        };
         for message in messages {
-            let bytes = message.encode().expect("encodes");
-            assert_eq!(WireMessage::decode(&bytes).expect("decodes"), message);
+            let body = message.encode_body().expect("encodes");
+            let payload = packet(header, &body).expect("packet");
+            assert_eq!(decode(&payload), (Some(header), message));
         }
     }
 
     #[test]
+    fn reads_the_previous_format() {
+        let message = WireMessage::Ack { id: 3 };
+        let mut v1 = vec![VERSION_1];
+        v1.extend(postcard::to_stdvec(&message).expect("encodes"));
+        assert_eq!(decode(&v1), (None, message));
+    }
+
+    #[test]
     fn envelopes_are_compact() {
-        let bytes = WireMessage::Send(Envelope {
+        let body = WireMessage::Send(Envelope {
             hub: HubName::new("chat"),
             target: Target::All,
             method: "m".into(),
             arguments: "[1]".into(),
         })
-        .encode()
+        .encode_body()
         .expect("encodes");
-        // version, tag, hub, target, method, arguments: a handful of bytes of framing.
-        assert!(bytes.len() <= 16, "{} bytes", bytes.len());
+        let payload = packet(
+            Header {
+                origin: u64::MAX,
+                seq: 1,
+            },
+            &body,
+        )
+        .expect("packet");
+        // version, origin (10 bytes at most), seq, then tag, hub, target, method, arguments.
+        assert!(payload.len() <= 28, "{} bytes", payload.len());
     }
 
     #[test]
     fn rejects_other_versions_and_garbage() {
-        assert!(matches!(WireMessage::decode(&[]), Err(WireError::Empty)));
+        assert!(matches!(split(&[]), Err(WireError::Empty)));
+        assert!(matches!(split(&[9, 1, 2]), Err(WireError::Version(9))));
         assert!(matches!(
-            WireMessage::decode(&[9, 1, 2]),
-            Err(WireError::Version(9))
+            split(&[VERSION, 0xff]),
+            Err(WireError::Malformed(_))
         ));
         assert!(matches!(
-            WireMessage::decode(&[VERSION, 200, 200, 200]),
+            decode_body(&[200, 200, 200]),
             Err(WireError::Malformed(_))
         ));
     }

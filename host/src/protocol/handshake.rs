@@ -1,20 +1,22 @@
-//! The handshake: the client's first record names the protocol and version; the server answers
-//! `{}` or `{"error": "..."}` (then closes).
+//! The handshake: the client's first record (always JSON, ended by `0x1E`) names the protocol
+//! and version; the server answers `{}` or `{"error": "..."}` (then closes).
 
+use bytes::BytesMut;
 use serde::Deserialize;
+
+use super::json::{JSON, next_record};
+use super::{Frame, HubProtocol, ProtocolError};
 
 /// The JSON hub protocol accepts versions 1 and 2 (2 only adds stateful reconnect, which is
 /// negotiated separately), as ASP.NET Core does.
 const JSON_MAX_VERSION: u64 = 2;
 
-/// The success answer, record separator included.
-pub const HANDSHAKE_OK: &str = "{}\u{1e}";
+/// The protocols this server speaks.
+const PROTOCOLS: &[&dyn HubProtocol] = &[&JSON];
 
-/// The protocol a client chose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// `json`, version 1 or 2.
-    Json,
+/// The success answer, record separator included.
+pub fn success() -> Frame {
+    Frame::static_text("{}\u{1e}")
 }
 
 /// Why a handshake failed; the `Display` text is ASP.NET Core's, sent to the client.
@@ -26,8 +28,16 @@ pub enum HandshakeError {
     UnsupportedVersion { protocol: String, version: u64 },
     #[error("An unexpected error occurred during connection handshake. InvalidDataException: {0}")]
     Invalid(String),
+    /// The client did not send its handshake in time, sent one too large, or went away.
     #[error("Handshake was canceled.")]
-    TimedOut,
+    Canceled,
+}
+
+impl From<ProtocolError> for HandshakeError {
+    fn from(_: ProtocolError) -> Self {
+        // ASP.NET answers an oversized handshake like a late one.
+        Self::Canceled
+    }
 }
 
 #[derive(Deserialize)]
@@ -36,8 +46,21 @@ struct Request {
     version: Option<serde_json::Value>,
 }
 
+/// Takes the handshake request from `buffer` if it is complete and answers it: the protocol
+/// the client chose, or why not. `Ok(None)` until the whole record has arrived; bytes after it
+/// stay in `buffer` for the chosen protocol.
+pub fn read(
+    buffer: &mut BytesMut,
+    max_size: usize,
+) -> Result<Option<&'static dyn HubProtocol>, HandshakeError> {
+    match next_record(buffer, max_size)? {
+        Some(record) => parse_request(&record).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Reads the client's handshake record (without its separator).
-pub fn parse_request(record: &[u8]) -> Result<Protocol, HandshakeError> {
+pub fn parse_request(record: &[u8]) -> Result<&'static dyn HubProtocol, HandshakeError> {
     let request: Request = serde_json::from_slice(record)
         .map_err(|e| HandshakeError::Invalid(format!("Error reading JSON: {e}")))?;
     let protocol = match request.protocol {
@@ -63,41 +86,39 @@ pub fn parse_request(record: &[u8]) -> Result<Protocol, HandshakeError> {
             ));
         }
     };
-    if protocol != "json" {
+    let Some(chosen) = PROTOCOLS.iter().find(|p| p.name() == protocol) else {
         return Err(HandshakeError::UnsupportedProtocol(protocol));
-    }
+    };
     if version == 0 || version > JSON_MAX_VERSION {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });
     }
-    Ok(Protocol::Json)
+    Ok(*chosen)
 }
 
 /// The error answer for a failed handshake, record separator included.
-pub fn error_response(error: &HandshakeError) -> String {
+pub fn error_response(error: &HandshakeError) -> Frame {
     let mut out = serde_json::json!({ "error": error.to_string() }).to_string();
     out.push('\u{1e}');
-    out
+    Frame::text(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn chosen(record: &[u8]) -> Result<&'static str, HandshakeError> {
+        parse_request(record).map(|p| p.name())
+    }
+
     #[test]
     fn accepts_json_versions_1_and_2() {
-        assert_eq!(
-            parse_request(br#"{"protocol":"json","version":1}"#),
-            Ok(Protocol::Json)
-        );
-        assert_eq!(
-            parse_request(br#"{"protocol":"json","version":2}"#),
-            Ok(Protocol::Json)
-        );
+        assert_eq!(chosen(br#"{"protocol":"json","version":1}"#), Ok("json"));
+        assert_eq!(chosen(br#"{"protocol":"json","version":2}"#), Ok("json"));
     }
 
     #[test]
     fn rejects_other_protocols_with_aspnet_text() {
-        let err = parse_request(br#"{"protocol":"messagepack","version":1}"#).unwrap_err();
+        let err = chosen(br#"{"protocol":"messagepack","version":1}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
             "The protocol 'messagepack' is not supported."
@@ -106,7 +127,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_versions_with_aspnet_text() {
-        let err = parse_request(br#"{"protocol":"json","version":3}"#).unwrap_err();
+        let err = chosen(br#"{"protocol":"json","version":3}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
             "The server does not support version 3 of the 'json' protocol."
@@ -115,21 +136,29 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
+        assert!(matches!(chosen(b"hello"), Err(HandshakeError::Invalid(_))));
         assert!(matches!(
-            parse_request(b"hello"),
-            Err(HandshakeError::Invalid(_))
-        ));
-        assert!(matches!(
-            parse_request(br#"{"version":1}"#),
+            chosen(br#"{"version":1}"#),
             Err(HandshakeError::Invalid(m)) if m == "Missing required property 'protocol'."
         ));
     }
 
     #[test]
+    fn reads_the_request_and_leaves_what_follows() {
+        let mut buffer = BytesMut::from(&br#"{"protocol":"json","ver"#[..]);
+        assert!(matches!(read(&mut buffer, 1024), Ok(None)));
+        buffer.extend_from_slice(b"sion\":1}\x1e{\"type\":6}\x1e");
+        assert!(matches!(read(&mut buffer, 1024), Ok(Some(p)) if p.name() == "json"));
+        assert_eq!(&buffer[..], b"{\"type\":6}\x1e");
+        let mut huge = BytesMut::from(&[b' '; 64][..]);
+        assert_eq!(read(&mut huge, 16).err(), Some(HandshakeError::Canceled));
+    }
+
+    #[test]
     fn error_response_is_a_json_record() {
         assert_eq!(
-            error_response(&HandshakeError::TimedOut),
-            "{\"error\":\"Handshake was canceled.\"}\u{1e}"
+            error_response(&HandshakeError::Canceled).as_bytes(),
+            b"{\"error\":\"Handshake was canceled.\"}\x1e"
         );
     }
 }

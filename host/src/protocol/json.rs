@@ -1,17 +1,78 @@
-//! The JSON hub protocol: decoding client records and encoding server frames.
+//! The JSON hub protocol: records of JSON text, each ended by the record separator `0x1E`.
 //!
 //! Decoding borrows from the record and keeps `arguments` as raw JSON, so a call's arguments
 //! reach the hub without being parsed into a tree and printed again. Encoding writes frames
-//! directly as strings (with the record separator) so one frame can be shared by every recipient.
+//! directly as text so one frame can be shared by every recipient.
 
+use bytes::{Buf, BytesMut};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::{ClientMessage, ProtocolError};
+use super::{
+    ClientMessage, Completion, Frame, HubProtocol, ProtocolError, ServerMessage, TransferFormat,
+};
+
+/// Ends every message of the JSON protocol (and the handshake).
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// The JSON hub protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonProtocol;
+
+/// The one instance sessions share.
+pub static JSON: JsonProtocol = JsonProtocol;
+
+impl HubProtocol for JsonProtocol {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn transfer_format(&self) -> TransferFormat {
+        TransferFormat::Text
+    }
+
+    fn decode(
+        &self,
+        buffer: &mut BytesMut,
+        max_message_size: usize,
+    ) -> Result<Option<ClientMessage>, ProtocolError> {
+        match next_record(buffer, max_message_size)? {
+            Some(record) => decode(&record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn encode(&self, message: &ServerMessage<'_>) -> Frame {
+        if let ServerMessage::Ping = message {
+            return Frame::static_text(PING);
+        }
+        Frame::text(encode(message))
+    }
+}
+
+/// The next complete record of `buffer`, without its separator, or `None` until more bytes
+/// arrive. Fails when a record is, or a partial one has grown, over `max_record` bytes.
+pub fn next_record(
+    buffer: &mut BytesMut,
+    max_record: usize,
+) -> Result<Option<BytesMut>, ProtocolError> {
+    match buffer.iter().position(|&b| b == RECORD_SEPARATOR) {
+        Some(end) if end > max_record => Err(ProtocolError::MessageTooLarge { limit: max_record }),
+        Some(end) => {
+            let record = buffer.split_to(end);
+            buffer.advance(1);
+            Ok(Some(record))
+        }
+        None if buffer.len() > max_record => {
+            Err(ProtocolError::MessageTooLarge { limit: max_record })
+        }
+        None => Ok(None),
+    }
+}
 
 /// The keep-alive frame.
-pub const PING: &str = "{\"type\":6}\u{1e}";
+const PING: &str = "{\"type\":6}\u{1e}";
 
 /// The fields of any message; which are required depends on `type`.
 #[derive(Deserialize)]
@@ -104,66 +165,106 @@ pub fn decode(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
     })
 }
 
-fn quoted(text: &str) -> String {
+/// Appends `text` as a JSON string literal.
+fn push_quoted(out: &mut String, text: &str) {
     // Serializing a &str cannot fail.
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned()));
 }
 
-/// An Invocation frame (type 1, no id: the server expects no answer). `arguments` must be a
-/// JSON array; the runtime checked that when the hub produced it.
-pub fn invocation(target: &str, arguments: &str) -> String {
-    let target = quoted(target);
-    let mut out = String::with_capacity(36 + target.len() + arguments.len());
-    out.push_str("{\"type\":1,\"target\":");
-    out.push_str(&target);
-    out.push_str(",\"arguments\":");
-    out.push_str(arguments);
-    out.push_str("}\u{1e}");
-    out
-}
-
-/// A Completion with a result (`result` is JSON).
-pub fn completion_result(invocation_id: &str, result: &str) -> String {
-    format!(
-        "{{\"type\":3,\"invocationId\":{},\"result\":{result}}}\u{1e}",
-        quoted(invocation_id)
-    )
-}
-
-/// A Completion of a void method.
-pub fn completion_void(invocation_id: &str) -> String {
-    format!(
-        "{{\"type\":3,\"invocationId\":{}}}\u{1e}",
-        quoted(invocation_id)
-    )
-}
-
-/// A Completion with an error text.
-pub fn completion_error(invocation_id: &str, error: &str) -> String {
-    format!(
-        "{{\"type\":3,\"invocationId\":{},\"error\":{}}}\u{1e}",
-        quoted(invocation_id),
-        quoted(error)
-    )
-}
-
-/// A Close message; `allow_reconnect` lets the client's automatic reconnect run.
-pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
-    let mut out = String::from("{\"type\":7");
-    if let Some(error) = error {
-        out.push_str(",\"error\":");
-        out.push_str(&quoted(error));
+/// One message as JSON text with its separator. `arguments` and results must be JSON (the
+/// runtime checks what hubs produce).
+fn encode(message: &ServerMessage<'_>) -> String {
+    match *message {
+        ServerMessage::Invocation { target, arguments } => {
+            let mut out = String::with_capacity(40 + target.len() + arguments.len());
+            out.push_str("{\"type\":1,\"target\":");
+            push_quoted(&mut out, target);
+            out.push_str(",\"arguments\":");
+            out.push_str(arguments);
+            out.push_str("}\u{1e}");
+            out
+        }
+        ServerMessage::Completion {
+            invocation_id,
+            completion,
+        } => {
+            let mut out = String::with_capacity(48 + invocation_id.len());
+            out.push_str("{\"type\":3,\"invocationId\":");
+            push_quoted(&mut out, invocation_id);
+            match completion {
+                Completion::Void => {}
+                Completion::Result(result) => {
+                    out.push_str(",\"result\":");
+                    out.push_str(result);
+                }
+                Completion::Error(error) => {
+                    out.push_str(",\"error\":");
+                    push_quoted(&mut out, error);
+                }
+            }
+            out.push_str("}\u{1e}");
+            out
+        }
+        ServerMessage::Ping => PING.to_owned(),
+        ServerMessage::Close {
+            error,
+            allow_reconnect,
+        } => {
+            let mut out = String::from("{\"type\":7");
+            if let Some(error) = error {
+                out.push_str(",\"error\":");
+                push_quoted(&mut out, error);
+            }
+            if allow_reconnect {
+                out.push_str(",\"allowReconnect\":true");
+            }
+            out.push_str("}\u{1e}");
+            out
+        }
     }
-    if allow_reconnect {
-        out.push_str(",\"allowReconnect\":true");
-    }
-    out.push_str("}\u{1e}");
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(message: ServerMessage<'_>) -> String {
+        let frame = JSON.encode(&message);
+        assert_eq!(frame.format(), TransferFormat::Text);
+        String::from_utf8(frame.as_bytes().to_vec()).expect("utf8")
+    }
+
+    fn records(buffer: &mut BytesMut, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(r) = next_record(buffer, max).expect("valid records") {
+            out.push(String::from_utf8(r.to_vec()).expect("utf8"));
+        }
+        out
+    }
+
+    #[test]
+    fn splits_several_records_and_keeps_a_partial_one() {
+        let mut buffer = BytesMut::from(&b"{\"type\":6}\x1e{\"type\":6}\x1e{\"ty"[..]);
+        assert_eq!(records(&mut buffer, 100), ["{\"type\":6}", "{\"type\":6}"]);
+        buffer.extend_from_slice(b"pe\":6}\x1e");
+        assert_eq!(records(&mut buffer, 100), ["{\"type\":6}"]);
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn enforces_the_size_limit_on_whole_and_partial_records() {
+        let mut exact = BytesMut::from(&b"abcd\x1e"[..]);
+        assert_eq!(records(&mut exact, 4), ["abcd"]);
+        let mut over = BytesMut::from(&b"abcde\x1e"[..]);
+        assert_eq!(
+            next_record(&mut over, 4),
+            Err(ProtocolError::MessageTooLarge { limit: 4 })
+        );
+        let mut partial = BytesMut::from(&b"abcde"[..]);
+        assert!(next_record(&mut partial, 4).is_err());
+        let mut empty = BytesMut::from(&b"\x1e"[..]);
+        assert_eq!(records(&mut empty, 4), [""]);
+    }
 
     #[test]
     fn decodes_an_invocation_keeping_raw_arguments() {
@@ -254,37 +355,62 @@ mod tests {
     #[test]
     fn encodes_frames() {
         assert_eq!(
-            invocation("broadcastMessage", r#"["a","b\"c"]"#),
+            text(ServerMessage::Invocation {
+                target: "broadcastMessage",
+                arguments: r#"["a","b\"c"]"#
+            }),
             "{\"type\":1,\"target\":\"broadcastMessage\",\"arguments\":[\"a\",\"b\\\"c\"]}\u{1e}"
         );
+        let completion = |completion| ServerMessage::Completion {
+            invocation_id: "7",
+            completion,
+        };
         assert_eq!(
-            completion_result("7", "42"),
+            text(completion(Completion::Result("42"))),
             "{\"type\":3,\"invocationId\":\"7\",\"result\":42}\u{1e}"
         );
         assert_eq!(
-            completion_void("7"),
+            text(completion(Completion::Void)),
             "{\"type\":3,\"invocationId\":\"7\"}\u{1e}"
         );
         assert_eq!(
-            completion_error("7", "bad \"thing\""),
+            text(completion(Completion::Error("bad \"thing\""))),
             "{\"type\":3,\"invocationId\":\"7\",\"error\":\"bad \\\"thing\\\"\"}\u{1e}"
         );
-        assert_eq!(close(None, false), "{\"type\":7}\u{1e}");
+        let close = |error, allow_reconnect| ServerMessage::Close {
+            error,
+            allow_reconnect,
+        };
+        assert_eq!(text(close(None, false)), "{\"type\":7}\u{1e}");
         assert_eq!(
-            close(Some("bye"), true),
+            text(close(Some("bye"), true)),
             "{\"type\":7,\"error\":\"bye\",\"allowReconnect\":true}\u{1e}"
         );
+        assert_eq!(text(ServerMessage::Ping), "{\"type\":6}\u{1e}");
     }
 
     #[test]
     fn encoded_frames_are_valid_json() {
-        for frame in [
-            invocation("x", "[1,2]"),
-            completion_result("1", "{\"a\":[1]}"),
-            completion_error("1", "e"),
-            close(Some("e"), true),
-            PING.to_owned(),
+        for message in [
+            ServerMessage::Invocation {
+                target: "x\u{2028}",
+                arguments: "[1,2]",
+            },
+            ServerMessage::Completion {
+                invocation_id: "1",
+                completion: Completion::Result("{\"a\":[1]}"),
+            },
+            ServerMessage::Completion {
+                invocation_id: "1",
+                completion: Completion::Error("e"),
+            },
+            ServerMessage::Close {
+                error: Some("e"),
+                allow_reconnect: true,
+            },
+            ServerMessage::Ping,
         ] {
+            let frame = text(message);
             let body = frame.strip_suffix('\u{1e}').expect("separator");
             serde_json::from_str::<serde_json::Value>(body).expect("valid JSON");
         }

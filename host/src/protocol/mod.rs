@@ -1,49 +1,48 @@
-//! The SignalR hub protocol: JSON messages separated by the record separator `0x1E`.
+//! The hub protocol: what the bytes of a connection mean, in both directions.
 //!
-//! [`framing`] splits bytes into records, [`handshake`] reads the first record, and [`json`]
-//! turns records into [`ClientMessage`]s and builds the server's frames.
-//! The wire format is specified in dotnet/aspnetcore's `src/SignalR/docs/specs/HubProtocol.md`.
+//! A [`HubProtocol`] is one encoding of SignalR's hub messages ([`json`] today). The session
+//! reads the client's [`handshake`], holds the protocol it chose, decodes what the client sends
+//! into [`ClientMessage`]s with it, and has it encode [`ServerMessage`]s into [`Frame`]s. A
+//! fan-out is encoded once per protocol its recipients use, and the frame is shared.
+//!
+//! The wire formats are specified in dotnet/aspnetcore's `src/SignalR/docs/specs/HubProtocol.md`.
 
-pub mod framing;
+mod frame;
 pub mod handshake;
 pub mod json;
+mod message;
 
-use serde_json::value::RawValue;
+use bytes::BytesMut;
 
-/// Ends every message of the JSON protocol (and the handshake).
-pub const RECORD_SEPARATOR: u8 = 0x1e;
+pub use frame::{Frame, TransferFormat};
+pub use message::{ClientMessage, Completion, ServerMessage};
 
-/// A message from a client, decoded from one record. Fields the server does not use are dropped.
-#[derive(Debug)]
-pub enum ClientMessage {
-    /// Type 1: call a hub method; without an id the caller wants no completion.
-    Invocation {
-        invocation_id: Option<String>,
-        target: String,
-        /// The JSON array of arguments, passed to the hub as it came.
-        arguments: Box<RawValue>,
-        /// Client-to-server streams; not supported by hubs yet.
-        stream_ids: Vec<String>,
-    },
-    /// Type 4: call a streaming hub method.
-    StreamInvocation {
-        invocation_id: String,
-        target: String,
-    },
-    /// Type 2: an item of a client-to-server stream.
-    StreamItem { invocation_id: String },
-    /// Type 3: the result of a server-to-client invocation.
-    Completion { invocation_id: String },
-    /// Type 5: the client gives up on a stream invocation.
-    CancelInvocation { invocation_id: String },
-    /// Type 6: keep-alive.
-    Ping,
-    /// Type 7: the client is closing.
-    Close { error: Option<String> },
-    /// Types 8 and 9: stateful reconnect bookkeeping (not negotiated by this server).
-    AckOrSequence,
-    /// A type this server does not know; ignored, as the protocol asks for forward compatibility.
-    Unknown(u64),
+/// One encoding of the hub protocol. Stateless: a connection's undecoded bytes live in the
+/// session's buffer, so one protocol value serves every connection.
+pub trait HubProtocol: Send + Sync + 'static {
+    /// The name clients ask for in the handshake (`json`).
+    fn name(&self) -> &'static str;
+
+    /// Whether frames are text or binary.
+    fn transfer_format(&self) -> TransferFormat;
+
+    /// Takes the next complete message from `buffer`, or `None` until more bytes arrive. A
+    /// message (or an unfinished one) longer than `max_message_size` is an error.
+    fn decode(
+        &self,
+        buffer: &mut BytesMut,
+        max_message_size: usize,
+    ) -> Result<Option<ClientMessage>, ProtocolError>;
+
+    /// Encodes one message as a frame (ending as the protocol ends messages, so frames can be
+    /// joined into one transport message).
+    fn encode(&self, message: &ServerMessage<'_>) -> Frame;
+}
+
+impl std::fmt::Debug for dyn HubProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Why the bytes a client sent are not a valid message. The text is what ASP.NET Core puts in

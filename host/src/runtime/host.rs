@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use super::Effect;
 use super::bindings::{self, Level};
-use crate::backplane::GroupChange;
-use crate::router::{Envelope, HubName, Target};
-use crate::state::{self, StateOp, StateStore, StateValue};
+use crate::state::{self, Quota, StateOp, StateStore, StateValue};
+use crate::types::{Envelope, GroupChange, HubName, Target};
 
 /// Denies memory growth past the hub's cap and remembers that it did, so the caller's error can
 /// say "memory limit" instead of the allocator's abort.
@@ -68,6 +67,7 @@ pub(super) struct HubState {
     pub(super) deadline: Instant,
     pub(super) faults: Faults,
     state: Arc<dyn StateStore>,
+    quota: Quota,
 }
 
 impl HubState {
@@ -76,6 +76,7 @@ impl HubState {
         memory_limit: usize,
         max_effect_bytes: usize,
         state: Arc<dyn StateStore>,
+        quota: Quota,
     ) -> Self {
         // An empty WASI context: no preopened directories, no environment, no inherited stdio,
         // no sockets. The guest's std links against WASI, but every such call finds nothing.
@@ -95,12 +96,13 @@ impl HubState {
             deadline: Instant::now(),
             faults: Faults::default(),
             state,
+            quota,
         }
     }
 
     async fn state(&mut self, key: String, op: StateOp) -> state::StateResult<StateValue> {
         state::check(&key, &op)?;
-        self.state.run(&self.hub, &key, op).await
+        self.state.run(&self.hub, &key, op, self.quota).await
     }
 
     /// Resets the per-call fields before a call.
@@ -146,25 +148,6 @@ fn target_bytes(target: &Target) -> usize {
         }
         Target::Connection(s) | Target::Group(s) | Target::User(s) => s.len(),
         Target::GroupExcept { group, excluded } => group.len() + list(excluded),
-    }
-}
-
-impl From<bindings::Target> for Target {
-    fn from(target: bindings::Target) -> Self {
-        use bindings::Target as W;
-        match target {
-            W::All => Target::All,
-            W::AllExcept(ids) => Target::AllExcept(ids),
-            W::Connection(id) => Target::Connection(id),
-            W::Connections(ids) => Target::Connections(ids),
-            W::Group(g) => Target::Group(g),
-            W::GroupExcept(bindings::GroupExcept { group, excluded }) => {
-                Target::GroupExcept { group, excluded }
-            }
-            W::Groups(gs) => Target::Groups(gs),
-            W::User(u) => Target::User(u),
-            W::Users(us) => Target::Users(us),
-        }
     }
 }
 

@@ -1,33 +1,27 @@
-//! One loaded hub: its compiled component, a pool of idle instances, and the call path (or,
-//! for a [`NativeHub`], the code to call directly).
+//! One loaded hub: its compiled component, its idle instances and the call path (or, for a
+//! [`NativeHub`], the code to call directly).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{self, HubPre};
 use super::host::HubState;
 use super::native::{self, NativeHub};
-use super::{CallError, CallOutcome, Caller, HubLimits, RuntimeConfig};
-use crate::router::HubName;
+use super::pool::{IdlePool, Slots};
+use super::{Call, CallError, CallOutcome, HubLimits, RuntimeConfig};
 use crate::state::StateStore;
+use crate::types::{Caller, HubName};
 
 /// Instances are recycled after this many calls so slow leaks in a hub's memory are bounded.
 const CALLS_PER_INSTANCE: u32 = 10_000;
 
-/// What the host asks of a hub.
-#[derive(Debug, Clone, Copy)]
-pub enum Call<'a> {
-    Connected,
-    Disconnected { error: Option<&'a str> },
-    Invoke { method: &'a str, arguments: &'a str },
-}
-
-struct Instance {
+/// A live instance of a hub component.
+pub(super) struct Instance {
     store: Store<HubState>,
     bindings: bindings::Hub,
     calls: u32,
@@ -38,40 +32,46 @@ pub struct LoadedHub {
     name: HubName,
     code: Code,
     limits: HubLimits,
-    config: Arc<RuntimeConfig>,
     state: Arc<dyn StateStore>,
 }
 
 enum Code {
-    Wasm {
-        path: PathBuf,
-        pre: HubPre<HubState>,
-        idle: Mutex<Vec<Instance>>,
-        /// Bounds the instances of this hub alive at once (busy and idle).
-        permits: Semaphore,
-    },
+    Wasm(Wasm),
     Native(Arc<dyn NativeHub>),
 }
 
+struct Wasm {
+    path: PathBuf,
+    pre: HubPre<HubState>,
+    config: Arc<RuntimeConfig>,
+    /// Instances kept for reuse, each holding one of the slots all hubs share.
+    idle: Arc<IdlePool<Instance>>,
+    slots: Arc<Slots<Instance>>,
+    /// Bounds this hub's calls in progress (so its instances alive at once).
+    permits: Semaphore,
+}
+
 impl LoadedHub {
-    pub(super) fn new(
+    pub(super) fn wasm(
         name: HubName,
         path: PathBuf,
         pre: HubPre<HubState>,
         limits: HubLimits,
         config: Arc<RuntimeConfig>,
         state: Arc<dyn StateStore>,
+        slots: Arc<Slots<Instance>>,
     ) -> Self {
         Self {
             name,
-            code: Code::Wasm {
+            code: Code::Wasm(Wasm {
                 path,
                 pre,
-                idle: Mutex::new(Vec::new()),
+                config,
+                idle: slots.pool(),
+                slots,
                 permits: Semaphore::new(limits.instances as usize),
-            },
+            }),
             limits,
-            config,
             state,
         }
     }
@@ -80,14 +80,12 @@ impl LoadedHub {
         name: HubName,
         code: Arc<dyn NativeHub>,
         limits: HubLimits,
-        config: Arc<RuntimeConfig>,
         state: Arc<dyn StateStore>,
     ) -> Self {
         Self {
             name,
             code: Code::Native(code),
             limits,
-            config,
             state,
         }
     }
@@ -104,96 +102,97 @@ impl LoadedHub {
     /// The component file, for a Wasm hub.
     pub fn path(&self) -> Option<&std::path::Path> {
         match &self.code {
-            Code::Wasm { path, .. } => Some(path),
+            Code::Wasm(wasm) => Some(&wasm.path),
             Code::Native(_) => None,
         }
     }
 
-    async fn instantiate(&self, pre: &HubPre<HubState>) -> wasmtime::Result<Instance> {
-        let engine = pre.engine();
-        let state = HubState::new(
-            self.name.clone(),
-            self.limits.memory_limit,
-            self.config.max_effect_bytes,
-            self.state.clone(),
-        );
-        let mut store = Store::new(engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|mut ctx| {
-            let state = ctx.data_mut();
-            if Instant::now() >= state.deadline {
-                state.faults.deadline_hit = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            // Let other tasks run between ticks of a long computation.
-            Ok(UpdateDeadline::Yield(1))
-        });
-        // Instantiation runs the component's start functions: bound it too.
-        store
-            .data_mut()
-            .begin_call("", Instant::now() + self.limits.call_timeout);
-        store.set_epoch_deadline(1);
-        let bindings = pre.instantiate_async(&mut store).await?;
-        Ok(Instance {
-            store,
-            bindings,
-            calls: 0,
-        })
+    /// Idle instances kept for reuse (for tests and diagnostics).
+    pub fn idle_instances(&self) -> usize {
+        match &self.code {
+            Code::Wasm(wasm) => wasm.idle.len(),
+            Code::Native(_) => 0,
+        }
     }
 
     /// Runs one call and returns its result with the effects the hub recorded.
     pub async fn call(&self, caller: &Caller, call: Call<'_>) -> CallOutcome {
-        let (pre, idle, permits) = match &self.code {
-            Code::Wasm {
-                pre, idle, permits, ..
-            } => (pre, idle, permits),
-            Code::Native(code) => {
-                return native::call(code.as_ref(), &self.name, &self.state, caller, call);
+        let mut outcome = match &self.code {
+            Code::Native(code) => native::call(
+                code.as_ref(),
+                &self.name,
+                &self.state,
+                self.limits.state,
+                caller,
+                call,
+            ),
+            Code::Wasm(wasm) => self.call_wasm(wasm, caller, call).await,
+        };
+        if let Ok(Some(result)) = &outcome.result
+            && let Err(e) = serde_json::from_str::<&RawValue>(result)
+        {
+            outcome.result = Err(CallError::InvalidResult(e.to_string()));
+        }
+        outcome
+    }
+
+    async fn call_wasm(&self, wasm: &Wasm, caller: &Caller, call: Call<'_>) -> CallOutcome {
+        let timeout = self.limits.call_timeout;
+        // Waiting for an instance counts against the call's deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, wasm.permits.acquire()).await
+        else {
+            return CallOutcome::failed(CallError::Unavailable(format!(
+                "all {} instances of the hub are busy",
+                self.limits.instances
+            )));
+        };
+        let mut instance = match wasm.idle.take() {
+            Some(instance) => instance,
+            None => {
+                let Some(slot) = wasm.slots.acquire(deadline).await else {
+                    return CallOutcome::failed(CallError::Unavailable(format!(
+                        "all {} instance slots of the host are busy (--total-instances)",
+                        wasm.slots.total()
+                    )));
+                };
+                match self.instantiate(wasm).await {
+                    Ok(instance) => slot.hold(instance),
+                    Err(e) => {
+                        return CallOutcome::failed(CallError::Unavailable(format!(
+                            "cannot instantiate the hub: {e:#}"
+                        )));
+                    }
+                }
             }
         };
-        let Ok(_permit) = permits.acquire().await else {
-            return CallOutcome::failed(CallError::Unavailable("the hub is shutting down".into()));
-        };
-        let reused = idle.lock().pop();
-        let mut instance = match reused {
-            Some(instance) => instance,
-            None => match self.instantiate(pre).await {
-                Ok(instance) => instance,
-                Err(e) => {
-                    return CallOutcome::failed(CallError::Unavailable(format!(
-                        "cannot instantiate the hub: {e:#}"
-                    )));
-                }
-            },
-        };
 
-        let timeout = self.limits.call_timeout;
-        instance
-            .store
+        let live = &mut instance.value;
+        live.store
             .data_mut()
             .begin_call(caller.connection_id.as_str(), Instant::now() + timeout);
-        instance.store.set_epoch_deadline(1);
-        let ctx = caller.to_wit();
+        live.store.set_epoch_deadline(1);
+        let ctx = bindings::Context::from(caller);
         // The epoch deadline stops a computing hub; this outer bound also covers any time spent
         // outside wasm (it cannot normally be reached).
         let outer = timeout + Duration::from_secs(1);
-        let result = tokio::time::timeout(outer, run(&mut instance, &ctx, call)).await;
+        let result = tokio::time::timeout(outer, run(live, &ctx, call)).await;
 
-        let state = instance.store.data_mut();
+        let state = live.store.data_mut();
         let effects = std::mem::take(&mut state.effects);
         match result {
             Ok(Ok(result)) => {
-                instance.calls += 1;
-                if self.config.reuse_instances && instance.calls < CALLS_PER_INSTANCE {
-                    idle.lock().push(instance);
+                live.calls += 1;
+                if wasm.config.reuse_instances && live.calls < CALLS_PER_INSTANCE {
+                    wasm.idle.put(instance);
                 }
                 CallOutcome {
-                    result: result.map_err(CallError::Hub),
+                    result: result.map_err(|e| CallError::Hub(e.into())),
                     effects,
                 }
             }
             Ok(Err(trap)) => {
-                // A trap leaves the instance in an unknown state: drop it.
+                // A trap leaves the instance in an unknown state: drop it (and its slot).
                 let error = if state.faults.deadline_hit {
                     CallError::Deadline(timeout)
                 } else if state.limiter.memory_denied {
@@ -211,6 +210,39 @@ impl LoadedHub {
                 effects,
             },
         }
+    }
+
+    async fn instantiate(&self, wasm: &Wasm) -> wasmtime::Result<Instance> {
+        let engine = wasm.pre.engine();
+        let state = HubState::new(
+            self.name.clone(),
+            self.limits.memory_limit,
+            wasm.config.max_effect_bytes,
+            self.state.clone(),
+            self.limits.state,
+        );
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.faults.deadline_hit = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Let other tasks run between ticks of a long computation.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        // Instantiation runs the component's start functions: bound it too.
+        store
+            .data_mut()
+            .begin_call("", Instant::now() + self.limits.call_timeout);
+        store.set_epoch_deadline(1);
+        let bindings = wasm.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            bindings,
+            calls: 0,
+        })
     }
 }
 

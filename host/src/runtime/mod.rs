@@ -1,9 +1,11 @@
 //! The hub runtime: loads hub components and calls them in a sandbox.
 //!
-//! This is the only module that knows wasmtime. It narrows it to what hubhost needs: the
-//! component model, a pooling allocator, epoch deadlines, a memory cap per instance, and an
-//! empty WASI context (no files, environment, clock-based sleeping or network to speak of). A call
-//! returns the hub's answer and the [`Effect`]s it asked for; it never touches sockets.
+//! This is the only module that knows wasmtime, and its generated bindings stay inside it: what
+//! it hands out are hubhost's own types. It narrows wasmtime to what hubhost needs: the
+//! component model, a pooling allocator whose slots all hubs share ([`pool`]), epoch deadlines,
+//! a memory cap per instance, and an empty WASI context (no files, environment or network to
+//! speak of). A call returns the hub's answer and the [`Effect`]s it asked for; it never touches
+//! sockets.
 
 mod bindings;
 mod engine;
@@ -11,6 +13,7 @@ mod host;
 mod hub;
 pub mod limits;
 mod native;
+mod pool;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,14 +25,12 @@ use parking_lot::RwLock;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-pub use bindings::HubError;
-pub use hub::{Call, LoadedHub};
+pub use hub::LoadedHub;
 pub use limits::HubLimits;
 pub use native::{NativeHost, NativeHub};
 
-use crate::backplane::GroupChange;
-use crate::router::{ConnectionId, Envelope, HubName};
-use crate::state::StateStore;
+use crate::state::{Quota, StateStore};
+use crate::types::{Envelope, GroupChange, HubName, hub_file_stem};
 use host::HubState;
 
 /// Limits and sizes of the runtime.
@@ -43,12 +44,16 @@ pub struct RuntimeConfig {
     pub instances_per_hub: u32,
     /// Instance slots of the pooling allocator, over all hubs.
     pub total_instances: u32,
+    /// Idle instances unused this long are dropped, giving their slot and memory back.
+    pub idle_instance_timeout: Duration,
     /// Where compiled components are cached, so a restart does not recompile them.
     pub cache_dir: Option<PathBuf>,
     /// Bytes of sends and group changes one call may produce.
     pub max_effect_bytes: usize,
     /// Largest client message, unless a hub's settings say otherwise.
     pub max_message_size: usize,
+    /// What each hub's shared state may hold, unless its settings say otherwise.
+    pub state_quota: Quota,
     /// Reuse instances across calls (the fast path); `false` gives every call a fresh one.
     pub reuse_instances: bool,
 }
@@ -60,35 +65,38 @@ impl Default for RuntimeConfig {
             memory_limit: 64 << 20,
             instances_per_hub: 64,
             total_instances: 1000,
+            idle_instance_timeout: Duration::from_secs(60),
             cache_dir: None,
             max_effect_bytes: 16 << 20,
             max_message_size: 32 << 10,
+            state_quota: Quota::default(),
             reuse_instances: true,
         }
     }
 }
 
-/// Who a call is for.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub hub: HubName,
-    pub connection_id: ConnectionId,
-    pub user_id: Option<String>,
-    pub claims: Vec<(String, String)>,
+/// What the host asks of a hub.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    Connected,
+    Disconnected { error: Option<&'a str> },
+    Invoke { method: &'a str, arguments: &'a str },
 }
 
-impl Caller {
-    fn to_wit(&self) -> bindings::Context {
-        bindings::Context {
-            hub: self.hub.as_str().to_owned(),
-            connection_id: self.connection_id.as_str().to_owned(),
-            user_id: self.user_id.clone(),
-            claims: self.claims.clone(),
-        }
-    }
+/// Why a hub refused or failed a call, as the hub said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubError {
+    /// No hub method has that name.
+    MethodNotFound,
+    /// The arguments do not fit the method; the text says how.
+    InvalidArguments(String),
+    /// The hub refused on purpose (SignalR's `HubException`): the text is for the caller.
+    Rejected(String),
+    /// The hub failed unexpectedly: the text is for the log.
+    Failed(String),
 }
 
-/// Something a hub asked the host to do during a call, in the router's own terms.
+/// Something a hub asked the host to do during a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Send(Envelope),
@@ -110,7 +118,11 @@ pub enum CallError {
     /// The hub trapped (a panic, `unreachable`, an out-of-bounds access, misuse of an import).
     #[error("{0}")]
     Trap(String),
-    /// The hub could not be instantiated.
+    /// The hub answered with a result that is not one JSON value, which the contract requires
+    /// (spliced into the completion, it would corrupt the caller's stream).
+    #[error("The hub returned a result that is not one JSON value: {0}")]
+    InvalidResult(String),
+    /// The hub could not be instantiated, or no instance was free in time.
     #[error("{0}")]
     Unavailable(String),
     /// A group change the hub asked for could not be carried out (no server acknowledged it).
@@ -140,6 +152,7 @@ pub struct HubRuntime {
     engine: Engine,
     linker: Linker<HubState>,
     config: Arc<RuntimeConfig>,
+    slots: Arc<pool::Slots<hub::Instance>>,
     hubs: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
     /// Hubs compiled into the binary: looked up before components, untouched by reloads.
     natives: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
@@ -149,6 +162,12 @@ pub struct HubRuntime {
 impl HubRuntime {
     /// A runtime whose hubs keep their shared state in `state`.
     pub fn new(config: RuntimeConfig, state: Arc<dyn StateStore>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.instances_per_hub <= config.total_instances,
+            "--instances-per-hub ({}) cannot exceed --total-instances ({}): one hub could never have that many",
+            config.instances_per_hub,
+            config.total_instances
+        );
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -160,6 +179,7 @@ impl HubRuntime {
         Ok(Self {
             engine,
             linker,
+            slots: pool::Slots::new(config.total_instances, config.idle_instance_timeout),
             config: Arc::new(config),
             hubs: RwLock::new(HashMap::new()),
             natives: RwLock::new(HashMap::new()),
@@ -189,13 +209,14 @@ impl HubRuntime {
                     path.display()
                 )
             })?;
-        Ok(LoadedHub::new(
+        Ok(LoadedHub::wasm(
             name,
             path.to_owned(),
             pre,
             limits,
             self.config.clone(),
             self.state.clone(),
+            self.slots.clone(),
         ))
     }
 
@@ -211,7 +232,7 @@ impl HubRuntime {
         paths.sort();
         let mut loaded = Vec::new();
         for path in paths {
-            let Some(stem) = crate::reload::hub_name(&path) else {
+            let Some(stem) = hub_file_stem(&path) else {
                 continue;
             };
             if !HubName::is_valid(stem) {
@@ -239,18 +260,12 @@ impl HubRuntime {
     }
 
     /// Serves a hub compiled into the host binary under `name` (see [`NativeHub`]), with the
-    /// global limits (only the message size and authentication apply to native code). It takes
-    /// precedence over a component of the same name, and reloads of the hubs directory leave
-    /// it alone.
+    /// global limits (only the message size, authentication and the state quota apply to
+    /// native code). It takes precedence over a component of the same name, and reloads of the
+    /// hubs directory leave it alone.
     pub fn install_native(&self, name: HubName, code: Arc<dyn NativeHub>) {
         let limits = HubLimits::from_config(&self.config);
-        let hub = LoadedHub::native(
-            name.clone(),
-            code,
-            limits,
-            self.config.clone(),
-            self.state.clone(),
-        );
+        let hub = LoadedHub::native(name.clone(), code, limits, self.state.clone());
         self.natives.write().insert(name, Arc::new(hub));
     }
 
@@ -278,5 +293,15 @@ impl HubRuntime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Instance slots free right now, over all hubs.
+    pub fn free_instance_slots(&self) -> usize {
+        self.slots.available()
+    }
+
+    /// Idle instances kept for reuse, over the hubs being served.
+    pub fn idle_instances(&self) -> usize {
+        self.hubs.read().values().map(|h| h.idle_instances()).sum()
     }
 }

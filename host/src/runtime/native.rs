@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use super::{CallError, CallOutcome, Caller, Effect, HubError, hub::Call};
-use crate::backplane::GroupChange;
-use crate::router::{ConnectionId, Envelope, HubName, Target};
-use crate::state::{self, StateError, StateOp, StateStore, StateValue};
+use super::{Call, CallError, CallOutcome, Effect, HubError};
+use crate::state::{self, Quota, StateError, StateOp, StateStore, StateValue};
+use crate::types::{Caller, ConnectionId, Envelope, GroupChange, HubName, Target};
 
 /// A hub whose code runs in the host process.
 pub trait NativeHub: Send + Sync + 'static {
@@ -28,6 +27,7 @@ pub struct NativeHost {
     hub: HubName,
     connection: ConnectionId,
     state: Arc<dyn StateStore>,
+    quota: Quota,
     effects: Vec<Effect>,
     /// A misuse of an import. Like a trap, it ends what the call does: nothing recorded after it
     /// is carried out.
@@ -88,7 +88,9 @@ impl NativeHost {
                 "native hubs reach the state store only on a multi-thread runtime".into(),
             ));
         }
-        tokio::task::block_in_place(|| handle.block_on(self.state.run(&self.hub, key, op)))
+        tokio::task::block_in_place(|| {
+            handle.block_on(self.state.run(&self.hub, key, op, self.quota))
+        })
     }
 
     /// `log.write`, as the Wasm import writes it.
@@ -103,6 +105,7 @@ pub(super) fn call(
     code: &dyn NativeHub,
     hub: &HubName,
     state: &Arc<dyn StateStore>,
+    quota: Quota,
     caller: &Caller,
     call: Call<'_>,
 ) -> CallOutcome {
@@ -110,6 +113,7 @@ pub(super) fn call(
         hub: hub.clone(),
         connection: caller.connection_id.clone(),
         state: state.clone(),
+        quota,
         effects: Vec::new(),
         fault: None,
     };
@@ -139,7 +143,6 @@ pub(super) fn call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::ConnectionId;
     use crate::state::memory::MemoryState;
 
     fn caller() -> Caller {
@@ -157,7 +160,14 @@ mod tests {
             method: "m",
             arguments: "[]",
         };
-        super::call(code, &HubName::new("t"), &state, &caller(), call)
+        super::call(
+            code,
+            &HubName::new("t"),
+            &state,
+            Quota::default(),
+            &caller(),
+            call,
+        )
     }
 
     struct BadSend;

@@ -166,17 +166,17 @@ impl Drop for OutboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::extract::ws::Utf8Bytes;
+    use crate::protocol::Frame;
 
     fn frame(text: &'static str) -> Outbound {
-        Outbound::Frame(Utf8Bytes::from_static(text))
+        Outbound::Frame(Frame::static_text(text))
     }
 
-    fn texts(batch: &[Outbound]) -> Vec<&str> {
+    fn texts(batch: &[Outbound]) -> Vec<&[u8]> {
         batch
             .iter()
             .map(|m| match m {
-                Outbound::Frame(f) | Outbound::Close(f) => f.as_str(),
+                Outbound::Frame(f) | Outbound::KeepAlive(f) | Outbound::Close(f) => f.as_bytes(),
             })
             .collect()
     }
@@ -189,10 +189,10 @@ mod tests {
         }
         let mut batch = Vec::new();
         assert!(rx.recv_batch(&mut batch, 2).await);
-        assert_eq!(texts(&batch), ["a", "b"]);
+        assert_eq!(texts(&batch), [b"a", b"b"]);
         batch.clear();
         assert!(rx.recv_batch(&mut batch, 2).await);
-        assert_eq!(texts(&batch), ["c"]);
+        assert_eq!(texts(&batch), [b"c"]);
     }
 
     #[tokio::test]

@@ -1,0 +1,204 @@
+//! The real broker: Redis through the `redis` crate.
+//!
+//! Publishing uses one multiplexed connection that reconnects by itself (and is shared with the
+//! Redis state store); each subscriber link is a dedicated pub/sub connection. Every socket has
+//! TCP_NODELAY (the crate leaves Nagle's algorithm on): small publishes must not wait for the
+//! previous one's acknowledgement. Every round trip is bounded by [`IO_TIMEOUT`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::IntoConnectionInfo;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::io::tcp::TcpSettings;
+
+use super::broker::{Broker, BrokerError, Link, Payloads};
+
+/// Longest wait for one Redis round trip before the link counts as broken.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most delay between reconnect attempts of the publishing connection.
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
+
+/// Why the Redis backplane cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("--redis {url}: not a valid Redis URL ({reason})")]
+    BadUrl { url: String, reason: String },
+    #[error("Redis at {url} rejected the credentials: {reason}")]
+    Auth { url: String, reason: String },
+}
+
+/// Redis as the backplane's broker.
+pub struct RedisBroker {
+    client: redis::Client,
+    commands: ConnectionManager,
+    url_for_logs: String,
+}
+
+impl RedisBroker {
+    /// Opens the broker for `url`. Fails only for what retrying cannot fix: a malformed URL or
+    /// rejected credentials. An unreachable Redis is not an error: it is retried later.
+    pub async fn open(url: &str) -> Result<Self, RedisSetupError> {
+        let url_for_logs = redact(url);
+        let bad_url = |e: redis::RedisError| RedisSetupError::BadUrl {
+            url: url_for_logs.clone(),
+            reason: e.to_string(),
+        };
+        let info = url
+            .into_connection_info()
+            .map_err(bad_url)?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(bad_url)?;
+        check_credentials(&client, &url_for_logs).await?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(RECONNECT_MAX);
+        let commands = client
+            .get_connection_manager_lazy(manager_config)
+            .map_err(bad_url)?;
+        Ok(Self {
+            client,
+            commands,
+            url_for_logs,
+        })
+    }
+
+    /// The multiplexed command connection, shared with the Redis state store.
+    pub fn commands(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+}
+
+/// Fails fast on a wrong password; anything else (Redis down) is left to the reconnect loop.
+async fn check_credentials(client: &redis::Client, url: &str) -> Result<(), RedisSetupError> {
+    let attempt = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<()>(&mut con).await
+    };
+    match tokio::time::timeout(IO_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if is_auth_error(&e) => Err(RedisSetupError::Auth {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                redis = url,
+                "Redis is unreachable ({e}); serving local clients and retrying"
+            );
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                redis = url,
+                "Redis did not answer; serving local clients and retrying"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn is_auth_error(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("NOAUTH")
+        || text.contains("WRONGPASS")
+        || text.contains("invalid password")
+        || text.contains("invalid username-password")
+}
+
+fn classify(e: redis::RedisError) -> BrokerError {
+    if is_auth_error(&e) {
+        BrokerError::Auth(e.to_string())
+    } else {
+        BrokerError::Unavailable(e.to_string())
+    }
+}
+
+/// Runs one round trip with the I/O timeout.
+async fn bounded<T>(work: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BrokerError> {
+    match tokio::time::timeout(IO_TIMEOUT, work).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(BrokerError::Timeout(IO_TIMEOUT)),
+    }
+}
+
+/// `redis://:secret@host` → `redis://***@host`, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Broker for RedisBroker {
+    type Link = RedisLink;
+
+    async fn connect(&self) -> Result<(RedisLink, Payloads), BrokerError> {
+        let pubsub = bounded(self.client.get_async_pubsub()).await?;
+        let (sink, stream) = pubsub.split();
+        let payloads = stream.map(|message| Bytes::copy_from_slice(message.get_payload_bytes()));
+        Ok((RedisLink { sink }, Box::pin(payloads)))
+    }
+
+    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        for (channel, payload) in messages {
+            pipe.cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.as_ref())
+                .ignore();
+        }
+        let mut con = self.commands.clone();
+        bounded(pipe.query_async::<()>(&mut con)).await
+    }
+
+    async fn check(&self) -> Result<(), BrokerError> {
+        let mut con = self.commands.clone();
+        bounded(redis::cmd("PING").query_async::<()>(&mut con)).await
+    }
+
+    fn describe(&self) -> &str {
+        &self.url_for_logs
+    }
+}
+
+/// A dedicated pub/sub connection.
+pub struct RedisLink {
+    sink: PubSubSink,
+}
+
+impl Link for RedisLink {
+    async fn subscribe(&mut self, channels: &[String]) -> Result<(), BrokerError> {
+        bounded(self.sink.subscribe(channels)).await
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), BrokerError> {
+        bounded(self.sink.unsubscribe(channels)).await
+    }
+
+    async fn ping(&mut self) -> Result<(), BrokerError> {
+        // In subscribed mode PING answers with an array, so accept any value.
+        bounded(self.sink.ping::<redis::Value>()).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("rediss://user:pw@h"), "rediss://***@h");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

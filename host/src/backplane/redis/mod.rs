@@ -1,0 +1,338 @@
+//! The Redis backplane: several servers sharing one Redis act as one.
+//!
+//! # How it works
+//! - A send is delivered to this server's recipients at once, and published once per channel
+//!   it needs ([`Channels::for_target`]) for the other servers, as a compact [`WireMessage`]
+//!   (a send to a connection that lives here is not published at all). Each server delivers
+//!   what it receives to its own recipients, encoding the frame once per protocol.
+//! - A server subscribes only to what it has local members for: a hub's `all` channel while it
+//!   has connections of that hub, each local connection's channel, the channels of groups and
+//!   users with local members ([`subscriber`]). Subscriptions are confirmed before a join
+//!   completes.
+//! - Group changes for a connection on another server travel on the internal groups channel;
+//!   the server holding the connection applies them and acknowledges ([`groups`]).
+//! - Publishing uses one multiplexed connection, with queued messages pipelined together
+//!   ([`publisher`]); subscriptions use a dedicated pub/sub connection. Every packet names its
+//!   sender and carries a sequence number ([`wire`](crate::backplane::wire)): a server skips
+//!   its own packets and drops duplicates, so nothing is delivered twice, even when a
+//!   pipeline that failed half-way is retried.
+//! - If Redis goes away nothing crashes: this server's clients keep being served, what cannot
+//!   reach other servers is counted and logged once per outage ([`health`]), the link is retried
+//!   with a short backoff, and every subscription is restored when it is back.
+//!
+//! The bookkeeping talks to Redis through a small seam ([`broker`]): [`client::RedisBroker`] in
+//! production, [`memory::MemoryBroker`] in tests.
+
+pub mod broker;
+pub mod client;
+mod groups;
+mod health;
+pub mod memory;
+mod publisher;
+mod subscriber;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::channels::Channels;
+use super::wire::{self, WireMessage};
+use super::{Backplane, BackplaneError, BackplaneStats};
+use crate::registry::LocalRegistry;
+use crate::types::{Envelope, GroupChange, InterestChange, Target};
+use broker::Broker;
+pub use client::{RedisBroker, RedisSetupError};
+use groups::PendingAcks;
+use health::Health;
+use publisher::{Outgoing, PublishQueue};
+use subscriber::Subscriptions;
+
+/// Settings of the Redis backplane.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]` or `rediss://...` for TLS.
+    pub url: String,
+    /// Channel prefix (SignalR's "AppName").
+    pub prefix: String,
+    /// How long a group change for a connection on another server waits for its acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+/// This server on the backplane.
+struct ServerId {
+    /// Random, in every packet's header.
+    origin: u64,
+    /// The same in hex: the name of this server's ack channel.
+    name: String,
+}
+
+/// Senders remembered for duplicate detection; beyond it the longest silent is forgotten.
+const MAX_ORIGINS: usize = 1024;
+
+/// The last sequence number seen from each other server.
+#[derive(Default)]
+struct Seen {
+    last: HashMap<u64, (u64, u64)>,
+    /// Increases per packet: how recently each origin was heard from.
+    clock: u64,
+}
+
+impl Seen {
+    /// Whether a packet is new (and records it), or a copy of one already delivered.
+    fn accept(&mut self, origin: u64, seq: u64) -> bool {
+        self.clock += 1;
+        if let Some((last, heard)) = self.last.get_mut(&origin) {
+            *heard = self.clock;
+            if seq <= *last {
+                return false;
+            }
+            *last = seq;
+            return true;
+        }
+        if self.last.len() >= MAX_ORIGINS
+            && let Some(oldest) = self
+                .last
+                .iter()
+                .min_by_key(|(_, (_, h))| *h)
+                .map(|(o, _)| *o)
+        {
+            self.last.remove(&oldest);
+        }
+        self.last.insert(origin, (seq, self.clock));
+        true
+    }
+}
+
+struct Inner<B: Broker> {
+    broker: B,
+    channels: Channels,
+    server: ServerId,
+    registry: Arc<LocalRegistry>,
+    queue: PublishQueue,
+    subscriptions: Subscriptions<B::Link>,
+    acks: PendingAcks,
+    ack_timeout: Duration,
+    health: Health,
+    stats: BackplaneStats,
+    seen: Mutex<Seen>,
+    shutdown: CancellationToken,
+}
+
+/// The Redis backplane. Cheap to clone.
+pub struct RedisBackplane<B: Broker = RedisBroker> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: Broker> Clone for RedisBackplane<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl RedisBackplane<RedisBroker> {
+    /// Connects to Redis (or starts trying to) and spawns the publisher and subscriber tasks.
+    ///
+    /// Fails only for what retrying cannot fix: a malformed URL or rejected credentials. An
+    /// unreachable Redis is not an error: the server starts, is not ready, and joins when Redis
+    /// comes up.
+    pub async fn start(
+        config: RedisConfig,
+        registry: Arc<LocalRegistry>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RedisSetupError> {
+        let broker = RedisBroker::open(&config.url).await?;
+        Ok(Self::with_broker(
+            broker,
+            &config.prefix,
+            config.ack_timeout,
+            registry,
+            shutdown,
+        ))
+    }
+
+    /// The multiplexed command connection, shared with the Redis state store.
+    pub fn commands(&self) -> redis::aio::ConnectionManager {
+        self.inner.broker.commands()
+    }
+}
+
+impl<B: Broker> RedisBackplane<B> {
+    /// The backplane over any broker; spawns its publisher and subscriber tasks.
+    pub fn with_broker(
+        broker: B,
+        prefix: &str,
+        ack_timeout: Duration,
+        registry: Arc<LocalRegistry>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let origin = rand::random::<u64>();
+        let server = ServerId {
+            origin,
+            name: format!("{origin:016x}"),
+        };
+        let channels = Channels::new(prefix);
+        let always = [channels.group_commands(), channels.acks(&server.name)];
+        let (queue, receiver) = PublishQueue::new();
+        let inner = Arc::new(Inner {
+            health: Health::new(broker.describe()),
+            broker,
+            subscriptions: Subscriptions::new(always),
+            channels,
+            server,
+            registry,
+            queue,
+            acks: PendingAcks::default(),
+            ack_timeout,
+            stats: BackplaneStats::default(),
+            seen: Mutex::new(Seen::default()),
+            shutdown,
+        });
+        tokio::spawn(publisher::run(inner.clone(), receiver));
+        tokio::spawn(subscriber::run(inner.clone()));
+        Self { inner }
+    }
+
+    /// This server's id on the backplane (the name of its ack channel).
+    pub fn server_id(&self) -> &str {
+        &self.inner.server.name
+    }
+}
+
+impl<B: Broker> Inner<B> {
+    /// Encodes and queues messages for the publisher; what cannot be queued is counted.
+    fn send(&self, messages: Vec<(String, WireMessage)>) {
+        let count = messages.len() as u64;
+        if count == 0 {
+            return;
+        }
+        if !self.stats.is_connected() {
+            self.health
+                .dropped(&self.stats, count, "Redis is not connected");
+            return;
+        }
+        let mut outgoing = Vec::with_capacity(messages.len());
+        for (channel, message) in messages {
+            match message.encode_body() {
+                Ok(body) => outgoing.push(Outgoing { channel, body }),
+                Err(e) => tracing::error!("cannot encode a backplane message: {e}"),
+            }
+        }
+        if let Err(refused) = self.queue.push(outgoing) {
+            self.health.dropped(
+                &self.stats,
+                refused.len() as u64,
+                "the publish queue is full",
+            );
+        }
+    }
+
+    /// Handles one payload from the subscriber link.
+    fn receive(self: &Arc<Self>, payload: &[u8]) {
+        let (header, body) = match wire::split(payload) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!("ignored a backplane message: {e}");
+                return;
+            }
+        };
+        if let Some(header) = header {
+            if header.origin == self.server.origin {
+                return; // ours: delivered here when it was published
+            }
+            if !self.seen.lock().accept(header.origin, header.seq) {
+                tracing::debug!(
+                    origin = header.origin,
+                    seq = header.seq,
+                    "dropped a duplicate"
+                );
+                return;
+            }
+        }
+        let message = match wire::decode_body(body) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("ignored a backplane message: {e}");
+                return;
+            }
+        };
+        BackplaneStats::add(&self.stats.received, 1);
+        match message {
+            WireMessage::Send(envelope) => {
+                self.registry.deliver(&envelope);
+            }
+            WireMessage::GroupCommand {
+                id,
+                reply_to,
+                change,
+            } => groups::serve(self, id, reply_to, &change),
+            WireMessage::Ack { id } => self.acks.complete(id),
+        }
+    }
+
+    /// The copies of a send other servers need: one per channel, leaving out connections that
+    /// live here (delivered already).
+    fn remote_copies(&self, envelope: &Envelope) -> Vec<(String, WireMessage)> {
+        let local = |id: &str| self.registry.contains(&envelope.hub, id);
+        self.channels
+            .for_target(&envelope.hub, &envelope.target)
+            .into_iter()
+            .filter(|(_, target)| !matches!(target, Target::Connection(id) if local(id)))
+            .map(|(channel, target)| {
+                let copy = Envelope {
+                    hub: envelope.hub.clone(),
+                    target,
+                    method: envelope.method.clone(),
+                    arguments: envelope.arguments.clone(),
+                };
+                (channel, WireMessage::Send(copy))
+            })
+            .collect()
+    }
+}
+
+impl<B: Broker> Backplane for RedisBackplane<B> {
+    fn publish(&self, envelope: Envelope) {
+        let inner = &self.inner;
+        inner.registry.deliver(&envelope);
+        inner.send(inner.remote_copies(&envelope));
+    }
+
+    fn change_remote_group(
+        &self,
+        change: GroupChange,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        Box::pin(groups::request(self.inner.clone(), change))
+    }
+
+    fn update_interest(&self, changes: Vec<InterestChange>) -> BoxFuture<'_, ()> {
+        Box::pin(
+            self.inner
+                .subscriptions
+                .update(&self.inner.channels, changes),
+        )
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.stats.is_connected()
+    }
+
+    fn stats(&self) -> &BackplaneStats {
+        &self.inner.stats
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn registry(&self) -> &Arc<LocalRegistry> {
+        &self.inner.registry
+    }
+}

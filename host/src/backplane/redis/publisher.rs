@@ -1,0 +1,98 @@
+//! Publishing: a bounded queue drained by one task, which pipelines what has accumulated into
+//! one round trip and numbers the packets in publish order.
+//!
+//! A failed pipeline is retried once (the first publish after Redis came back finds the old
+//! connection broken). Part of a failed pipeline may have been published already; the packets'
+//! sequence numbers let receivers drop the copies, so a retry never delivers twice.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::Inner;
+use super::broker::Broker;
+use crate::backplane::BackplaneStats;
+use crate::backplane::wire::{self, Header};
+
+/// Messages waiting for the publisher before new ones are dropped.
+const QUEUE: usize = 65_536;
+/// Messages pipelined in one round trip.
+const BATCH: usize = 512;
+
+/// One message for one channel: a [`WireMessage`](wire::WireMessage) body, which the
+/// publisher wraps in its packet header.
+pub(super) struct Outgoing {
+    pub(super) channel: String,
+    pub(super) body: Bytes,
+}
+
+/// The publisher's queue.
+pub(super) struct PublishQueue {
+    sender: mpsc::Sender<Vec<Outgoing>>,
+}
+
+impl PublishQueue {
+    pub(super) fn new() -> (Self, mpsc::Receiver<Vec<Outgoing>>) {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        (Self { sender }, receiver)
+    }
+
+    /// Queues the messages of one send (or command); gives them back when the queue is full.
+    pub(super) fn push(&self, messages: Vec<Outgoing>) -> Result<(), Vec<Outgoing>> {
+        self.sender.try_send(messages).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+        })
+    }
+}
+
+/// Drains the queue until shutdown.
+pub(super) async fn run<B: Broker>(inner: Arc<Inner<B>>, mut queue: mpsc::Receiver<Vec<Outgoing>>) {
+    let mut seq = 0u64;
+    let mut payloads: Vec<(String, Bytes)> = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            first = queue.recv() => first,
+            () = inner.shutdown.cancelled() => None,
+        };
+        let Some(first) = first else { return };
+        let mut next = Some(first);
+        while let Some(messages) = next.take() {
+            for Outgoing { channel, body } in messages {
+                seq += 1;
+                let header = Header {
+                    origin: inner.server.origin,
+                    seq,
+                };
+                match wire::packet(header, &body) {
+                    Ok(payload) => payloads.push((channel, payload)),
+                    Err(e) => tracing::error!("cannot encode a packet: {e}"),
+                }
+            }
+            if payloads.len() < BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        publish(&inner, &payloads).await;
+        payloads.clear();
+    }
+}
+
+async fn publish<B: Broker>(inner: &Inner<B>, payloads: &[(String, Bytes)]) {
+    if payloads.is_empty() {
+        return;
+    }
+    let count = payloads.len() as u64;
+    let mut result = inner.broker.publish(payloads).await;
+    if result.is_err() {
+        // Safe to repeat: receivers drop the packets they already have.
+        result = inner.broker.publish(payloads).await;
+    }
+    match result {
+        Ok(()) => {
+            BackplaneStats::add(&inner.stats.published, count);
+            inner.health.published();
+        }
+        Err(e) => inner.health.dropped(&inner.stats, count, &e.to_string()),
+    }
+}

@@ -1,0 +1,387 @@
+//! The Redis backplane's bookkeeping over the in-memory broker, with paused time: two
+//! backplanes on one broker are two servers sharing one Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::memory::MemoryBroker;
+use super::*;
+use crate::protocol::json::JSON;
+use crate::registry::{ConnectionHandle, Outbound, OutboxReceiver, outbox};
+use crate::types::{ConnectionId, HubName};
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Server {
+    backplane: RedisBackplane<MemoryBroker>,
+    registry: Arc<LocalRegistry>,
+}
+
+fn hub() -> HubName {
+    HubName::new("chat")
+}
+
+async fn server(broker: &MemoryBroker) -> Server {
+    let registry = Arc::new(LocalRegistry::new());
+    let backplane = RedisBackplane::with_broker(
+        broker.clone(),
+        "p",
+        ACK_TIMEOUT,
+        registry.clone(),
+        CancellationToken::new(),
+    );
+    eventually(|| backplane.is_ready(), "the backplane to join").await;
+    Server {
+        backplane,
+        registry,
+    }
+}
+
+/// Polls `condition` while virtual time runs, so the backplane's tasks make progress.
+async fn eventually(mut condition: impl FnMut() -> bool, what: &str) {
+    for _ in 0..10_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Client {
+    rx: OutboxReceiver,
+    seen: Vec<String>,
+}
+
+impl Client {
+    /// Every invocation frame received so far, as text.
+    fn frames(&mut self) -> &[String] {
+        let mut batch = Vec::new();
+        self.rx.try_recv_batch(&mut batch, usize::MAX);
+        for message in batch {
+            if let Outbound::Frame(frame) = message {
+                self.seen
+                    .push(String::from_utf8_lossy(frame.as_bytes()).into_owned());
+            }
+        }
+        &self.seen
+    }
+
+    /// The `arguments` texts received, in order.
+    fn arguments(&mut self) -> Vec<String> {
+        self.frames()
+            .iter()
+            .map(|f| {
+                let start = f.find("\"arguments\":").map_or(0, |i| i + 12);
+                f[start..f.len() - 2].to_owned()
+            })
+            .collect()
+    }
+}
+
+async fn connect(server: &Server, id: &str) -> Client {
+    let (tx, rx) = outbox(64);
+    let changes = server.registry.add(
+        &hub(),
+        ConnectionHandle {
+            id: ConnectionId::new(id),
+            user: None,
+            protocol: &JSON,
+            outbox: tx,
+            cancel: CancellationToken::new(),
+        },
+    );
+    server.backplane.update_interest(changes).await;
+    Client {
+        rx,
+        seen: Vec::new(),
+    }
+}
+
+async fn disconnect(server: &Server, id: &str) {
+    let changes = server.registry.remove(&hub(), &ConnectionId::new(id));
+    server.backplane.update_interest(changes).await;
+}
+
+async fn join(server: &Server, id: &str, group: &str) -> Result<(), BackplaneError> {
+    let change = GroupChange::Add {
+        hub: hub(),
+        connection: id.into(),
+        group: group.into(),
+    };
+    match server.registry.apply_group_change(&change) {
+        Some(changes) => {
+            server.backplane.update_interest(changes).await;
+            Ok(())
+        }
+        None => server.backplane.change_remote_group(change).await,
+    }
+}
+
+fn send(server: &Server, target: Target, argument: &str) {
+    server.backplane.publish(Envelope {
+        hub: hub(),
+        target,
+        method: "m".into(),
+        arguments: format!("[\"{argument}\"]"),
+    });
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|i| format!("[\"{i}\"]")).collect()
+}
+
+/// The channels of the broker's only link.
+fn channels(broker: &MemoryBroker) -> Vec<String> {
+    let links = broker.subscriptions();
+    assert_eq!(links.len(), 1, "one link: {links:?}");
+    links[0].clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_reaches_every_server_once_and_its_own_server_directly() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (server(&broker).await, server(&broker).await);
+    let mut on_a = connect(&a, "ca").await;
+    let mut on_b = connect(&b, "cb").await;
+    send(&a, Target::All, "hello");
+    // Local delivery happens before publish returns.
+    assert_eq!(on_a.arguments(), args(&["hello"]));
+    eventually(|| !on_b.frames().is_empty(), "delivery on B").await;
+    // A sentinel from B travels after A's own echo on A's link: once it is in, the echo was
+    // skipped.
+    send(&b, Target::All, "sentinel");
+    eventually(|| on_a.frames().len() == 2, "the sentinel on A").await;
+    assert_eq!(on_a.arguments(), args(&["hello", "sentinel"]));
+    assert_eq!(on_b.arguments(), args(&["hello", "sentinel"]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_to_a_local_connection_is_not_published() {
+    let broker = MemoryBroker::new();
+    let a = server(&broker).await;
+    let mut on_a = connect(&a, "ca").await;
+    let before = broker.published();
+    send(&a, Target::Connection("ca".into()), "private");
+    send(
+        &a,
+        Target::Connections(vec!["ca".into(), "elsewhere".into()]),
+        "two",
+    );
+    assert_eq!(on_a.arguments(), args(&["private", "two"]));
+    eventually(|| broker.published() > before, "the remote copy").await;
+    assert_eq!(
+        broker.published(),
+        before + 1,
+        "only the copy for 'elsewhere'"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribes_to_what_local_members_need_and_no_more() {
+    let broker = MemoryBroker::new();
+    let a = server(&broker).await;
+    let internal = |extra: &[&str]| {
+        let mut all: Vec<String> = [
+            "p:internal:groups".to_owned(),
+            format!("p:internal:ack:{}", a.backplane.server_id()),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|s| (*s).to_owned()))
+        .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(channels(&broker), internal(&[]));
+    let _c1 = connect(&a, "c1").await;
+    let _c2 = connect(&a, "c2").await;
+    join(&a, "c1", "g").await.expect("joined");
+    join(&a, "c2", "g").await.expect("joined");
+    assert_eq!(
+        channels(&broker),
+        internal(&[
+            "p:chat:all",
+            "p:chat:connection:c1",
+            "p:chat:connection:c2",
+            "p:chat:group:g"
+        ])
+    );
+    disconnect(&a, "c1").await;
+    assert_eq!(
+        channels(&broker),
+        internal(&["p:chat:all", "p:chat:connection:c2", "p:chat:group:g"]),
+        "the group keeps a member"
+    );
+    disconnect(&a, "c2").await;
+    assert_eq!(channels(&broker), internal(&[]));
+    assert_eq!(
+        a.backplane.inner.subscriptions.desired().await,
+        internal(&[])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_group_change_completes_once_applied_and_subscribed() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (server(&broker).await, server(&broker).await);
+    let mut member = connect(&b, "cb").await;
+    join(&a, "cb", "crew").await.expect("acknowledged");
+    // Acknowledged means applied and subscribed on B: a send right after reaches the member.
+    assert_eq!(b.registry.local_group_members(&hub(), "crew").len(), 1);
+    send(&a, Target::Group("crew".into()), "welcome");
+    eventually(|| !member.frames().is_empty(), "the group send").await;
+    assert_eq!(member.arguments(), args(&["welcome"]));
+    assert_eq!(a.backplane.inner.acks.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_change_no_server_applies_fails_at_the_ack_timeout() {
+    let broker = MemoryBroker::new();
+    let (a, _b) = (server(&broker).await, server(&broker).await);
+    let started = Instant::now();
+    let result = join(&a, "nobody", "crew").await;
+    assert!(matches!(result, Err(BackplaneError::AckTimeout(t)) if t == ACK_TIMEOUT));
+    assert_eq!(started.elapsed(), ACK_TIMEOUT);
+    assert_eq!(a.backplane.inner.acks.len(), 0, "the waiter is forgotten");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_counted_once_and_every_subscription_restored() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (server(&broker).await, server(&broker).await);
+    let mut on_a = connect(&a, "ca").await;
+    let mut on_b = connect(&b, "cb").await;
+    let stats = a.backplane.stats();
+
+    broker.set_down(true);
+    eventually(|| !a.backplane.is_ready(), "A to notice").await;
+    for i in 0..3 {
+        send(&a, Target::All, &format!("during {i}"));
+    }
+    assert_eq!(on_a.arguments().len(), 3, "local clients are still served");
+    assert_eq!(BackplaneStats::get(&stats.dropped), 3);
+    assert_eq!(a.backplane.inner.health.outage_drops(), 3);
+    assert_eq!(
+        BackplaneStats::get(&stats.outages),
+        1,
+        "one outage, however many drops"
+    );
+    // Interests change while the link is down...
+    join(&a, "ca", "g")
+        .await
+        .expect("a local join needs no link");
+    assert!(matches!(
+        join(&a, "cb", "g").await,
+        Err(BackplaneError::Disconnected)
+    ));
+
+    broker.set_down(false);
+    eventually(
+        || a.backplane.is_ready() && b.backplane.is_ready(),
+        "both back",
+    )
+    .await;
+    assert_eq!(BackplaneStats::get(&stats.reconnects), 1);
+    assert_eq!(
+        a.backplane.inner.health.outage_drops(),
+        0,
+        "the outage ended"
+    );
+    // ...and the new link has them all.
+    let restored: Vec<String> = broker
+        .subscriptions()
+        .into_iter()
+        .find(|c| c.iter().any(|ch| ch == "p:chat:connection:ca"))
+        .expect("A's link");
+    assert!(
+        restored.contains(&"p:chat:group:g".to_owned()),
+        "{restored:?}"
+    );
+    assert!(restored.contains(&"p:chat:all".to_owned()));
+    send(&b, Target::Group("g".into()), "after");
+    eventually(|| on_a.arguments().len() == 4, "delivery after the outage").await;
+    assert!(
+        on_b.arguments().is_empty(),
+        "B's client is not in the group"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipeline_retried_after_a_partial_failure_delivers_each_message_once() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (server(&broker).await, server(&broker).await);
+    let mut on_a = connect(&a, "ca").await;
+    let mut on_b = connect(&b, "cb").await;
+    // The next pipeline carries out its first message, breaks, and is retried whole.
+    broker.fail_next_publish_after(1);
+    send(&a, Target::All, "one");
+    send(&a, Target::All, "two");
+    eventually(|| on_b.frames().len() >= 2, "both messages on B").await;
+    send(&a, Target::All, "sentinel");
+    eventually(
+        || {
+            on_b.arguments()
+                .last()
+                .is_some_and(|l| l.contains("sentinel"))
+        },
+        "the sentinel",
+    )
+    .await;
+    assert_eq!(on_b.arguments(), args(&["one", "two", "sentinel"]));
+    assert_eq!(on_a.arguments(), args(&["one", "two", "sentinel"]));
+    assert_eq!(BackplaneStats::get(&a.backplane.stats().dropped), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_publishes_on_a_live_link_are_one_outage_that_ends_when_publishing_works() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (server(&broker).await, server(&broker).await);
+    let _on_a = connect(&a, "ca").await;
+    let mut on_b = connect(&b, "cb").await;
+    let stats = a.backplane.stats();
+    // Both the publish and its retry fail.
+    broker.fail_publishes(2);
+    send(&a, Target::All, "lost");
+    eventually(|| BackplaneStats::get(&stats.dropped) == 1, "the drop").await;
+    assert_eq!(BackplaneStats::get(&stats.outages), 1);
+    assert!(a.backplane.is_ready(), "the link itself is fine");
+    send(&a, Target::All, "through");
+    eventually(|| !on_b.frames().is_empty(), "the next send").await;
+    assert_eq!(on_b.arguments(), args(&["through"]));
+    assert_eq!(
+        a.backplane.inner.health.outage_drops(),
+        0,
+        "the outage ended"
+    );
+    assert_eq!(BackplaneStats::get(&stats.outages), 1);
+}
+
+#[test]
+fn duplicates_are_told_apart_per_sender() {
+    let mut seen = Seen::default();
+    assert!(seen.accept(1, 1));
+    assert!(seen.accept(1, 2));
+    assert!(!seen.accept(1, 2), "a copy");
+    assert!(!seen.accept(1, 1), "an older copy");
+    assert!(seen.accept(2, 1), "another sender has its own sequence");
+    assert!(
+        seen.accept(1, 5),
+        "gaps are fine (channels not subscribed to)"
+    );
+}
+
+#[test]
+fn the_longest_silent_sender_is_forgotten_first() {
+    let mut seen = Seen::default();
+    for origin in 0..MAX_ORIGINS as u64 {
+        assert!(seen.accept(origin, 1));
+    }
+    assert!(seen.accept(0, 2), "origin 0 heard from again");
+    assert!(seen.accept(u64::MAX, 1), "a new sender past the limit");
+    assert_eq!(seen.last.len(), MAX_ORIGINS);
+    assert!(seen.last.contains_key(&0), "recently heard");
+    assert!(!seen.last.contains_key(&1), "the longest silent");
+}

@@ -1,0 +1,68 @@
+//! Hub messages, independent of their encoding.
+
+use serde_json::value::RawValue;
+
+/// A message from a client. Fields the server does not use are dropped.
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// Type 1: call a hub method; without an id the caller wants no completion.
+    Invocation {
+        invocation_id: Option<String>,
+        target: String,
+        /// The JSON array of arguments, passed to the hub as it came.
+        arguments: Box<RawValue>,
+        /// Client-to-server streams; not supported by hubs yet.
+        stream_ids: Vec<String>,
+    },
+    /// Type 4: call a streaming hub method.
+    StreamInvocation {
+        invocation_id: String,
+        target: String,
+    },
+    /// Type 2: an item of a client-to-server stream.
+    StreamItem { invocation_id: String },
+    /// Type 3: the result of a server-to-client invocation.
+    Completion { invocation_id: String },
+    /// Type 5: the client gives up on a stream invocation.
+    CancelInvocation { invocation_id: String },
+    /// Type 6: keep-alive.
+    Ping,
+    /// Type 7: the client is closing.
+    Close { error: Option<String> },
+    /// Types 8 and 9: stateful reconnect bookkeeping (not negotiated by this server).
+    AckOrSequence,
+    /// A type this server does not know; ignored, as the protocol asks for forward compatibility.
+    Unknown(u64),
+}
+
+/// A message to a client. Borrowed: the caller keeps the data, the protocol encodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerMessage<'a> {
+    /// Type 1 without an invocation id: call a client method, expecting no answer.
+    /// `arguments` is a JSON array.
+    Invocation { target: &'a str, arguments: &'a str },
+    /// Type 3: the end of a client's invocation.
+    Completion {
+        invocation_id: &'a str,
+        completion: Completion<'a>,
+    },
+    /// Type 6: keep-alive.
+    Ping,
+    /// Type 7: the server is closing the connection; `allow_reconnect` lets the client's
+    /// automatic reconnect run.
+    Close {
+        error: Option<&'a str>,
+        allow_reconnect: bool,
+    },
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion<'a> {
+    /// A void method returned.
+    Void,
+    /// A method returned this JSON value.
+    Result(&'a str),
+    /// The invocation failed with this text.
+    Error(&'a str),
+}

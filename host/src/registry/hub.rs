@@ -1,0 +1,216 @@
+//! The connections, groups and users of one hub on this server.
+
+use std::collections::{HashMap, HashSet};
+
+use super::ConnectionHandle;
+use crate::types::{ConnectionId, GroupChange, HubName, Interest, InterestChange, Target};
+
+struct Entry {
+    handle: ConnectionHandle,
+    groups: HashSet<String>,
+}
+
+#[derive(Default)]
+pub(super) struct HubConnections {
+    connections: HashMap<ConnectionId, Entry>,
+    groups: HashMap<String, HashSet<ConnectionId>>,
+    users: HashMap<String, HashSet<ConnectionId>>,
+}
+
+impl HubConnections {
+    pub(super) fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    pub(super) fn contains(&self, id: &str) -> bool {
+        self.connections.contains_key(id)
+    }
+
+    /// Adds a connection; returns the interests gained (its own channel, its user's).
+    pub(super) fn add(&mut self, hub: &HubName, handle: ConnectionHandle) -> Vec<InterestChange> {
+        let mut changes = vec![InterestChange::Subscribe(Interest::Connection(
+            hub.clone(),
+            handle.id.to_string(),
+        ))];
+        if let Some(user) = &handle.user {
+            let members = self.users.entry(user.clone()).or_default();
+            if members.is_empty() {
+                changes.push(InterestChange::Subscribe(Interest::User(
+                    hub.clone(),
+                    user.clone(),
+                )));
+            }
+            members.insert(handle.id.clone());
+        }
+        self.connections.insert(
+            handle.id.clone(),
+            Entry {
+                handle,
+                groups: HashSet::new(),
+            },
+        );
+        changes
+    }
+
+    /// Removes a connection with its memberships; returns the interests lost.
+    pub(super) fn remove(&mut self, hub: &HubName, id: &ConnectionId) -> Vec<InterestChange> {
+        let Some(entry) = self.connections.remove(id) else {
+            return Vec::new();
+        };
+        let mut changes = vec![InterestChange::Unsubscribe(Interest::Connection(
+            hub.clone(),
+            id.to_string(),
+        ))];
+        for group in entry.groups {
+            if remove_member(&mut self.groups, &group, id) {
+                changes.push(InterestChange::Unsubscribe(Interest::Group(
+                    hub.clone(),
+                    group,
+                )));
+            }
+        }
+        if let Some(user) = &entry.handle.user
+            && remove_member(&mut self.users, user, id)
+        {
+            changes.push(InterestChange::Unsubscribe(Interest::User(
+                hub.clone(),
+                user.clone(),
+            )));
+        }
+        changes
+    }
+
+    /// Applies a group change for a local connection; `None` if it is not local.
+    pub(super) fn apply_group_change(
+        &mut self,
+        change: &GroupChange,
+    ) -> Option<Vec<InterestChange>> {
+        let hub = change.hub();
+        let group = change.group();
+        let entry = self.connections.get_mut(change.connection())?;
+        let id = entry.handle.id.clone();
+        let mut changes = Vec::new();
+        match change {
+            GroupChange::Add { .. } => {
+                entry.groups.insert(group.to_owned());
+                let members = self.groups.entry(group.to_owned()).or_default();
+                if members.is_empty() {
+                    changes.push(InterestChange::Subscribe(Interest::Group(
+                        hub.clone(),
+                        group.to_owned(),
+                    )));
+                }
+                members.insert(id);
+            }
+            GroupChange::Remove { .. } => {
+                entry.groups.remove(group);
+                if remove_member(&mut self.groups, group, &id) {
+                    changes.push(InterestChange::Unsubscribe(Interest::Group(
+                        hub.clone(),
+                        group.to_owned(),
+                    )));
+                }
+            }
+        }
+        Some(changes)
+    }
+
+    /// Calls `visit` once for each local connection `target` selects.
+    pub(super) fn for_each_recipient(
+        &self,
+        target: &Target,
+        mut visit: impl FnMut(&ConnectionHandle),
+    ) {
+        let by_id = |id: &str| self.connections.get(id).map(|e| &e.handle);
+        let excluded = |list: &[String], id: &ConnectionId| list.iter().any(|x| x == id.as_str());
+        match target {
+            Target::All => self.connections.values().for_each(|e| visit(&e.handle)),
+            Target::AllExcept(list) => self
+                .connections
+                .values()
+                .filter(|e| !excluded(list, &e.handle.id))
+                .for_each(|e| visit(&e.handle)),
+            Target::Connection(id) => by_id(id).into_iter().for_each(visit),
+            Target::Connections(ids) => unique(ids).filter_map(by_id).for_each(visit),
+            Target::Group(group) => self.members(self.groups.get(group), |_| true, visit),
+            Target::GroupExcept {
+                group,
+                excluded: list,
+            } => self.members(self.groups.get(group), |id| !excluded(list, id), visit),
+            Target::Groups(groups) => self.union(unique(groups).map(|g| self.groups.get(g)), visit),
+            Target::User(user) => self.members(self.users.get(user), |_| true, visit),
+            Target::Users(users) => self.union(unique(users).map(|u| self.users.get(u)), visit),
+        }
+    }
+
+    fn members(
+        &self,
+        set: Option<&HashSet<ConnectionId>>,
+        keep: impl Fn(&ConnectionId) -> bool,
+        visit: impl FnMut(&ConnectionHandle),
+    ) {
+        set.into_iter()
+            .flatten()
+            .filter(|id| keep(id))
+            .filter_map(|id| self.connections.get(id).map(|e| &e.handle))
+            .for_each(visit);
+    }
+
+    /// Members of several sets, each once.
+    fn union<'a>(
+        &'a self,
+        sets: impl Iterator<Item = Option<&'a HashSet<ConnectionId>>>,
+        visit: impl FnMut(&ConnectionHandle),
+    ) {
+        let mut seen = HashSet::new();
+        sets.flatten()
+            .flatten()
+            .filter(|id| seen.insert(*id))
+            .filter_map(|id| self.connections.get(id).map(|e| &e.handle))
+            .for_each(visit);
+    }
+
+    /// Groups with members here, and memberships.
+    pub(super) fn group_counts(&self) -> (u64, u64) {
+        let memberships = self.groups.values().map(|m| m.len() as u64).sum();
+        (self.groups.len() as u64, memberships)
+    }
+
+    pub(super) fn group_members(&self, group: &str) -> Vec<ConnectionId> {
+        let mut members: Vec<_> = self
+            .groups
+            .get(group)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        members.sort();
+        members
+    }
+}
+
+fn unique(items: &[String]) -> impl Iterator<Item = &str> {
+    let mut seen = HashSet::new();
+    items
+        .iter()
+        .map(String::as_str)
+        .filter(move |s| seen.insert(*s))
+}
+
+/// Removes `id` from the set at `key`; `true` if that emptied (and so removed) the set.
+fn remove_member(
+    index: &mut HashMap<String, HashSet<ConnectionId>>,
+    key: &str,
+    id: &ConnectionId,
+) -> bool {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            index.remove(key);
+            return true;
+        }
+    }
+    false
+}

@@ -1,0 +1,327 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::protocol::json::JSON;
+use crate::protocol::{ClientMessage, ProtocolError, TransferFormat};
+use crate::types::Target;
+
+struct Client {
+    rx: OutboxReceiver,
+}
+
+impl Client {
+    fn frames(&mut self) -> Vec<String> {
+        let mut batch = Vec::new();
+        self.rx.try_recv_batch(&mut batch, usize::MAX);
+        batch
+            .into_iter()
+            .filter_map(|m| match m {
+                Outbound::Frame(f) => Some(String::from_utf8_lossy(f.as_bytes()).into_owned()),
+                Outbound::KeepAlive(_) | Outbound::Close(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn hub() -> HubName {
+    HubName::new("chat")
+}
+
+fn handle(
+    id: &str,
+    user: Option<&str>,
+    protocol: &'static dyn HubProtocol,
+) -> (ConnectionHandle, OutboxReceiver) {
+    let (tx, rx) = outbox(8);
+    let handle = ConnectionHandle {
+        id: ConnectionId::new(id),
+        user: user.map(str::to_owned),
+        protocol,
+        outbox: tx,
+        cancel: CancellationToken::new(),
+    };
+    (handle, rx)
+}
+
+fn connect(registry: &LocalRegistry, id: &str, user: Option<&str>) -> Client {
+    let (handle, rx) = handle(id, user, &JSON);
+    registry.add(&hub(), handle);
+    Client { rx }
+}
+
+fn send(registry: &LocalRegistry, target: Target) -> DeliveryStats {
+    registry.deliver(&Envelope {
+        hub: hub(),
+        target,
+        method: "m".into(),
+        arguments: "[1]".into(),
+    })
+}
+
+fn join(registry: &LocalRegistry, id: &str, group: &str) -> bool {
+    registry
+        .apply_group_change(&GroupChange::Add {
+            hub: hub(),
+            connection: id.into(),
+            group: group.into(),
+        })
+        .is_some()
+}
+
+const FRAME: &str = "{\"type\":1,\"target\":\"m\",\"arguments\":[1]}\u{1e}";
+
+#[test]
+fn all_and_all_except() {
+    let r = LocalRegistry::new();
+    let mut a = connect(&r, "a", None);
+    let mut b = connect(&r, "b", None);
+    assert_eq!(send(&r, Target::All).delivered, 2);
+    assert_eq!(a.frames(), [FRAME]);
+    assert_eq!(b.frames(), [FRAME]);
+    assert_eq!(send(&r, Target::AllExcept(vec!["a".into()])).delivered, 1);
+    assert!(a.frames().is_empty());
+    assert_eq!(b.frames(), [FRAME]);
+}
+
+#[test]
+fn connections_are_deduplicated_and_unknown_ids_ignored() {
+    let r = LocalRegistry::new();
+    let mut a = connect(&r, "a", None);
+    let stats = send(
+        &r,
+        Target::Connections(vec!["a".into(), "a".into(), "zz".into()]),
+    );
+    assert_eq!(stats.delivered, 1);
+    assert_eq!(a.frames().len(), 1);
+    assert_eq!(send(&r, Target::Connection("zz".into())).delivered, 0);
+}
+
+#[test]
+fn groups_and_group_except() {
+    let r = LocalRegistry::new();
+    let mut a = connect(&r, "a", None);
+    let mut b = connect(&r, "b", None);
+    let mut c = connect(&r, "c", None);
+    assert!(join(&r, "a", "g"));
+    assert!(join(&r, "b", "g"));
+    assert!(join(&r, "b", "h"));
+    assert!(
+        !join(&r, "nobody", "g"),
+        "unknown connections are not local"
+    );
+    assert_eq!(send(&r, Target::Group("g".into())).delivered, 2);
+    let except = Target::GroupExcept {
+        group: "g".into(),
+        excluded: vec!["a".into()],
+    };
+    assert_eq!(send(&r, except).delivered, 1);
+    // b is in both groups but receives one copy.
+    assert_eq!(
+        send(&r, Target::Groups(vec!["g".into(), "h".into()])).delivered,
+        2
+    );
+    assert_eq!(a.frames().len(), 2);
+    assert_eq!(b.frames().len(), 3);
+    assert!(c.frames().is_empty());
+    assert_eq!(
+        r.group_counts(),
+        GroupCounts {
+            groups: 2,
+            memberships: 3
+        }
+    );
+}
+
+#[test]
+fn leaving_and_disconnecting_clear_membership() {
+    let r = LocalRegistry::new();
+    let _a = connect(&r, "a", None);
+    let _b = connect(&r, "b", None);
+    join(&r, "a", "g");
+    join(&r, "b", "g");
+    r.apply_group_change(&GroupChange::Remove {
+        hub: hub(),
+        connection: "a".into(),
+        group: "g".into(),
+    });
+    assert_eq!(r.local_group_members(&hub(), "g"), [ConnectionId::new("b")]);
+    r.remove(&hub(), &ConnectionId::new("b"));
+    assert!(r.local_group_members(&hub(), "g").is_empty());
+    assert_eq!(r.connection_count(), 1);
+    assert_eq!(r.group_counts(), GroupCounts::default());
+}
+
+#[test]
+fn users_with_several_connections() {
+    let r = LocalRegistry::new();
+    let mut a1 = connect(&r, "a1", Some("ana"));
+    let mut a2 = connect(&r, "a2", Some("ana"));
+    let mut b = connect(&r, "b", Some("ben"));
+    assert_eq!(send(&r, Target::User("ana".into())).delivered, 2);
+    assert_eq!(
+        send(&r, Target::Users(vec!["ana".into(), "ben".into()])).delivered,
+        3
+    );
+    assert_eq!(a1.frames().len(), 2);
+    assert_eq!(a2.frames().len(), 2);
+    assert_eq!(b.frames().len(), 1);
+}
+
+#[test]
+fn hubs_are_isolated() {
+    let r = LocalRegistry::new();
+    let mut a = connect(&r, "a", None);
+    let stats = r.deliver(&Envelope {
+        hub: HubName::new("other"),
+        target: Target::All,
+        method: "m".into(),
+        arguments: "[]".into(),
+    });
+    assert_eq!(stats.delivered, 0);
+    assert!(a.frames().is_empty());
+}
+
+#[test]
+fn reports_interests_gained_and_lost() {
+    use InterestChange::{Subscribe, Unsubscribe};
+    let r = LocalRegistry::new();
+    let (a, _ra) = handle("a", Some("ana"), &JSON);
+    let (b, _rb) = handle("b", Some("ana"), &JSON);
+    assert_eq!(
+        r.add(&hub(), a),
+        [
+            Subscribe(Interest::Hub(hub())),
+            Subscribe(Interest::Connection(hub(), "a".into())),
+            Subscribe(Interest::User(hub(), "ana".into())),
+        ]
+    );
+    assert_eq!(
+        r.add(&hub(), b),
+        [Subscribe(Interest::Connection(hub(), "b".into()))],
+        "the hub and the user are already of interest"
+    );
+    let add = |id: &str| GroupChange::Add {
+        hub: hub(),
+        connection: id.into(),
+        group: "g".into(),
+    };
+    assert_eq!(
+        r.apply_group_change(&add("a")),
+        Some(vec![Subscribe(Interest::Group(hub(), "g".into()))])
+    );
+    assert_eq!(r.apply_group_change(&add("b")), Some(vec![]));
+    assert_eq!(r.apply_group_change(&add("elsewhere")), None);
+    assert_eq!(
+        r.remove(&hub(), &ConnectionId::new("a")),
+        [Unsubscribe(Interest::Connection(hub(), "a".into()))]
+    );
+    assert_eq!(
+        r.remove(&hub(), &ConnectionId::new("b")),
+        [
+            Unsubscribe(Interest::Connection(hub(), "b".into())),
+            Unsubscribe(Interest::Group(hub(), "g".into())),
+            Unsubscribe(Interest::User(hub(), "ana".into())),
+            Unsubscribe(Interest::Hub(hub())),
+        ]
+    );
+}
+
+#[test]
+fn a_full_outbox_cuts_the_slow_connection_off() {
+    let r = LocalRegistry::new();
+    let (tx, _rx) = outbox(1);
+    let cancel = CancellationToken::new();
+    r.add(
+        &hub(),
+        ConnectionHandle {
+            id: ConnectionId::new("slow"),
+            user: None,
+            protocol: &JSON,
+            outbox: tx,
+            cancel: cancel.clone(),
+        },
+    );
+    assert_eq!(send(&r, Target::All).delivered, 1);
+    assert_eq!(send(&r, Target::All).dropped, 1);
+    assert!(cancel.is_cancelled());
+}
+
+/// A protocol that counts how often it encodes.
+struct Counting(AtomicUsize);
+
+impl HubProtocol for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn transfer_format(&self) -> TransferFormat {
+        TransferFormat::Binary
+    }
+    fn decode(&self, _: &mut BytesMut, _: usize) -> Result<Option<ClientMessage>, ProtocolError> {
+        Ok(None)
+    }
+    fn encode(&self, _: &ServerMessage<'_>) -> Frame {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Frame::binary(vec![1, 2, 3])
+    }
+}
+
+static COUNTING: Counting = Counting(AtomicUsize::new(0));
+
+#[test]
+fn a_fan_out_is_encoded_once_per_protocol_and_shared() {
+    let r = LocalRegistry::new();
+    let mut receivers = Vec::new();
+    for i in 0..6 {
+        let protocol: &'static dyn HubProtocol = if i % 2 == 0 { &JSON } else { &COUNTING };
+        let (h, rx) = handle(&format!("c{i}"), None, protocol);
+        r.add(&hub(), h);
+        receivers.push(rx);
+    }
+    let before = COUNTING.0.load(Ordering::Relaxed);
+    assert_eq!(send(&r, Target::All).delivered, 6);
+    assert_eq!(
+        COUNTING.0.load(Ordering::Relaxed) - before,
+        1,
+        "one encode for three"
+    );
+    let frames: Vec<Frame> = receivers
+        .iter_mut()
+        .map(|rx| {
+            let mut batch = Vec::new();
+            rx.try_recv_batch(&mut batch, 8);
+            match batch.pop() {
+                Some(Outbound::Frame(f)) => f,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        })
+        .collect();
+    let json: Vec<_> = frames
+        .iter()
+        .filter(|f| f.format() == TransferFormat::Text)
+        .collect();
+    assert_eq!(json.len(), 3);
+    // Shared, not copied: every JSON recipient holds the very same bytes.
+    assert!(
+        json.windows(2)
+            .all(|w| w[0].as_bytes().as_ptr() == w[1].as_bytes().as_ptr())
+    );
+}
+
+#[test]
+fn closing_a_hub_tells_its_connections_only() {
+    let r = LocalRegistry::new();
+    let (a, mut ra) = handle("a", None, &JSON);
+    r.add(&hub(), a);
+    let (other, mut ro) = handle("o", None, &JSON);
+    r.add(&HubName::new("other"), other);
+    assert_eq!(r.close_hub(&hub(), "gone"), 1);
+    let mut batch = Vec::new();
+    ra.try_recv_batch(&mut batch, 8);
+    assert!(
+        matches!(&batch[..], [Outbound::Close(f)] if f.as_bytes() == b"{\"type\":7,\"error\":\"gone\"}\x1e")
+    );
+    batch.clear();
+    assert!(!ro.try_recv_batch(&mut batch, 8));
+}

@@ -1,0 +1,308 @@
+//! HTTP routes: negotiate, the hub's transport, health checks, metrics and the demo page.
+
+mod connect;
+pub mod negotiate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::auth::{AuthError, Authenticator, Identity};
+use crate::metrics::Exposition;
+use crate::runtime::{HubRuntime, LoadedHub};
+use crate::session::SessionContext;
+use crate::types::HubName;
+use negotiate::Negotiated;
+
+const DEMO_PAGE: &str = include_str!("../demo/index.html");
+
+/// What the routes share.
+pub struct AppState {
+    pub sessions: Arc<SessionContext>,
+    pub runtime: Arc<HubRuntime>,
+    pub negotiated: Arc<Negotiated>,
+    /// Checks bearer tokens.
+    pub auth: Authenticator,
+}
+
+/// Builds the routes. `origins` lists the browser origins allowed (empty: any).
+pub fn routes(app: Arc<AppState>, demo: bool, origins: &[String]) -> Router {
+    // Browsers send credentials and SignalR's own headers on negotiate, so the allowed origin is
+    // echoed rather than `*`.
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    let allow_origin = if allowed.is_empty() {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(allowed.clone())
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request());
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/{hub}/negotiate", post(negotiate::negotiate))
+        .route("/{hub}", get(connect::connect));
+    if demo {
+        router = router.route("/", get(|| async { Html(DEMO_PAGE) }));
+    }
+    let origin_check = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let allowed = allowed.clone();
+            async move {
+                let origin = request.headers().get(header::ORIGIN);
+                match origin {
+                    Some(origin) if !allowed.is_empty() && !allowed.contains(origin) => {
+                        tracing::debug!(?origin, "refused a request from an origin not allowed");
+                        text(StatusCode::FORBIDDEN, "Origin not allowed")
+                    }
+                    _ => next.run(request).await,
+                }
+            }
+        },
+    );
+    router.layer(origin_check).layer(cors).with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let hubs = app.runtime.hub_names();
+    let router = &app.sessions.router;
+    let backplane = router.is_ready();
+    let ready = !hubs.is_empty() && backplane;
+    let body = json!({
+        "ready": ready,
+        "hubs": hubs.iter().map(HubName::as_str).collect::<Vec<_>>(),
+        "backplane": backplane,
+        "backplaneKind": router.backplane().kind(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus text exposition of the server's counters.
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let router = &app.sessions.router;
+    let registry = router.registry();
+    let backplane = router.backplane();
+    let stats = backplane.stats();
+    let m = &app.sessions.metrics;
+    let groups = registry.group_counts();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (gauge, counter) = ("gauge", "counter");
+    let samples: [(&str, &str, &str, u64); 22] = [
+        (
+            "hubhost_connections",
+            gauge,
+            "Client connections on this server.",
+            registry.connection_count() as u64,
+        ),
+        (
+            "hubhost_groups",
+            gauge,
+            "Groups with members on this server.",
+            groups.groups,
+        ),
+        (
+            "hubhost_group_memberships",
+            gauge,
+            "Group memberships of this server's connections.",
+            groups.memberships,
+        ),
+        (
+            "hubhost_negotiations_waiting",
+            gauge,
+            "Negotiated connections waiting for their transport.",
+            app.negotiated.waiting() as u64,
+        ),
+        (
+            "hubhost_instance_slots_free",
+            gauge,
+            "Hub instance slots free (of --total-instances).",
+            app.runtime.free_instance_slots() as u64,
+        ),
+        (
+            "hubhost_messages_in_total",
+            counter,
+            "Messages received from clients.",
+            get(&m.messages_in),
+        ),
+        (
+            "hubhost_messages_out_total",
+            counter,
+            "Hub messages delivered to local clients.",
+            registry.delivered_total(),
+        ),
+        (
+            "hubhost_hub_calls_total",
+            counter,
+            "Hub calls (invocations, connects, disconnects).",
+            get(&m.hub_calls),
+        ),
+        (
+            "hubhost_hub_traps_total",
+            counter,
+            "Hub calls that trapped.",
+            get(&m.traps),
+        ),
+        (
+            "hubhost_hub_deadline_hits_total",
+            counter,
+            "Hub calls stopped at their deadline.",
+            get(&m.deadline_hits),
+        ),
+        (
+            "hubhost_hub_memory_hits_total",
+            counter,
+            "Hub calls stopped at their memory cap.",
+            get(&m.memory_hits),
+        ),
+        (
+            "hubhost_rate_limited_total",
+            counter,
+            "Invocations refused by the per-connection rate limit.",
+            get(&m.rate_limited),
+        ),
+        (
+            "hubhost_backplane_connected",
+            gauge,
+            "1 when the backplane link is up.",
+            u64::from(backplane.is_ready()),
+        ),
+        (
+            "hubhost_backplane_published_total",
+            counter,
+            "Messages handed to the backplane transport.",
+            get(&stats.published),
+        ),
+        (
+            "hubhost_backplane_received_total",
+            counter,
+            "Messages received from the backplane transport.",
+            get(&stats.received),
+        ),
+        (
+            "hubhost_backplane_dropped_total",
+            counter,
+            "Messages that could not reach other servers (delivered locally only).",
+            get(&stats.dropped),
+        ),
+        (
+            "hubhost_backplane_outages_total",
+            counter,
+            "Backplane outages (link lost or publishing failing), each logged once.",
+            get(&stats.outages),
+        ),
+        (
+            "hubhost_backplane_reconnects_total",
+            counter,
+            "Times the backplane link was restored after a loss.",
+            get(&stats.reconnects),
+        ),
+        (
+            "hubhost_sessions_running",
+            gauge,
+            "Sessions running (connections being served, draining included).",
+            app.sessions.sessions.len() as u64,
+        ),
+        (
+            "hubhost_hubs_loaded",
+            gauge,
+            "Hubs being served.",
+            app.runtime.hub_names().len() as u64,
+        ),
+        (
+            "hubhost_hub_instances_idle",
+            gauge,
+            "Idle hub instances kept for reuse, over all hubs.",
+            app.runtime.idle_instances() as u64,
+        ),
+        (
+            "hubhost_instance_slots_total",
+            gauge,
+            "Hub instance slots of the host (--total-instances).",
+            u64::from(app.runtime.config().total_instances),
+        ),
+    ];
+    let mut e = Exposition::new();
+    for (name, kind, help, value) in samples {
+        e.metric(name, kind, help, value);
+    }
+    e.labelled(
+        "hubhost_hub_connections",
+        "gauge",
+        "Client connections on this server, per hub.",
+        "hub",
+        &registry.connection_counts(),
+    );
+    e.histogram(
+        "hubhost_hub_call_duration_seconds",
+        "Duration of hub calls.",
+        &m.call_duration,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        e.finish(),
+    )
+        .into_response()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        body,
+    )
+        .into_response()
+}
+
+/// Who the request is. A token that does not verify, or none on a hub that requires one (its
+/// `NAME.toml`), is an error, answered with [`unauthorized`].
+fn authorize(
+    app: &AppState,
+    hub: &LoadedHub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, AuthError> {
+    let identity = app.auth.identify(headers, query)?;
+    if identity.user_id.is_none() && hub.limits().require_auth {
+        return Err(AuthError::Missing);
+    }
+    Ok(identity)
+}
+
+/// 401 for a token that does not verify (or a missing one), with ASP.NET's challenge.
+fn unauthorized(error: &AuthError) -> Response {
+    tracing::debug!("refused a token: {error}");
+    let challenge = HeaderValue::from_str(&error.challenge())
+        .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        "Unauthorized",
+    )
+        .into_response()
+}

@@ -1,0 +1,364 @@
+//! The session proper: handshake, registration, the read loop, and the end.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::{Stream, StreamExt};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::invocations::{Finished, Invocations, Running};
+use super::rate_limit::RateLimiter;
+use super::registration::Registration;
+use super::{Connection, Inbound, SessionContext};
+use crate::metrics::Metrics;
+use crate::protocol::handshake::{self, HandshakeError};
+use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
+use crate::registry::{ConnectionHandle, OfferError, Outbound, OutboxSender};
+use crate::types::Caller;
+
+/// How a session ended.
+enum End {
+    /// The transport closed or failed; nothing more can be written.
+    TransportGone(Option<String>),
+    /// The client sent a Close message.
+    ClientClosed(Option<String>),
+    /// The server ends it with a Close message; `error` is given to `on-disconnected`.
+    Close {
+        error: Option<String>,
+        allow_reconnect: bool,
+        reason: Option<String>,
+    },
+    /// Cut off by the server (slow client, shutdown, hub removed); the writer closes.
+    Cancelled,
+}
+
+impl End {
+    /// The end of a session whose client sent something that is not the protocol.
+    fn protocol_error(error: &ProtocolError) -> Self {
+        // ASP.NET Core shows the cause only with detailed errors; it is the client's own input,
+        // so hubhost always says what was wrong (the text matches ASP.NET's detailed form).
+        Self::Close {
+            error: Some(format!(
+                "Connection closed with an error. InvalidDataException: {error}"
+            )),
+            allow_reconnect: false,
+            reason: Some(error.to_string()),
+        }
+    }
+}
+
+pub(super) struct Session<'a, I> {
+    incoming: I,
+    /// Received bytes not decoded yet.
+    buffer: BytesMut,
+    caller: Arc<Caller>,
+    max_message_size: usize,
+    context: &'a SessionContext,
+    outbox: OutboxSender,
+    cancel: CancellationToken,
+    limiter: Option<RateLimiter>,
+}
+
+impl<'a, I> Session<'a, I>
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+{
+    pub(super) fn new(
+        incoming: I,
+        connection: Connection,
+        context: &'a SessionContext,
+        outbox: OutboxSender,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            incoming,
+            buffer: BytesMut::new(),
+            caller: Arc::new(connection.caller),
+            max_message_size: connection.max_message_size,
+            limiter: RateLimiter::new(context.settings.rate_limit),
+            context,
+            outbox,
+            cancel,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let protocol = match self.handshake().await {
+            Ok(protocol) => protocol,
+            Err(error) => {
+                tracing::debug!(connection = %self.caller.connection_id, "handshake failed: {error}");
+                self.queue(Outbound::Close(handshake::error_response(&error)));
+                return;
+            }
+        };
+        self.queue(Outbound::Frame(handshake::success()));
+        self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
+
+        let context = self.context;
+        let handle = ConnectionHandle {
+            id: self.caller.connection_id.clone(),
+            user: self.caller.user_id.clone(),
+            protocol,
+            outbox: self.outbox.clone(),
+            cancel: self.cancel.clone(),
+        };
+        let mut registration = Registration::register(
+            context.router.clone(),
+            context.hubs.clone(),
+            self.caller.clone(),
+            handle,
+        )
+        .await;
+        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "connected");
+
+        if let Err(text) = context.hubs.clone().connected(self.caller.clone()).await {
+            registration.abandon().await;
+            self.close(protocol, Some(&text), false);
+            return;
+        }
+        registration.connected();
+
+        let end = self.read_loop(protocol).await;
+        let error = match end {
+            End::TransportGone(error) => error,
+            End::ClientClosed(error) => {
+                self.close(protocol, None, false);
+                error
+            }
+            End::Close {
+                error,
+                allow_reconnect,
+                reason,
+            } => {
+                self.close(protocol, error.as_deref(), allow_reconnect);
+                reason
+            }
+            End::Cancelled => None,
+        };
+        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
+        registration.end(error).await;
+    }
+
+    /// Reads until the handshake request is complete and answers it.
+    async fn handshake(&mut self) -> Result<&'static dyn HubProtocol, HandshakeError> {
+        let deadline = Instant::now() + self.context.settings.handshake_timeout;
+        loop {
+            if let Some(protocol) = handshake::read(&mut self.buffer, self.max_message_size)? {
+                return Ok(protocol);
+            }
+            let message = tokio::select! {
+                message = self.incoming.next() => message,
+                () = tokio::time::sleep_until(deadline) => return Err(HandshakeError::Canceled),
+                () = self.cancel.cancelled() => return Err(HandshakeError::Canceled),
+                () = self.context.draining.cancelled() => return Err(HandshakeError::Canceled),
+            };
+            match message {
+                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Err(_)) | None => return Err(HandshakeError::Canceled),
+            }
+        }
+    }
+
+    async fn read_loop(&mut self, protocol: &'static dyn HubProtocol) -> End {
+        let settings = &self.context.settings;
+        let mut invocations = Invocations::new(settings.max_parallel_invocations);
+        // Like ASP.NET Core, the client timeout starts with the client's first Ping: clients
+        // that never ping are not expected to. It is paused while the session does not read.
+        let mut timeout_armed = false;
+        let mut last_received = Instant::now();
+        let end = 'session: loop {
+            // Messages already received go first, up to an invocation that must wait.
+            while !invocations.is_blocked() {
+                match protocol.decode(&mut self.buffer, self.max_message_size) {
+                    Ok(Some(message)) => {
+                        if let Some(end) =
+                            self.handle(protocol, message, &mut invocations, &mut timeout_armed)
+                        {
+                            break 'session end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => break 'session End::protocol_error(&error),
+                }
+            }
+            let reading = !invocations.is_blocked();
+            let idle_deadline = last_received + settings.client_timeout;
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break End::Cancelled,
+                () = self.context.draining.cancelled() => break End::Close {
+                    error: None,
+                    allow_reconnect: true,
+                    reason: None,
+                },
+                finished = invocations.next(), if invocations.is_running() => {
+                    self.complete(protocol, finished);
+                    if !reading {
+                        last_received = Instant::now();
+                    }
+                }
+                message = self.incoming.next(), if reading => {
+                    last_received = Instant::now();
+                    match message {
+                        Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                        Some(Err(error)) => break End::TransportGone(Some(error.to_string())),
+                        None => break End::TransportGone(None),
+                    }
+                }
+                () = tokio::time::sleep_until(idle_deadline), if reading && timeout_armed => {
+                    break End::Close {
+                        error: Some("Connection closed with an error. OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.".into()),
+                        allow_reconnect: true,
+                        reason: Some("client timeout".into()),
+                    };
+                }
+            }
+        };
+        // Invocations in progress finish (each within its deadline), and their callers get
+        // their completions while the transport lasts; one still waiting for a slot is not
+        // started.
+        invocations.drop_waiting();
+        while invocations.is_running() {
+            let finished = invocations.next().await;
+            self.complete(protocol, finished);
+        }
+        end
+    }
+
+    /// Handles one message; `Some` ends the session.
+    fn handle(
+        &mut self,
+        protocol: &'static dyn HubProtocol,
+        message: ClientMessage,
+        invocations: &mut Invocations,
+        timeout_armed: &mut bool,
+    ) -> Option<End> {
+        Metrics::inc(&self.context.metrics.messages_in);
+        match message {
+            ClientMessage::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            } => {
+                let limited = self.limiter.as_mut().is_some_and(|l| !l.allow());
+                let refusal = if limited {
+                    Metrics::inc(&self.context.metrics.rate_limited);
+                    Some(format!(
+                        "Failed to invoke '{target}' due to an error on the server. HubException: Rate limit exceeded: at most {} invocations per second per connection.",
+                        self.context.settings.rate_limit
+                    ))
+                } else if !stream_ids.is_empty() {
+                    Some(format!(
+                        "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
+                        stream_ids.len()
+                    ))
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(error) => self.complete(
+                        protocol,
+                        Finished {
+                            invocation_id,
+                            reply: Err(error),
+                        },
+                    ),
+                    None => invocations.start(self.invocation(invocation_id, target, arguments)),
+                }
+            }
+            ClientMessage::StreamInvocation {
+                invocation_id,
+                target,
+            } => {
+                let error = format!(
+                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+                );
+                self.complete(
+                    protocol,
+                    Finished {
+                        invocation_id: Some(invocation_id),
+                        reply: Err(error),
+                    },
+                );
+            }
+            ClientMessage::Ping => *timeout_armed = true,
+            ClientMessage::Close { error } => return Some(End::ClientClosed(error)),
+            ClientMessage::StreamItem { invocation_id }
+            | ClientMessage::Completion { invocation_id }
+            | ClientMessage::CancelInvocation { invocation_id } => {
+                tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a message for an unknown invocation");
+            }
+            ClientMessage::AckOrSequence => {}
+            ClientMessage::Unknown(kind) => {
+                tracing::debug!(connection = %self.caller.connection_id, kind, "ignored a message of unknown type");
+            }
+        }
+        None
+    }
+
+    /// The hub call of one invocation, to run among the session's invocations.
+    fn invocation(
+        &self,
+        invocation_id: Option<String>,
+        target: String,
+        arguments: Box<RawValue>,
+    ) -> Running {
+        let call = self
+            .context
+            .hubs
+            .clone()
+            .invoke(self.caller.clone(), target, arguments);
+        Box::pin(async move {
+            Finished {
+                invocation_id,
+                reply: call.await,
+            }
+        })
+    }
+
+    /// Queues the completion of a finished invocation, in the protocol the session speaks.
+    fn complete(&self, protocol: &'static dyn HubProtocol, finished: Finished) {
+        let Some(invocation_id) = &finished.invocation_id else {
+            // Without an invocation id the client wants no answer, not even an error.
+            return;
+        };
+        let completion = match &finished.reply {
+            Ok(Some(result)) => Completion::Result(result),
+            Ok(None) => Completion::Void,
+            Err(error) => Completion::Error(error),
+        };
+        self.queue(Outbound::Frame(protocol.encode(
+            &ServerMessage::Completion {
+                invocation_id,
+                completion,
+            },
+        )));
+    }
+
+    /// Queues a Close message; the writer closes the transport after it.
+    fn close(
+        &self,
+        protocol: &'static dyn HubProtocol,
+        error: Option<&str>,
+        allow_reconnect: bool,
+    ) {
+        self.queue(Outbound::Close(protocol.encode(&ServerMessage::Close {
+            error,
+            allow_reconnect,
+        })));
+    }
+
+    /// Queues a frame for this connection; a full outbox cuts it off (it is not reading).
+    fn queue(&self, message: Outbound) {
+        match self.outbox.try_send(message) {
+            Ok(()) | Err(OfferError::Closed) => {}
+            Err(OfferError::Full) => {
+                tracing::warn!(connection = %self.caller.connection_id, "outbox full, closing slow connection");
+                self.cancel.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! One client connection, whatever carries it and whatever protocol it speaks.
+//!
+//! A session is generic over "a stream of incoming transport messages + a sink of outgoing
+//! frames" ([`serve`]): the WebSocket transport feeds it today, and any transport that can
+//! produce those two (Server-Sent Events with POSTs, long polling) feeds the same code; tests
+//! feed it channels. The wire encoding is the [`HubProtocol`](crate::protocol::HubProtocol) the
+//! client chose in its handshake.
+//!
+//! What a session does, in order:
+//! - the handshake, within the handshake timeout;
+//! - registration with the router (the connection can be addressed from then on), then the
+//!   hub's `on-connected`;
+//! - the read loop ([`connection`]): decodes messages, starts invocations and keeps reading
+//!   while they run. Invocations run one at a time per connection by default, as ASP.NET's
+//!   (`MaximumParallelInvocationsPerClient`): when the limit is reached the loop holds the
+//!   next invocation and stops reading until a slot frees ([`invocations`]). Also: the client
+//!   timeout, the rate limit ([`rate_limit`]), and drain on shutdown;
+//! - unregistration (guaranteed even if the session panics: [`registration`]) and the hub's
+//!   `on-disconnected`.
+//!
+//! A writer task ([`writer`]) drains the connection's outbox into the sink, joining queued
+//! frames, and sends keep-alive pings when the connection is quiet.
+
+mod connection;
+mod invocations;
+mod rate_limit;
+mod registration;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{Sink, Stream};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatcher::{Dispatcher, ErrorText};
+use crate::metrics::Metrics;
+use crate::protocol::Frame;
+use crate::registry::outbox;
+use crate::router::Router;
+use crate::types::Caller;
+
+/// Protocol settings of every connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A Ping goes out when nothing was written for this long.
+    pub keep_alive: Duration,
+    /// A client that pings and then goes silent this long is dropped.
+    pub client_timeout: Duration,
+    /// How long a client has to send its handshake.
+    pub handshake_timeout: Duration,
+    /// Frames queued for one connection before it counts as too slow and is cut off.
+    pub outbox_capacity: usize,
+    /// Invocations per second per connection (0: unlimited).
+    pub rate_limit: u32,
+    /// Invocations of one connection running at once (ASP.NET's
+    /// `MaximumParallelInvocationsPerClient`, default 1).
+    pub max_parallel_invocations: usize,
+}
+
+/// The hub side of a session: what it asks when a client connects, invokes and leaves. The
+/// [`Dispatcher`] in a server; tests may wrap it to pace calls.
+pub trait HubCalls: Send + Sync + 'static {
+    /// Tells the hub a client connected. An error text closes the connection.
+    fn connected(self: Arc<Self>, caller: Arc<Caller>)
+    -> BoxFuture<'static, Result<(), ErrorText>>;
+
+    /// Invokes a hub method; `Ok(Some(json))` is a result, `Ok(None)` a void completion.
+    fn invoke(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: String,
+        arguments: Box<RawValue>,
+    ) -> BoxFuture<'static, Result<Option<String>, ErrorText>>;
+
+    /// Tells the hub a client left (`error` says why when it was not clean).
+    fn disconnected(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        error: Option<String>,
+    ) -> BoxFuture<'static, ()>;
+}
+
+impl HubCalls for Dispatcher {
+    fn connected(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+    ) -> BoxFuture<'static, Result<(), ErrorText>> {
+        Box::pin(async move { Dispatcher::connected(&self, &caller).await })
+    }
+
+    fn invoke(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: String,
+        arguments: Box<RawValue>,
+    ) -> BoxFuture<'static, Result<Option<String>, ErrorText>> {
+        Box::pin(async move { Dispatcher::invoke(&self, &caller, &method, arguments.get()).await })
+    }
+
+    fn disconnected(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        error: Option<String>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move { Dispatcher::disconnected(&self, &caller, error.as_deref()).await })
+    }
+}
+
+/// What every session shares.
+pub struct SessionContext {
+    pub hubs: Arc<dyn HubCalls>,
+    pub router: Router,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// Cancelled when the server stops for good (after draining): ends every session at once.
+    pub shutdown: CancellationToken,
+    /// Cancelled when shutdown begins: sessions finish the calls they are running, send Close
+    /// with `allowReconnect`, and end.
+    pub draining: CancellationToken,
+    /// Every running session, so shutdown can wait for them to finish.
+    pub sessions: TaskTracker,
+}
+
+/// A connection accepted for a hub.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The hub, the connection's id and who it belongs to.
+    pub caller: Caller,
+    /// Largest message accepted on this connection (the hub's limit).
+    pub max_message_size: usize,
+}
+
+/// Why a transport stopped delivering messages.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("connection lost: {0}")]
+pub struct TransportError(pub String);
+
+/// One message from the transport (a WebSocket message, a POST body...), or why it failed.
+/// The end of the stream is the client going away.
+pub type Inbound = Result<Bytes, TransportError>;
+
+/// How long the writer may take to flush the last frames once the session ended; a peer that
+/// stopped reading is cut off then.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves one connection to the end: `incoming` brings what the client sends, `outgoing`
+/// takes the frames for it (closing it ends the connection, as a WebSocket close would).
+pub async fn serve<I, O>(
+    incoming: I,
+    outgoing: O,
+    connection: Connection,
+    context: Arc<SessionContext>,
+) where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Frame> + Unpin + Send + 'static,
+    O::Error: std::fmt::Display,
+{
+    let _running = context.sessions.token();
+    let (sender, receiver) = outbox(context.settings.outbox_capacity);
+    let cancel = context.shutdown.child_token();
+    let mut writer = tokio::spawn(writer::run(
+        outgoing,
+        receiver,
+        context.settings.keep_alive,
+        cancel.clone(),
+    ));
+    connection::Session::new(incoming, connection, &context, sender, cancel.clone())
+        .run()
+        .await;
+    // The writer ends once it has flushed the last frame (a Close message); do not wait
+    // forever on a dead peer.
+    cancel.cancel();
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}

@@ -1,0 +1,549 @@
+//! Sessions driven in process: channels stand in for the transport, time is paused, and the
+//! hub is a native hub behind the real dispatcher, runtime, router and registry. `Wait`
+//! invocations are held at a gate the test opens, to pace calls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::*;
+use crate::backplane::memory::MemoryBackplane;
+use crate::registry::LocalRegistry;
+use crate::runtime::{Call, HubError, HubRuntime, NativeHost, NativeHub, RuntimeConfig};
+use crate::state::memory::MemoryState;
+use crate::types::{ConnectionId, Envelope, HubName, Target};
+
+const HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+const PING: &str = "{\"type\":6}";
+
+fn settings() -> Settings {
+    Settings {
+        keep_alive: Duration::from_secs(15),
+        client_timeout: Duration::from_secs(30),
+        handshake_timeout: Duration::from_secs(15),
+        outbox_capacity: 64,
+        rate_limit: 0,
+        max_parallel_invocations: 1,
+    }
+}
+
+/// `Echo(x)` returns `x`; lifecycle events are counted.
+#[derive(Default)]
+struct TestHub {
+    connected: AtomicUsize,
+    disconnected: AtomicUsize,
+}
+
+impl NativeHub for TestHub {
+    fn call(
+        &self,
+        _caller: &Caller,
+        call: Call<'_>,
+        _host: &mut NativeHost,
+    ) -> Result<Option<String>, HubError> {
+        match call {
+            Call::Connected => {
+                self.connected.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
+            Call::Disconnected { .. } => {
+                self.disconnected.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
+            Call::Invoke { method, arguments } if method.eq_ignore_ascii_case("echo") => {
+                let args: Vec<serde_json::Value> = serde_json::from_str(arguments)
+                    .map_err(|e| HubError::InvalidArguments(e.to_string()))?;
+                Ok(args.first().map(ToString::to_string))
+            }
+            Call::Invoke { .. } => Err(HubError::MethodNotFound),
+        }
+    }
+}
+
+/// The dispatcher, with `Wait(x)` held until the test lets it through, then run as `Echo(x)`.
+struct Paced {
+    dispatcher: Arc<Dispatcher>,
+    gate: Arc<Semaphore>,
+    started: AtomicUsize,
+}
+
+impl HubCalls for Paced {
+    fn connected(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+    ) -> BoxFuture<'static, Result<(), ErrorText>> {
+        self.dispatcher.clone().connected(caller)
+    }
+
+    fn invoke(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: String,
+        arguments: Box<RawValue>,
+    ) -> BoxFuture<'static, Result<Option<String>, ErrorText>> {
+        if method != "Wait" {
+            return self.dispatcher.clone().invoke(caller, method, arguments);
+        }
+        Box::pin(async move {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            if let Ok(permit) = self.gate.acquire().await {
+                permit.forget();
+            }
+            self.dispatcher
+                .clone()
+                .invoke(caller, "Echo".into(), arguments)
+                .await
+        })
+    }
+
+    fn disconnected(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        error: Option<String>,
+    ) -> BoxFuture<'static, ()> {
+        self.dispatcher.clone().disconnected(caller, error)
+    }
+}
+
+struct Harness {
+    context: Arc<SessionContext>,
+    registry: Arc<LocalRegistry>,
+    hub: Arc<TestHub>,
+    paced: Arc<Paced>,
+}
+
+fn harness(settings: Settings) -> Harness {
+    let registry = Arc::new(LocalRegistry::new());
+    let router = Router::new(Arc::new(MemoryBackplane::new(registry.clone())));
+    let runtime = HubRuntime::new(
+        RuntimeConfig {
+            total_instances: 2,
+            instances_per_hub: 2,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryState::new()),
+    )
+    .expect("runtime");
+    let hub = Arc::new(TestHub::default());
+    runtime.install_native(HubName::new("test"), hub.clone());
+    let dispatcher = Arc::new(Dispatcher::new(Arc::new(runtime), router.clone(), false));
+    let paced = Arc::new(Paced {
+        dispatcher: dispatcher.clone(),
+        gate: Arc::new(Semaphore::new(0)),
+        started: AtomicUsize::new(0),
+    });
+    let context = Arc::new(SessionContext {
+        hubs: paced.clone(),
+        router,
+        metrics: dispatcher.metrics().clone(),
+        settings,
+        shutdown: CancellationToken::new(),
+        draining: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+    });
+    Harness {
+        context,
+        registry,
+        hub,
+        paced,
+    }
+}
+
+/// What the session wrote.
+#[derive(Debug, PartialEq)]
+enum Out {
+    Frame(String),
+    Closed,
+}
+
+/// The sink end of the fake transport; `stalled` never accepts anything, as a peer that
+/// stopped reading.
+struct TestSink {
+    out: mpsc::UnboundedSender<Out>,
+    stalled: bool,
+}
+
+impl Sink<Frame> for TestSink {
+    type Error = String;
+
+    fn poll_ready(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), String>> {
+        if self.stalled {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), String> {
+        let text = String::from_utf8_lossy(frame.as_bytes()).into_owned();
+        self.out.send(Out::Frame(text)).map_err(|e| e.to_string())
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), String>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), String>> {
+        let _ = self.out.send(Out::Closed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+use std::pin::Pin;
+
+/// A client on the fake transport.
+struct Client {
+    send: mpsc::UnboundedSender<Inbound>,
+    out: mpsc::UnboundedReceiver<Out>,
+    records: std::collections::VecDeque<String>,
+    closed: bool,
+    task: JoinHandle<()>,
+}
+
+/// The incoming half: what the client sends; `PANIC` makes the transport panic, as a bug in
+/// a transport would.
+fn incoming(mut receiver: mpsc::UnboundedReceiver<Inbound>) -> impl Stream<Item = Inbound> + Unpin {
+    futures_util::stream::poll_fn(move |cx| match receiver.poll_recv(cx) {
+        Poll::Ready(Some(Ok(bytes))) if bytes.as_ref() == b"PANIC" => {
+            panic!("the transport failed")
+        }
+        other => other,
+    })
+}
+
+fn start(h: &Harness, id: &str, stalled: bool) -> Client {
+    let (send, receiver) = mpsc::unbounded_channel();
+    let (out_sender, out) = mpsc::unbounded_channel();
+    let connection = Connection {
+        caller: Caller {
+            hub: HubName::new("test"),
+            connection_id: ConnectionId::new(id),
+            user_id: None,
+            claims: Vec::new(),
+        },
+        max_message_size: 32 * 1024,
+    };
+    let sink = TestSink {
+        out: out_sender,
+        stalled,
+    };
+    let task = tokio::spawn(serve(
+        incoming(receiver),
+        sink,
+        connection,
+        h.context.clone(),
+    ));
+    Client {
+        send,
+        out,
+        records: Default::default(),
+        closed: false,
+        task,
+    }
+}
+
+impl Client {
+    fn send(&self, text: &str) {
+        let _ = self.send.send(Ok(Bytes::from(text.to_owned())));
+    }
+
+    fn invoke(&self, id: &str, method: &str, argument: &str) {
+        self.send(&format!(
+            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{method}\",\"arguments\":[{argument}]}}\u{1e}"
+        ));
+    }
+
+    /// The next record written, or `None` once the session closed the transport.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(record) = self.records.pop_front() {
+                return Some(record);
+            }
+            if self.closed {
+                return None;
+            }
+            match self.out.recv().await {
+                Some(Out::Frame(text)) => self.records.extend(
+                    text.split('\u{1e}')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned),
+                ),
+                Some(Out::Closed) | None => self.closed = true,
+            }
+        }
+    }
+
+    /// The next record that is not a keep-alive ping.
+    async fn next_not_ping(&mut self) -> Option<String> {
+        loop {
+            let record = self.next().await?;
+            if record != PING {
+                return Some(record);
+            }
+        }
+    }
+
+    async fn handshake(&mut self) {
+        self.send(HANDSHAKE);
+        assert_eq!(self.next().await.as_deref(), Some("{}"));
+    }
+}
+
+fn completion(id: &str, result: &str) -> String {
+    format!("{{\"type\":3,\"invocationId\":\"{id}\",\"result\":{result}}}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handshake_must_come_within_its_timeout() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    let started = Instant::now();
+    assert_eq!(
+        client.next().await.as_deref(),
+        Some("{\"error\":\"Handshake was canceled.\"}")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(15));
+    assert_eq!(client.next().await, None, "then the transport is closed");
+    assert!(!h.registry.contains(&HubName::new("test"), "c"));
+    assert_eq!(h.hub.connected.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_go_out_after_a_quiet_keep_alive_interval() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    let started = Instant::now();
+    client.handshake().await;
+    assert_eq!(client.next().await.as_deref(), Some(PING));
+    assert_eq!(started.elapsed(), Duration::from_secs(15));
+    // Traffic postpones the next ping: it comes 15 s after the last write.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    client.invoke("1", "Echo", "\"x\"");
+    assert_eq!(client.next().await, Some(completion("1", "\"x\"")));
+    let written = Instant::now();
+    assert_eq!(client.next().await.as_deref(), Some(PING));
+    assert_eq!(written.elapsed(), Duration::from_secs(15));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_timeout_starts_with_the_first_ping() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    // A minute of silence from a client that never pinged: still connected. The echo that
+    // follows is answered, on the same ordered path, so no Close came before it.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    client.invoke("1", "Echo", "1");
+    assert_eq!(client.next_not_ping().await, Some(completion("1", "1")));
+    client.send("{\"type\":6}\u{1e}");
+    let last = Instant::now();
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":7,\"error\":\"Connection closed with an error. OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.\",\"allowReconnect\":true}"
+        )
+    );
+    assert_eq!(last.elapsed(), Duration::from_secs(30));
+    assert_eq!(client.next_not_ping().await, None);
+    (&mut client.task).await.expect("the session ended");
+    assert!(!h.registry.contains(&HubName::new("test"), "c"));
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_refills_at_its_rate() {
+    let h = harness(Settings {
+        rate_limit: 2,
+        ..settings()
+    });
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    // A burst of twice the rate passes; the next is refused.
+    for i in 0..5 {
+        client.invoke(&i.to_string(), "Echo", &i.to_string());
+    }
+    let refused = "{\"type\":3,\"invocationId\":\"4\",\"error\":\"Failed to invoke 'Echo' due to an error on the server. HubException: Rate limit exceeded: at most 2 invocations per second per connection.\"}";
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(client.next_not_ping().await.expect("answer"));
+    }
+    answers.sort();
+    let mut expected: Vec<String> = (0..4)
+        .map(|i| completion(&i.to_string(), &i.to_string()))
+        .collect();
+    expected.push(refused.to_owned());
+    expected.sort();
+    assert_eq!(answers, expected);
+    // Half a second later one token is back: one passes, the next does not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.invoke("5", "Echo", "5");
+    assert_eq!(client.next_not_ping().await, Some(completion("5", "5")));
+    client.invoke("6", "Echo", "6");
+    assert!(
+        client
+            .next_not_ping()
+            .await
+            .is_some_and(|r| r.contains("\"invocationId\":\"6\",\"error\":\"Failed to invoke 'Echo' due to an error on the server. HubException: Rate limit exceeded")),
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_off_and_unregistered() {
+    let h = harness(Settings {
+        outbox_capacity: 8,
+        ..settings()
+    });
+    let mut client = start(&h, "slow", true);
+    client.send(HANDSHAKE);
+    let hub = HubName::new("test");
+    tokio::time::timeout(Duration::from_secs(1), async {
+        while !h.registry.contains(&hub, "slow") {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("registered");
+    for i in 0..20 {
+        h.context.router.send(Envelope {
+            hub: hub.clone(),
+            target: Target::All,
+            method: "m".into(),
+            arguments: format!("[{i}]"),
+        });
+    }
+    // The outbox filled: the session ends, and the writer stuck on the peer is given up on.
+    tokio::time::timeout(Duration::from_secs(10), &mut client.task)
+        .await
+        .expect("the session ended")
+        .expect("no panic");
+    assert!(!h.registry.contains(&hub, "slow"));
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_lets_the_running_call_answer_then_closes_allowing_reconnect() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke("1", "Wait", "\"done\"");
+    while h.paced.started.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    h.context.draining.cancel();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.paced.gate.add_permits(1);
+    assert_eq!(
+        client.next_not_ping().await,
+        Some(completion("1", "\"done\""))
+    );
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some("{\"type\":7,\"allowReconnect\":true}")
+    );
+    assert_eq!(client.next_not_ping().await, None);
+    (&mut client.task).await.expect("the session ended");
+    assert!(!h.registry.contains(&HubName::new("test"), "c"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_read_loop_keeps_reading_while_a_call_runs() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.send("{\"type\":6}\u{1e}");
+    client.invoke("1", "Wait", "1");
+    // Far longer than the client timeout: the pings keep arriving and are read.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        client.send("{\"type\":6}\u{1e}");
+    }
+    h.paced.gate.add_permits(1);
+    assert_eq!(client.next_not_ping().await, Some(completion("1", "1")));
+    // And a Close sent while a call runs is read at once.
+    client.invoke("2", "Wait", "2");
+    client.send("{\"type\":7}\u{1e}");
+    h.paced.gate.add_permits(1);
+    assert_eq!(client.next_not_ping().await, Some(completion("2", "2")));
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some("{\"type\":7}")
+    );
+    assert_eq!(client.next_not_ping().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invocations_run_one_at_a_time_by_default() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke("1", "Wait", "1");
+    client.invoke("2", "Wait", "2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.paced.started.load(Ordering::SeqCst),
+        1,
+        "the second waits"
+    );
+    h.paced.gate.add_permits(2);
+    assert_eq!(client.next_not_ping().await, Some(completion("1", "1")));
+    assert_eq!(client.next_not_ping().await, Some(completion("2", "2")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_parallel_invocations_lets_that_many_run() {
+    let h = harness(Settings {
+        max_parallel_invocations: 2,
+        ..settings()
+    });
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke("1", "Wait", "1");
+    client.invoke("2", "Wait", "2");
+    client.invoke("3", "Echo", "3");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.paced.started.load(Ordering::SeqCst), 2);
+    // The third is held (and nothing after it is read) until one of the two finishes.
+    h.paced.gate.add_permits(1);
+    let mut answers = vec![
+        client.next_not_ping().await.expect("answer"),
+        client.next_not_ping().await.expect("answer"),
+    ];
+    answers.sort();
+    assert!(answers.contains(&completion("3", "3")), "{answers:?}");
+    h.paced.gate.add_permits(1);
+    assert!(client.next_not_ping().await.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_registry_entry_is_removed_even_if_the_session_panics() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    let hub = HubName::new("test");
+    assert!(h.registry.contains(&hub, "c"));
+    client.send("PANIC");
+    let ended = (&mut client.task).await;
+    assert!(ended.is_err_and(|e| e.is_panic()));
+    assert!(!h.registry.contains(&hub, "c"), "unregistered by the guard");
+    // The hub still hears of the disconnection (on a spawned task).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
+    // And the transport is closed: the writer saw the last sender go.
+    while client.next().await.is_some() {}
+}

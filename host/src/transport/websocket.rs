@@ -1,0 +1,123 @@
+//! The WebSocket transport: axum's WebSocket as a session's stream and sink.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+
+use crate::protocol::{Frame, TransferFormat};
+use crate::session::{self, Connection, Inbound, SessionContext, TransportError};
+
+/// Upgrades the request and serves the connection on the socket. `lease` is kept until the
+/// connection ends (or the upgrade fails), whatever way: dropping it releases what the
+/// connection held (its negotiated token).
+pub fn accept(
+    upgrade: WebSocketUpgrade,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    lease: impl Send + 'static,
+) -> Response {
+    // The socket accepts somewhat more than a message so an oversized one can be answered with
+    // a proper Close message instead of a torn connection.
+    let limit = connection.max_message_size.saturating_mul(4).max(64 * 1024);
+    upgrade
+        // tungstenite keeps its read buffer allocated for the life of the connection (128 KiB
+        // by default): a small one keeps idle connections cheap. Larger messages still arrive
+        // in one piece: the buffer grows to the length announced in a frame's header.
+        .read_buffer_size(1024)
+        // Written frames are flushed to the socket past this size; tungstenite's write buffer
+        // keeps the largest size it reached, so it is bounded for the same reason.
+        .write_buffer_size(16 * 1024)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        // A failed upgrade drops the callback below, and the lease with it.
+        .on_failed_upgrade(|error| tracing::debug!("WebSocket upgrade failed: {error}"))
+        .on_upgrade(move |socket| async move {
+            let _lease = lease;
+            let (sink, stream) = socket.split();
+            session::serve(Incoming(stream), Outgoing::new(sink), connection, context).await;
+        })
+}
+
+/// The socket's messages as the session's incoming stream: text and binary messages are
+/// messages, pings and pongs are the WebSocket's business, a close ends the stream.
+struct Incoming(SplitStream<WebSocket>);
+
+impl Stream for Incoming {
+    type Item = Inbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        loop {
+            return Poll::Ready(match ready!(self.0.poll_next_unpin(cx)) {
+                Some(Ok(Message::Text(text))) => Some(Ok(text.into())),
+                Some(Ok(Message::Binary(data))) => Some(Ok(data)),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => None,
+                Some(Err(e)) => Some(Err(TransportError(e.to_string()))),
+            });
+        }
+    }
+}
+
+/// The socket as the session's sink of frames: text frames go as Text messages, binary ones
+/// as Binary; closing sends a normal Close (1000), since any other code shows as an error in
+/// the client.
+struct Outgoing {
+    sink: SplitSink<WebSocket, Message>,
+    close_sent: bool,
+}
+
+impl Outgoing {
+    fn new(sink: SplitSink<WebSocket, Message>) -> Self {
+        Self {
+            sink,
+            close_sent: false,
+        }
+    }
+}
+
+fn message(frame: Frame) -> Message {
+    match frame.format() {
+        TransferFormat::Text => match Utf8Bytes::try_from(frame.bytes()) {
+            Ok(text) => Message::Text(text),
+            // Text frames are made from `String`s: this cannot happen, but a binary message is
+            // still better than a panic.
+            Err(_) => Message::Binary(frame.bytes()),
+        },
+        TransferFormat::Binary => Message::Binary(frame.bytes()),
+    }
+}
+
+impl Sink<Frame> for Outgoing {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.sink.poll_ready_unpin(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        self.sink.start_send_unpin(message(frame))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.sink.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.close_sent {
+            ready!(self.sink.poll_ready_unpin(cx))?;
+            let close = CloseFrame {
+                code: close_code::NORMAL,
+                reason: Utf8Bytes::from_static(""),
+            };
+            self.sink.start_send_unpin(Message::Close(Some(close)))?;
+            self.close_sent = true;
+        }
+        self.sink.poll_close_unpin(cx)
+    }
+}
