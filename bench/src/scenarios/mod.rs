@@ -1,0 +1,15 @@
+//! One module per scenario.
+
+mod broadcast;
+mod echo;
+mod hub_call;
+mod idle;
+mod negotiate;
+mod rooms;
+
+pub(crate) use broadcast::{broadcast, native_vs_wasm};
+pub(crate) use echo::echo;
+pub(crate) use hub_call::hub_call;
+pub(crate) use idle::idle;
+pub(crate) use negotiate::negotiate_flood;
+pub(crate) use rooms::rooms;

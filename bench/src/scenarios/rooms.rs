@@ -1,0 +1,143 @@
+//! `rooms`: many small rooms with sparse messages, as real chat traffic is. Connections are
+//! spread over the hosts and over rooms (chat groups) of `--room-size`, so every room has
+//! members on every host; each connection sends to its room `--client-rate` times a second,
+//! at its own phase, and every member (the sender too) receives each message.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Args;
+use crate::client::{Deliveries, RS, Ws, connect, ms, nanos, table};
+use crate::procs::{Proc, start_cluster};
+
+/// What one rooms run measured.
+pub(crate) struct RoomsStats {
+    pub(crate) lost: u64,
+}
+
+fn room_of(connection: usize, room_size: usize) -> String {
+    format!("room-{}", connection / room_size)
+}
+
+/// Joins `room` and waits for the completion (the hub's `joined` notices may come first).
+async fn join(ws: &mut Ws, room: &str) -> anyhow::Result<()> {
+    ws.send(Message::text(format!(
+        "{{\"type\":1,\"invocationId\":\"join\",\"target\":\"JoinRoom\",\"arguments\":[\"{room}\"]}}{RS}"
+    )))
+    .await?;
+    loop {
+        let message = ws.next().await.context("closed while joining")??;
+        let text = message.to_text().unwrap_or("");
+        for record in text.split(RS) {
+            if record.contains("\"type\":3") && record.contains("\"invocationId\":\"join\"") {
+                if record.contains("\"error\"") {
+                    bail!("joining {room} failed: {record}");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsStats> {
+    let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
+    let room_size = args.room_size.max(1);
+    let connections = args.connections;
+    let epoch = Instant::now();
+    let mut deliveries = Deliveries::new(epoch, "roomMessage");
+    let mut sinks = Vec::new();
+    for i in 0..connections {
+        let mut ws = connect(&hosts[i % hosts.len()].addr, None).await?;
+        join(&mut ws, &room_of(i, room_size)).await?;
+        let (sink, stream) = ws.split();
+        sinks.push(sink);
+        deliveries.watch(stream);
+    }
+    // Members per room (the last one may be smaller).
+    let members = |room: usize| room_size.min(connections - room * room_size) as u64;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu_before: f64 = hosts.iter().map(Proc::cpu_seconds).sum();
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / args.client_rate.max(0.001));
+    let mut senders = Vec::new();
+    for (i, mut sink) in sinks.into_iter().enumerate() {
+        let duration = args.duration;
+        let room = room_of(i, room_size);
+        // Spread the connections' phases over the period, as independent users would be.
+        let phase = period.mul_f64(((i * 7919) % 1000) as f64 / 1000.0);
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            loop {
+                let due = started + phase + period * sent as u32;
+                if due.duration_since(started) >= duration {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let frame = format!(
+                    "{{\"type\":1,\"target\":\"SendToRoom\",\"arguments\":[\"{room}\",\"bench\",\"{}\"]}}{RS}",
+                    nanos(epoch)
+                );
+                if sink.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            (sent, sink)
+        }));
+    }
+    let mut sent = 0u64;
+    let mut expected = 0u64;
+    let mut held = Vec::new();
+    for (i, task) in senders.into_iter().enumerate() {
+        let (n, sink) = task.await?;
+        sent += n;
+        expected += n * members(i / room_size);
+        held.push(sink);
+    }
+    let send_time = started.elapsed();
+    deliveries.drain(expected).await;
+    let total_time = started.elapsed();
+    let cpu = hosts.iter().map(Proc::cpu_seconds).sum::<f64>() - cpu_before;
+    let got = deliveries.received();
+    drop(held);
+    drop(hosts);
+    let h = deliveries.latencies().await;
+    let lost = expected.saturating_sub(got);
+    let per = |n: u64| cpu / (n.max(1) as f64) * 1e6;
+    table(
+        &format!(
+            "rooms ({}): {connections} connections over {} host(s), rooms of {room_size}, {} msg/s each",
+            bin.file_name().unwrap_or_default().to_string_lossy(),
+            args.hosts,
+            args.client_rate
+        ),
+        &[
+            (
+                "messages sent",
+                format!("{sent} in {:.1} s", send_time.as_secs_f64()),
+            ),
+            ("deliveries", format!("{got} of {expected}")),
+            (
+                "deliveries/s",
+                format!("{:.0}", got as f64 / total_time.as_secs_f64()),
+            ),
+            ("latency p50", ms(&h, 0.50)),
+            ("latency p90", ms(&h, 0.90)),
+            ("latency p99", ms(&h, 0.99)),
+            ("latency p99.9", ms(&h, 0.999)),
+            ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
+            ("lost", lost.to_string()),
+            ("host CPU per delivery", format!("{:.1} µs", per(got))),
+            ("host CPU per message", format!("{:.1} µs", per(sent))),
+            (
+                "host CPU",
+                format!("{:.1} % of one core", cpu / send_time.as_secs_f64() * 100.0),
+            ),
+        ],
+    );
+    Ok(RoomsStats { lost })
+}
