@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { connect, record, settle, signalR, waitUntil } from "./support/client.mjs";
-import { startHost } from "./support/host.mjs";
+import { broadcastSentinel, connect, privateSentinel, record, signalR, waitUntil, waitUntilAsync } from "./support/client.mjs";
+import { metric, startHost } from "./support/host.mjs";
 
 describe("chat hub with the official client", () => {
   let host;
@@ -67,7 +67,7 @@ describe("chat hub with the official client", () => {
 
     await c.invoke("SendToRoom", "lobby", "cy", "from outside");
     await waitUntil(() => got[0].length === 1 && got[1].length === 1, "group delivery");
-    await settle();
+    await privateSentinel(c, c);
     assert.deepEqual(got[0], [["lobby", "cy", "from outside"]]);
     assert.deepEqual(got[1], [["lobby", "cy", "from outside"]]);
     assert.deepEqual(got[2], [], "a non-member receives nothing");
@@ -75,7 +75,7 @@ describe("chat hub with the official client", () => {
     await b.invoke("LeaveRoom", "lobby");
     await c.invoke("SendToRoom", "lobby", "cy", "second");
     await waitUntil(() => got[0].length === 2, "second group delivery");
-    await settle();
+    await privateSentinel(c, b);
     assert.equal(got[1].length, 1, "a member who left receives nothing more");
   });
 
@@ -83,9 +83,14 @@ describe("chat hub with the official client", () => {
     const a = await join();
     const b = await join();
     const got = record(a, "roomMessage");
+    const memberships = () => metric(host, "hubhost_group_memberships");
+    const before = await memberships();
     await b.invoke("JoinRoom", "gone");
     await a.invoke("JoinRoom", "gone");
+    assert.equal(await memberships(), before + 2);
     await b.stop();
+    // The server forgets b's membership: the count goes back down by exactly one.
+    await waitUntilAsync(async () => (await memberships()) === before + 1, "b's membership gone");
     await a.invoke("SendToRoom", "gone", "a", "still here?");
     await waitUntil(() => got.length === 1, "delivery to the remaining member");
   });
@@ -95,7 +100,7 @@ describe("chat hub with the official client", () => {
     const got = [a, b, c].map((x) => record(x, "broadcastMessage"));
     await a.invoke("SendToOthers", "ana", "not to me");
     await waitUntil(() => got[1].length === 1 && got[2].length === 1, "delivery to the others");
-    await settle();
+    await privateSentinel(a, a);
     assert.deepEqual(got[0], [], "the caller is excluded");
     assert.deepEqual(got[1], [["ana", "not to me"]]);
   });
@@ -105,7 +110,7 @@ describe("chat hub with the official client", () => {
     const got = [a, b, c].map((x) => record(x, "privateMessage"));
     await a.invoke("SendToConnection", c.connectionId, "psst");
     await waitUntil(() => got[2].length === 1, "private delivery");
-    await settle();
+    await broadcastSentinel(a, [a, b]);
     assert.deepEqual(got[2], [[a.connectionId, "psst"]]);
     assert.deepEqual([got[0], got[1]], [[], []]);
   });

@@ -17,7 +17,9 @@ import { startRedis } from "./support/redis.mjs";
 describe("failover behind nginx", () => {
   it("clients of a host that stops reconnect to the other one and keep chatting", async () => {
     const redis = await startRedis();
-    const hosts = await Promise.all([0, 1].map(() => startHost({ hubs: ["chat"], args: ["--redis", redis.url, "--drain-timeout", "5s"] })));
+    // Debug logs of sessions name each connection a host accepts.
+    const env = { HUBHOST_LOG: "info,hub=trace,hubhost::session=debug" };
+    const hosts = await Promise.all([0, 1].map(() => startHost({ hubs: ["chat"], env, args: ["--redis", redis.url, "--drain-timeout", "5s"] })));
     const nginx = await startNginx(hosts.map((h) => h.address));
     const clients = [];
     try {
@@ -38,8 +40,17 @@ describe("failover behind nginx", () => {
       assert.equal(onA + onB, 8);
       assert.ok(onA > 0 && onB > 0, `both hosts serve clients (${onA}/${onB})`);
 
-      // Which clients live on host A? Ask host A to send to them: connection ids are unique.
-      const ids = new Map(await Promise.all(clients.map(async (c) => [await c.invoke("Whoami"), c])));
+      // Which clients live on host A? Its log names the connections it accepted.
+      const acceptedBy = (host) =>
+        new Set(host.logs.filter((l) => l.fields?.message === "connected").map((l) => l.fields.connection));
+      const onHostA = acceptedBy(hosts[0]);
+      assert.equal(onHostA.size, onA);
+      // The id of each client's connection, as the server knows it (with skipNegotiation the
+      // client itself is never told).
+      const ids = async () => new Map(await Promise.all(clients.map(async (c) => [c, await c.invoke("Whoami")])));
+      const idBefore = await ids();
+      assert.equal(new Set(idBefore.values()).size, 8);
+      assert.ok([...onHostA].every((id) => [...idBefore.values()].includes(id)), "host A's connections are ours");
       const got = clients.map((c) => record(c, "broadcastMessage"));
       await clients[0].invoke("Send", "x", "before");
       await waitUntil(() => got.every((g) => g.length === 1), "delivery to all 8 before the failover");
@@ -48,7 +59,12 @@ describe("failover behind nginx", () => {
       assert.equal(code, 0);
       await waitUntil(() => clients.every((c) => c.state === signalR.HubConnectionState.Connected), "every client connected again", 15_000);
       const moved = clients.filter((c) => c.reconnected > 0);
-      assert.equal(moved.length, onA, "exactly host A's clients reconnected");
+      assert.deepEqual(new Set(moved.map((c) => idBefore.get(c))), onHostA, "exactly host A's clients reconnected");
+      const idAfter = await ids();
+      for (const c of clients) {
+        if (moved.includes(c)) assert.notEqual(idAfter.get(c), idBefore.get(c), "a reconnect is a new connection");
+        else assert.equal(idAfter.get(c), idBefore.get(c), "host B's clients were not disturbed");
+      }
       assert.equal(await onHost(hosts[1]), 8, "all eight now on host B");
 
       // Nothing is lost after the reconnect: everyone sends, everyone receives everything.
@@ -58,7 +74,6 @@ describe("failover behind nginx", () => {
       for (const g of got) {
         assert.deepEqual(g.map((m) => m[0]).sort(), clients.map((_, i) => `client ${i}`).sort());
       }
-      assert.ok(ids.size === 8);
     } finally {
       await Promise.all(clients.map((c) => c.stop()));
       await nginx.stop();

@@ -240,3 +240,27 @@ describe("faulty hub, detailed errors", () => {
     assert.match(trap.message, new RegExp(`^${generic("Trap").replace(/[.()']/g, "\\$&")} WasmTrap: `));
   });
 });
+
+describe("a hub built without the SDK", () => {
+  let host;
+  before(async () => {
+    host = await startHost({ hubs: ["rogue"] });
+  });
+  after(() => host.stop());
+
+  it("cannot inject messages into its caller's stream through its result", async () => {
+    const a = await connect(`${host.url}/rogue`);
+    const injected = record(a, "injected");
+    await assert.rejects(a.invoke("Inject"), { message: generic("Inject") });
+    await assert.rejects(a.invoke("TwoValues"), { message: generic("TwoValues") });
+    await assert.rejects(a.invoke("NotJson"), { message: generic("NotJson") });
+    // A later completion on the same connection arrives after anything the results could have
+    // smuggled in: nothing was.
+    assert.deepEqual(await a.invoke("Echo", "still", 1), ["still", 1]);
+    assert.deepEqual(injected, []);
+    assert.equal(a.state, signalR.HubConnectionState.Connected);
+    const logged = host.logsMatching("not one JSON value").filter((l) => l.fields.method === "Inject");
+    assert.equal(logged.length, 1, "the host says what the hub did wrong");
+    await a.stop();
+  });
+});

@@ -48,6 +48,38 @@ describe("bearer tokens", () => {
     await assert.rejects(rawSocket(`${host.url}/chat`), (e) => e.status === 401);
   });
 
+  it("answers refused tokens with 401 and ASP.NET's challenge", async () => {
+    const negotiate = (authorization) =>
+      fetch(`${host.url}/presence/negotiate?negotiateVersion=1`, { method: "POST", headers: { Authorization: authorization } });
+    const challenge = async (token) => {
+      const res = await negotiate(`Bearer ${token}`);
+      assert.equal(res.status, 401);
+      return res.headers.get("www-authenticate");
+    };
+    // ASP.NET's JwtBearer requires an expiry by default: a token that never expires cannot be revoked.
+    assert.equal(await challenge(jwt({ name: "ana" }, SECRET)), 'Bearer error="invalid_token", error_description="The token has no expiration"');
+    assert.equal(
+      await challenge(jwt({ name: "ana", exp: 1736946309 }, SECRET)),
+      `Bearer error="invalid_token", error_description="The token expired at '01/15/2025 13:05:09'"`,
+    );
+    assert.equal(
+      await challenge(jwt({ name: "ana", exp: now() + 600 }, "not-the-secret")),
+      'Bearer error="invalid_token", error_description="The signature key was not found"',
+    );
+    assert.equal(await challenge("garbage"), 'Bearer error="invalid_token"');
+  });
+
+  it("matches the Bearer scheme whatever its case, as ASP.NET does", async () => {
+    const token = jwt({ name: "ana", exp: now() + 600 }, SECRET);
+    for (const scheme of ["bearer", "BEARER", "Bearer"]) {
+      const res = await fetch(`${host.url}/chat/negotiate?negotiateVersion=1`, {
+        method: "POST",
+        headers: { Authorization: `${scheme} ${token}` },
+      });
+      assert.equal(res.status, 200, `${scheme}: the protected hub let the user in`);
+    }
+  });
+
   it("lets anonymous clients into hubs that allow them", async () => {
     const c = await join("presence");
     assert.ok(Array.isArray(await c.invoke("Online")));
@@ -56,10 +88,23 @@ describe("bearer tokens", () => {
   it("routes to users by the claim, across their connections", async () => {
     const token = jwt({ name: "ben", exp: now() + 600 }, SECRET);
     const [b1, b2] = [await join("chat", token), await join("chat", token)];
-    const sender = await join("chat", jwt({ name: "cy" }, SECRET));
+    const sender = await join("chat", jwt({ name: "cy", exp: now() + 600 }, SECRET));
     const got = [b1, b2].map((c) => record(c, "privateMessage"));
     await sender.invoke("SendToUser", "ben", "to both of ben's tabs");
     await waitUntil(() => got.every((g) => g.length === 1), "both connections of the user");
+  });
+});
+
+describe("tokens without an expiry, when allowed", () => {
+  it("accepts them with --allow-tokens-without-exp", async () => {
+    const host = await startHost({ hubs: ["chat"], args: ["--jwt-secret", SECRET, "--allow-tokens-without-exp"] });
+    try {
+      const c = await connect(`${host.url}/chat`, { accessTokenFactory: () => jwt({ sub: "forever" }, SECRET) });
+      assert.equal(await c.invoke("WhoamiUser"), "forever");
+      await c.stop();
+    } finally {
+      await host.stop();
+    }
   });
 });
 
@@ -221,5 +266,60 @@ describe("configuration file", () => {
     }
     writeFileSync(file, 'listen-on = "nowhere"\n');
     await assert.rejects(startHost({ args: ["--config", file] }), /unknown setting 'listen-on'/);
+  });
+});
+
+describe("sockets", () => {
+  it("have TCP_NODELAY, client connections and Redis connections alike", async () => {
+    const { execFileSync } = await import("node:child_process");
+    const { startRedis } = await import("./support/redis.mjs");
+    const { waitReady } = await import("./support/host.mjs");
+    const redis = await startRedis();
+    const host = await startHost({ hubs: ["chat"], args: ["--redis", redis.url] });
+    try {
+      await waitReady(host);
+      const raw = await rawSocket(`${host.url}/chat`);
+      const clientPort = raw.ws._socket.localPort;
+      // Read from the host's own sockets (see tests/support/sockopt.py).
+      const script = resolve(import.meta.dirname, "support/sockopt.py");
+      const sockets = execFileSync("python3", [script, String(host.pid)], { encoding: "utf8" })
+        .trim()
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => JSON.parse(line));
+      const client = sockets.filter((s) => s.peer[1] === clientPort);
+      assert.equal(client.length, 1, JSON.stringify(sockets));
+      assert.equal(client[0].nodelay, 1, "the accepted client socket");
+      const toRedis = sockets.filter((s) => s.peer[1] === redis.port);
+      assert.ok(toRedis.length >= 2, `publishing and subscribing connections: ${JSON.stringify(sockets)}`);
+      assert.deepEqual(toRedis.map((s) => s.nodelay), toRedis.map(() => 1), "every Redis connection");
+      raw.ws.close();
+    } finally {
+      await host.stop();
+      await redis.stop();
+    }
+  });
+});
+
+describe("text logs", () => {
+  it("carry no colour codes when written to a pipe", async () => {
+    const { spawn } = await import("node:child_process");
+    const { hubPath } = await import("./support/host.mjs");
+    const dir = mkdtempSync(join(tmpdir(), "hubhost-logs-"));
+    writeFileSync(join(dir, "chat.wasm"), readFileSync(hubPath("chat")));
+    const bin = process.env.HUBHOST_BIN ?? resolve(import.meta.dirname, "..", "target/debug/hubhost");
+    const child = spawn(bin, ["--listen", "127.0.0.1:0", "--hubs", dir], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    try {
+      await waitUntil(() => output.includes("hubhost listening"), "the listening line", 30_000);
+      assert.match(output, /INFO .*hubhost listening/);
+      assert.match(output, /demo page: http:\/\/127\.0\.0\.1:\d+\//, "the demo address is the real one");
+      assert.doesNotMatch(output, /\u001b\[/, "no ANSI escape codes");
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
   });
 });

@@ -83,6 +83,37 @@ describe("negotiate and connect", () => {
   });
 });
 
+describe("negotiations waiting for their transport", () => {
+  it("are capped: past --max-pending-negotiations negotiate answers 503, and a connection frees its place", async () => {
+    const host = await startHost({ hubs: ["chat"], args: ["--max-pending-negotiations", "3"] });
+    try {
+      const negotiate = () => fetch(`${host.url}/chat/negotiate?negotiateVersion=1`, { method: "POST" });
+      const tokens = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await negotiate();
+        assert.equal(res.status, 200);
+        tokens.push((await res.json()).connectionToken);
+      }
+      const refused = await negotiate();
+      assert.equal(refused.status, 503);
+      assert.equal(await refused.text(), "Too many connections are being negotiated; try again shortly.");
+      assert.match(refused.headers.get("retry-after"), /^[1-5]$/);
+      // The official client says why, and clients that skip negotiation are not affected.
+      await assert.rejects(connect(`${host.url}/chat`), /503/);
+      const direct = await connect(`${host.url}/chat`, { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets });
+      assert.equal(await direct.invoke("Echo", "unaffected"), "unaffected");
+      // A negotiated connection that takes its transport no longer waits: room for one more.
+      const raw = await rawHub(`${host.url}/chat?id=${tokens[0]}`);
+      assert.equal((await negotiate()).status, 200);
+      assert.equal((await negotiate()).status, 503);
+      raw.ws.close();
+      await direct.stop();
+    } finally {
+      await host.stop();
+    }
+  });
+});
+
 describe("handshake", () => {
   let host;
   before(async () => {

@@ -39,9 +39,53 @@ export async function waitUntil(predicate, what = "condition", timeoutMs = 5000)
   }
 }
 
-/** Gives in-flight messages time to arrive before asserting that something did *not* happen. */
-export function settle(ms = 300) {
-  return new Promise((r) => setTimeout(r, ms));
+/** Like `waitUntil`, for an async predicate. */
+export async function waitUntilAsync(predicate, what = "condition", timeoutMs = 5000) {
+  const started = Date.now();
+  while (!(await predicate())) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+let sentinels = 0;
+
+/**
+ * Proves that what `sender` sent before cannot still reach `receiver`: `sender` sends
+ * `receiver` a private message (the chat hub's `SendToConnection`), and this resolves when it
+ * arrives. Messages from one sender reach a connection in the order they were sent, through one
+ * server or through Redis, so anything sent earlier that was going to arrive has arrived.
+ * Assert "did not arrive" after this, never after a sleep.
+ */
+export async function privateSentinel(sender, receiver) {
+  const text = `sentinel ${++sentinels}`;
+  let seen = false;
+  const handler = (_from, message) => {
+    if (message === text) seen = true;
+  };
+  receiver.on("privateMessage", handler);
+  await sender.invoke("SendToConnection", receiver.connectionId, text);
+  await waitUntil(() => seen, `the sentinel at ${receiver.connectionId}`);
+  receiver.off("privateMessage", handler);
+}
+
+/**
+ * `privateSentinel` for tests that record private messages: `sender` broadcasts (`Send`) and
+ * this resolves when every one of `receivers` has the broadcast.
+ */
+export async function broadcastSentinel(sender, receivers) {
+  const text = `sentinel ${++sentinels}`;
+  const seen = new Set();
+  const handlers = receivers.map((receiver) => {
+    const handler = (_name, message) => {
+      if (message === text) seen.add(receiver);
+    };
+    receiver.on("broadcastMessage", handler);
+    return handler;
+  });
+  await sender.invoke("Send", "sentinel", text);
+  await waitUntil(() => seen.size === receivers.length, "the broadcast sentinel everywhere");
+  receivers.forEach((receiver, i) => receiver.off("broadcastMessage", handlers[i]));
 }
 
 /**

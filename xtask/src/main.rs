@@ -2,8 +2,8 @@
 //!
 //! - `hubs`: builds the example hubs into `target/hubs/` and the test hubs into
 //!   `target/test-hubs/` (release components for `wasm32-wasip2`).
-//! - `demo [HOST FLAGS]`: builds the hubs and the host, then serves the chat demo on
-//!   <http://127.0.0.1:5000> (extra flags go to `hubhost`).
+//! - `demo [HOST FLAGS]`: builds the hubs and the host, then serves the chat demo (on
+//!   <http://127.0.0.1:5000> unless `--listen` says otherwise; extra flags go to `hubhost`).
 //! - `test`: builds everything, runs the Rust tests, installs the Node packages if needed and runs
 //!   the end-to-end tests under `tests/` against real host processes.
 
@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 /// Example hubs: served by the demo.
 const EXAMPLE_HUBS: &[&str] = &["chat", "lobby", "presence"];
 /// Hubs that exist only for tests.
-const TEST_HUBS: &[&str] = &["faulty"];
+const TEST_HUBS: &[&str] = &["faulty", "rogue"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> anyhow::Result<()> {
@@ -44,7 +44,27 @@ fn root() -> anyhow::Result<PathBuf> {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo xtask` runs this program with the variables cargo sets for what it runs (the
+    // package's manifest dir and metadata). A build started from here must see what a shell's
+    // would, or build scripts that watch those variables (ring's does) rebuild on every switch
+    // between `cargo build` and `cargo xtask ...`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
@@ -131,21 +151,27 @@ fn place(from: &Path, dir: &Path, name: &str) -> anyhow::Result<()> {
 
 fn demo(root: &Path, flags: &[String]) -> anyhow::Result<()> {
     build_hubs(root)?;
-    println!("hubhost demo: open http://127.0.0.1:5000 in two browser tabs (Ctrl-C stops)");
-    run(cargo()
+    build_binaries(root)?;
+    println!("hubhost demo: open the demo page address below in two browser tabs (Ctrl-C stops)");
+    run(Command::new(root.join("target/debug/hubhost"))
         .current_dir(root)
-        .args(["run", "--package", "hubhost", "--", "--hubs"])
+        .arg("--hubs")
         .arg(root.join("target/hubs"))
         .args(flags))
 }
 
-fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
-    build_hubs(root)?;
-    // The host and load generator binaries for the end-to-end tests, then the Rust unit and doc
-    // tests (same profile, so the second call reuses the first one's build).
+/// The host and load generator binaries. The demo and the tests build exactly this set, so
+/// their dependencies are built once, with one set of features, whichever runs first.
+fn build_binaries(root: &Path) -> anyhow::Result<()> {
     run(cargo()
         .current_dir(root)
-        .args(["build", "--package", "hubhost", "--package", "loadgen"]))?;
+        .args(["build", "--package", "hubhost", "--package", "loadgen"]))
+}
+
+fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
+    build_hubs(root)?;
+    // The binaries for the end-to-end tests, then the Rust unit, integration and doc tests.
+    build_binaries(root)?;
     run(cargo().current_dir(root).arg("test"))?;
 
     if filters.is_empty() {
