@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { RS, connect, rawHub, rawSocket, record, signalR, waitUntil } from "./support/client.mjs";
-import { startHost } from "./support/host.mjs";
+import { metric, startHost } from "./support/host.mjs";
 
 const MAX_SIZE_TEXT =
   "Connection closed with an error. InvalidDataException: The maximum message size of 32768B was exceeded. The message size can be configured with --max-message-size.";
@@ -106,6 +106,8 @@ describe("negotiations waiting for their transport", () => {
       const raw = await rawHub(`${host.url}/chat?id=${tokens[0]}`);
       assert.equal((await negotiate()).status, 200);
       assert.equal((await negotiate()).status, 503);
+      assert.equal(await metric(host, "hubhost_negotiations_refused_total"), 3);
+      assert.equal(await metric(host, "hubhost_negotiations_waiting"), 3);
       raw.ws.close();
       await direct.stop();
     } finally {

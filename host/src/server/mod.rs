@@ -110,7 +110,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 22] = [
+    let samples: [(&str, &str, &str, u64); 23] = [
         (
             "hubhost_connections",
             gauge,
@@ -134,6 +134,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             gauge,
             "Negotiated connections waiting for their transport.",
             app.negotiated.waiting() as u64,
+        ),
+        (
+            "hubhost_negotiations_refused_total",
+            counter,
+            "Negotiations refused because too many waited for their transport.",
+            app.negotiated.refused(),
         ),
         (
             "hubhost_instance_slots_free",

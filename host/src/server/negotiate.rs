@@ -20,6 +20,9 @@ use crate::types::{ConnectionId, HubName, random_id};
 
 /// How long a negotiated connection waits for its transport before it is forgotten.
 const NEGOTIATED_TTL: Duration = Duration::from_secs(60);
+/// Least time between sweeps of a full table, and between log lines about refusals.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Pending {
@@ -29,11 +32,17 @@ struct Pending {
     connected: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     by_token: HashMap<String, Pending>,
     /// Entries whose transport has not come yet (the ones the cap counts).
     waiting: usize,
+    /// When the table was last swept because it was full: a flood must not make every refused
+    /// request walk the whole table.
+    swept: Instant,
+    /// Negotiations refused since that was last logged, and when it was.
+    refused_unlogged: u64,
+    logged: Option<Instant>,
 }
 
 impl Table {
@@ -46,6 +55,7 @@ impl Table {
     }
 
     fn sweep(&mut self, now: Instant) {
+        self.swept = now;
         let before = self.by_token.len();
         self.by_token
             .retain(|_, p| p.connected || now.duration_since(p.created) < NEGOTIATED_TTL);
@@ -72,6 +82,8 @@ pub struct Negotiated {
     table: Mutex<Table>,
     /// Most entries waiting for their transport.
     max_waiting: usize,
+    /// Negotiations refused because the table was full (for `/metrics`).
+    refused: std::sync::atomic::AtomicU64,
 }
 
 /// A connection's claim on its negotiated entry: dropping it forgets the entry (the connection
@@ -90,8 +102,15 @@ impl Drop for Lease {
 impl Negotiated {
     pub fn new(max_waiting: usize) -> Self {
         Self {
-            table: Mutex::new(Table::default()),
+            table: Mutex::new(Table {
+                by_token: HashMap::new(),
+                waiting: 0,
+                swept: Instant::now(),
+                refused_unlogged: 0,
+                logged: None,
+            }),
             max_waiting,
+            refused: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -100,8 +119,27 @@ impl Negotiated {
     pub fn create(&self, hub: HubName, version: u32) -> Result<(ConnectionId, String), Full> {
         let mut table = self.table.lock();
         if table.waiting >= self.max_waiting {
-            table.sweep(Instant::now());
+            let now = Instant::now();
+            if now.duration_since(table.swept) >= FULL_SWEEP_EVERY {
+                table.sweep(now);
+            }
             if table.waiting >= self.max_waiting {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                table.refused_unlogged += 1;
+                // One line per period, with the count: a flood must not flood the log too.
+                if table
+                    .logged
+                    .is_none_or(|at| now.duration_since(at) >= REFUSALS_LOG_EVERY)
+                {
+                    tracing::warn!(
+                        limit = self.max_waiting,
+                        refused = table.refused_unlogged,
+                        "negotiate refused: too many negotiated connections wait for their transport (--max-pending-negotiations)"
+                    );
+                    table.refused_unlogged = 0;
+                    table.logged = Some(now);
+                }
                 return Err(Full);
             }
         }
@@ -166,6 +204,11 @@ impl Negotiated {
     pub fn waiting(&self) -> usize {
         self.table.lock().waiting
     }
+
+    /// Negotiations refused so far because too many were waiting.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// `POST /{hub}/negotiate`.
@@ -194,10 +237,6 @@ pub(super) async fn negotiate(
         },
     };
     let Ok((connection_id, token)) = app.negotiated.create(hub.name().clone(), version) else {
-        tracing::warn!(
-            limit = app.negotiated.max_waiting,
-            "negotiate refused: too many negotiated connections wait for their transport"
-        );
         // Retry after a moment, spread so refused clients do not come back together.
         let retry = rand::rng().random_range(1..=5).to_string();
         return (
@@ -267,6 +306,7 @@ mod tests {
         let (_, first) = n.create(hub.clone(), 1).expect("room");
         n.create(hub.clone(), 1).expect("room");
         assert_eq!(n.create(hub.clone(), 1), Err(Full));
+        assert_eq!(n.refused(), 1);
         // A connection that got its transport no longer waits.
         let (_, lease) = n.claim(&hub, &first).expect("claimed");
         assert_eq!(n.waiting(), 1);
