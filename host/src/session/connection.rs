@@ -49,26 +49,26 @@ impl End {
     }
 }
 
-pub(super) struct Session<'a, I> {
+pub(super) struct Session<I> {
     incoming: I,
     /// Received bytes not decoded yet.
     buffer: BytesMut,
     caller: Arc<Caller>,
     max_message_size: usize,
-    context: &'a SessionContext,
+    context: Arc<SessionContext>,
     outbox: OutboxSender,
     cancel: CancellationToken,
     limiter: Option<RateLimiter>,
 }
 
-impl<'a, I> Session<'a, I>
+impl<I> Session<I>
 where
     I: Stream<Item = Inbound> + Unpin + Send,
 {
     pub(super) fn new(
         incoming: I,
         connection: Connection,
-        context: &'a SessionContext,
+        context: Arc<SessionContext>,
         outbox: OutboxSender,
         cancel: CancellationToken,
     ) -> Self {
@@ -96,7 +96,7 @@ where
         self.queue(Outbound::Frame(handshake::success()));
         self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
 
-        let context = self.context;
+        let context = self.context.clone();
         let handle = ConnectionHandle {
             id: self.caller.connection_id.clone(),
             user: self.caller.user_id.clone(),
@@ -162,7 +162,8 @@ where
     }
 
     async fn read_loop(&mut self, protocol: &'static dyn HubProtocol) -> End {
-        let settings = &self.context.settings;
+        let context = self.context.clone();
+        let settings = &context.settings;
         let mut invocations = Invocations::new(settings.max_parallel_invocations);
         // Like ASP.NET Core, the client timeout starts with the client's first Ping: clients
         // that never ping are not expected to. It is paused while the session does not read.

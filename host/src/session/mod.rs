@@ -29,12 +29,13 @@ mod registration;
 mod tests;
 mod writer;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::{Sink, Stream};
+use futures_util::{FutureExt, Sink, Stream};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -152,17 +153,21 @@ const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one connection to the end: `incoming` brings what the client sends, `outgoing`
 /// takes the frames for it (closing it ends the connection, as a WebSocket close would).
-pub async fn serve<I, O>(
+///
+/// Not an `async fn`: the arguments are taken apart here, so the future (which lives as long
+/// as the connection, idle or not) does not also keep the room they took.
+pub fn serve<I, O>(
     incoming: I,
     outgoing: O,
     connection: Connection,
     context: Arc<SessionContext>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     I: Stream<Item = Inbound> + Unpin + Send,
     O: Sink<Frame> + Unpin + Send + 'static,
     O::Error: std::fmt::Display,
 {
-    let _running = context.sessions.token();
+    let running = context.sessions.token();
     let (sender, receiver) = outbox(context.settings.outbox_capacity);
     let cancel = context.shutdown.child_token();
     let mut writer = tokio::spawn(writer::run(
@@ -171,16 +176,19 @@ pub async fn serve<I, O>(
         context.settings.keep_alive,
         cancel.clone(),
     ));
-    connection::Session::new(incoming, connection, &context, sender, cancel.clone())
-        .run()
-        .await;
-    // The writer ends once it has flushed the last frame (a Close message); do not wait
-    // forever on a dead peer.
-    cancel.cancel();
-    if tokio::time::timeout(WRITER_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    let session = connection::Session::new(incoming, connection, context, sender, cancel.clone());
+    // Chained rather than awaited inside an `async` block, which would hold the session's
+    // future twice (once captured, once being awaited).
+    session.run().then(move |()| async move {
+        let _running = running;
+        // The writer ends once it has flushed the last frame (a Close message); do not wait
+        // forever on a dead peer.
+        cancel.cancel();
+        if tokio::time::timeout(WRITER_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    })
 }

@@ -547,3 +547,29 @@ async fn the_registry_entry_is_removed_even_if_the_session_panics() {
     // And the transport is closed: the writer saw the last sender go.
     while client.next().await.is_some() {}
 }
+
+#[tokio::test]
+async fn an_idle_session_stays_small() {
+    // Every connection holds this future for its whole life: it is most of what an idle
+    // connection costs (docs/performance.md, idle). Arguments must not stay in it once taken
+    // apart, nor a future be held twice.
+    let h = harness(settings());
+    let (_send, receiver) = mpsc::unbounded_channel();
+    let (out, _frames) = mpsc::unbounded_channel();
+    let connection = Connection {
+        caller: Caller {
+            hub: HubName::new("test"),
+            connection_id: ConnectionId::new("c"),
+            user_id: None,
+            claims: Vec::new(),
+        },
+        max_message_size: 32 * 1024,
+    };
+    let sink = TestSink {
+        out,
+        stalled: false,
+    };
+    let session = serve(incoming(receiver), sink, connection, h.context.clone());
+    let size = std::mem::size_of_val(&session);
+    assert!(size <= 1024, "the session future takes {size} bytes");
+}

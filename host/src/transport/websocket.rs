@@ -8,7 +8,7 @@ use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use crate::protocol::{Frame, TransferFormat};
 use crate::session::{self, Connection, Inbound, SessionContext, TransportError};
@@ -37,10 +37,11 @@ pub fn accept(
         .max_frame_size(limit)
         // A failed upgrade drops the callback below, and the lease with it.
         .on_failed_upgrade(|error| tracing::debug!("WebSocket upgrade failed: {error}"))
-        .on_upgrade(move |socket| async move {
-            let _lease = lease;
+        .on_upgrade(move |socket| {
+            // Taken apart before the future that lives as long as the connection.
             let (sink, stream) = socket.split();
-            session::serve(Incoming(stream), Outgoing::new(sink), connection, context).await;
+            session::serve(Incoming(stream), Outgoing::new(sink), connection, context)
+                .map(move |()| drop(lease))
         })
 }
 
