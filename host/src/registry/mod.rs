@@ -69,25 +69,37 @@ pub struct DeliveryStats {
 /// One message encoded lazily, once per protocol among its recipients.
 struct Encoded<'a> {
     message: ServerMessage<'a>,
-    /// Few protocols exist, so a list searched by name beats a map.
-    frames: Vec<(&'static str, Frame)>,
+    /// The first protocol's frame inline (most fan-outs need no other); few protocols exist,
+    /// so the others are a list searched by name rather than a map.
+    first: Option<(&'static str, Frame)>,
+    others: Vec<(&'static str, Frame)>,
 }
 
 impl<'a> Encoded<'a> {
     fn new(message: ServerMessage<'a>) -> Self {
         Self {
             message,
-            frames: Vec::new(),
+            first: None,
+            others: Vec::new(),
         }
     }
 
     fn frame(&mut self, protocol: &'static dyn HubProtocol) -> Frame {
         let name = protocol.name();
-        if let Some((_, frame)) = self.frames.iter().find(|(n, _)| *n == name) {
+        let known = self
+            .first
+            .iter()
+            .chain(&self.others)
+            .find(|(n, _)| *n == name);
+        if let Some((_, frame)) = known {
             return frame.clone();
         }
         let frame = protocol.encode(&self.message);
-        self.frames.push((name, frame.clone()));
+        if self.first.is_none() {
+            self.first = Some((name, frame.clone()));
+        } else {
+            self.others.push((name, frame.clone()));
+        }
         frame
     }
 }
