@@ -313,7 +313,7 @@ describe("text logs", () => {
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
     try {
-      await waitUntil(() => output.includes("hubhost listening"), "the listening line", 30_000);
+      await waitUntil(() => output.includes("demo page"), "the listening and demo lines", 30_000);
       assert.match(output, /INFO .*hubhost listening/);
       assert.match(output, /demo page: http:\/\/127\.0\.0\.1:\d+\//, "the demo address is the real one");
       assert.doesNotMatch(output, /\u001b\[/, "no ANSI escape codes");

@@ -65,7 +65,8 @@ export async function startHost({ hubs = ["chat"], args = [], env = {}, settings
   };
   child.stdout.on("data", onData);
   child.stderr.on("data", onData);
-  exited.then(({ code }) => rejectAddress(new Error(`hubhost exited (${code}) before listening:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`)));
+  // "close" comes once the output is read to its end ("exit" may come before the last lines).
+  child.on("close", (code) => rejectAddress(new Error(`hubhost exited (${code}) before listening:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`)));
   const timer = setTimeout(() => rejectAddress(new Error("hubhost did not start within 60 s")), 60_000);
   const addr = await address.finally(() => clearTimeout(timer));
   const host = {
