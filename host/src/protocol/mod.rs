@@ -1,8 +1,8 @@
 //! The hub protocol: what the bytes of a connection mean, in both directions.
 //!
-//! A [`HubProtocol`] is one encoding of SignalR's hub messages ([`json`] today). The session
-//! reads the client's [`handshake`], holds the protocol it chose, decodes what the client sends
-//! into [`ClientMessage`]s with it, and has it encode [`ServerMessage`]s into [`Frame`]s. A
+//! A [`HubProtocol`] is one encoding of SignalR's hub messages ([`json`], [`messagepack`]). The
+//! session reads the client's [`handshake`], holds the protocol it chose, decodes what the client
+//! sends into [`ClientMessage`]s with it, and has it encode [`ServerMessage`]s into [`Frame`]s. A
 //! fan-out is encoded once per protocol its recipients use, and the frame is shared.
 //!
 //! The wire formats are specified in dotnet/aspnetcore's `src/SignalR/docs/specs/HubProtocol.md`.
@@ -11,6 +11,7 @@ mod frame;
 pub mod handshake;
 pub mod json;
 mod message;
+pub mod messagepack;
 
 use bytes::BytesMut;
 
@@ -64,4 +65,7 @@ pub enum ProtocolError {
     },
     #[error("Messages must be UTF-8 text.")]
     NotUtf8,
+    /// Malformed input of a binary protocol; the text says what, as ASP.NET's does.
+    #[error("{0}")]
+    InvalidData(String),
 }

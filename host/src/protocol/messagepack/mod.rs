@@ -1,0 +1,289 @@
+//! The MessagePack hub protocol: each message is a varint length (7 bits a byte, low bits
+//! first, at most 5 bytes) followed by one MessagePack array. Several may share a transport
+//! message; frames are binary.
+//!
+//! Hubs work in JSON: arguments are transcoded from MessagePack on the way in ([`read`]) and to
+//! MessagePack on the way out ([`write`]), once per fan-out like any encoding.
+
+mod read;
+mod write;
+
+use bytes::{Buf, BytesMut};
+use serde_json::value::RawValue;
+
+use super::{
+    ClientMessage, Completion, Frame, HubProtocol, ProtocolError, ServerMessage, TransferFormat,
+};
+use read::Reader;
+use write::{Out, length_prefix};
+
+/// The MessagePack hub protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessagePackProtocol;
+
+/// The one instance sessions share.
+pub static MESSAGEPACK: MessagePackProtocol = MessagePackProtocol;
+
+/// A varint of 5 bytes holds at most 35 bits; lengths past 2 GiB are refused, as ASP.NET does.
+const MAX_LENGTH_BYTES: usize = 5;
+const MAX_LENGTH: u64 = i32::MAX as u64;
+
+/// The keep-alive frame: length 2, then `[6]`.
+const PING: &[u8] = &[0x02, 0x91, 0x06];
+
+impl HubProtocol for MessagePackProtocol {
+    fn name(&self) -> &'static str {
+        "messagepack"
+    }
+
+    fn transfer_format(&self) -> TransferFormat {
+        TransferFormat::Binary
+    }
+
+    fn decode(
+        &self,
+        buffer: &mut BytesMut,
+        max_message_size: usize,
+    ) -> Result<Option<ClientMessage>, ProtocolError> {
+        let Some((prefix, len)) = read_length(buffer)? else {
+            return Ok(None);
+        };
+        if len > max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                limit: max_message_size,
+            });
+        }
+        if buffer.len() < prefix + len {
+            return Ok(None);
+        }
+        buffer.advance(prefix);
+        let message = buffer.split_to(len);
+        decode(&message).map(Some)
+    }
+
+    fn encode(&self, message: &ServerMessage<'_>) -> Frame {
+        if let ServerMessage::Ping = message {
+            return Frame::binary(bytes::Bytes::from_static(PING));
+        }
+        let body = encode(message);
+        let mut framed = Vec::with_capacity(body.len() + MAX_LENGTH_BYTES);
+        length_prefix(body.len(), &mut framed);
+        framed.extend_from_slice(&body);
+        Frame::binary(framed)
+    }
+}
+
+/// The length prefix at the start of `buffer`: `(prefix bytes, message length)`, or `None`
+/// until it is complete.
+fn read_length(buffer: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
+    let mut length = 0u64;
+    for (i, &byte) in buffer.iter().take(MAX_LENGTH_BYTES).enumerate() {
+        length |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if length > MAX_LENGTH {
+                return Err(ProtocolError::InvalidData(
+                    "Messages over 2GB in size are not supported.".into(),
+                ));
+            }
+            return Ok(Some((i + 1, length as usize)));
+        }
+    }
+    if buffer.len() >= MAX_LENGTH_BYTES {
+        return Err(ProtocolError::InvalidData(
+            "Messages over 2GB in size are not supported.".into(),
+        ));
+    }
+    Ok(None)
+}
+
+/// Decodes one message (without its length prefix).
+fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
+    let mut r = Reader::new(message);
+    let count = r.message_len()?;
+    // As in ASP.NET, missing elements fail as a read past the end of the message.
+    let need = |minimum: usize| {
+        if count < minimum {
+            Err(ProtocolError::InvalidData(read::END_OF_STREAM.into()))
+        } else {
+            Ok(())
+        }
+    };
+    need(1)?;
+    let kind = r.int("messageType")?;
+    let id = |r: &mut Reader<'_>, message: &str| {
+        let id = r.string("invocationId")?;
+        if id.is_empty() {
+            return Err(ProtocolError::InvalidData(format!(
+                "Null or empty invocation ID for {message} message."
+            )));
+        }
+        Ok(id)
+    };
+    let message = match kind {
+        1 => {
+            need(5)?;
+            r.headers()?;
+            // An empty id is no id, as ASP.NET reads it.
+            let invocation_id = r
+                .optional_string("invocationId")?
+                .filter(|id| !id.is_empty());
+            let target = target(&mut r, "Invocation")?;
+            let arguments = arguments(&mut r)?;
+            let stream_ids = if count > 5 {
+                r.strings("streamIds")?
+            } else {
+                Vec::new()
+            };
+            ClientMessage::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            }
+        }
+        2 => {
+            need(4)?;
+            r.headers()?;
+            let invocation_id = id(&mut r, "StreamItem")?;
+            r.skip()?;
+            ClientMessage::StreamItem { invocation_id }
+        }
+        3 => {
+            need(4)?;
+            r.headers()?;
+            let invocation_id = id(&mut r, "Completion")?;
+            let kind = r.int("resultKind")?;
+            match kind {
+                1 => {
+                    r.string("error")?;
+                }
+                2 => {}
+                3 => r.skip()?,
+                _ => {
+                    return Err(ProtocolError::InvalidData(
+                        "Invalid invocation result kind.".into(),
+                    ));
+                }
+            }
+            ClientMessage::Completion { invocation_id }
+        }
+        4 => {
+            need(5)?;
+            r.headers()?;
+            let invocation_id = id(&mut r, "StreamInvocation")?;
+            let target = target(&mut r, "StreamInvocation")?;
+            arguments(&mut r)?;
+            ClientMessage::StreamInvocation {
+                invocation_id,
+                target,
+            }
+        }
+        5 => {
+            need(3)?;
+            r.headers()?;
+            ClientMessage::CancelInvocation {
+                invocation_id: id(&mut r, "CancelInvocation")?,
+            }
+        }
+        6 => ClientMessage::Ping,
+        7 => {
+            need(2)?;
+            let error = r.optional_string("error")?;
+            if count > 2 {
+                r.bool("allowReconnect")?;
+            }
+            ClientMessage::Close { error }
+        }
+        8 | 9 => {
+            need(2)?;
+            r.long("sequenceId")?;
+            ClientMessage::AckOrSequence
+        }
+        // Future message types: ignored, as the protocol asks.
+        other => ClientMessage::Unknown(other.unsigned_abs()),
+    };
+    Ok(message)
+}
+
+/// An invocation's target, which must not be empty.
+fn target(r: &mut Reader<'_>, message: &str) -> Result<String, ProtocolError> {
+    let target = r.string("target")?;
+    if target.is_empty() {
+        return Err(ProtocolError::InvalidData(format!(
+            "Null or empty target for {message} message."
+        )));
+    }
+    Ok(target)
+}
+
+/// An invocation's arguments, as the JSON array hubs receive.
+fn arguments(r: &mut Reader<'_>) -> Result<Box<RawValue>, ProtocolError> {
+    let count = r.array_len("arguments")?;
+    let mut json = String::from("[");
+    for i in 0..count {
+        if i > 0 {
+            json.push(',');
+        }
+        r.json(&mut json, 1)?;
+    }
+    json.push(']');
+    RawValue::from_string(json).map_err(|e| ProtocolError::InvalidData(e.to_string()))
+}
+
+/// One message as MessagePack, without its length prefix.
+fn encode(message: &ServerMessage<'_>) -> Vec<u8> {
+    let mut out = Out::new();
+    match *message {
+        ServerMessage::Invocation { target, arguments } => {
+            // Six elements, the last the (empty) stream ids, as ASP.NET writes it.
+            out.array(6);
+            out.uint(1);
+            out.map(0);
+            out.nil();
+            out.str(target);
+            out.json_text(arguments);
+            out.array(0);
+        }
+        ServerMessage::Completion {
+            invocation_id,
+            completion,
+        } => {
+            let has_value = !matches!(completion, Completion::Void);
+            out.array(if has_value { 5 } else { 4 });
+            out.uint(3);
+            out.map(0);
+            out.str(invocation_id);
+            match completion {
+                Completion::Error(error) => {
+                    out.uint(1);
+                    out.str(error);
+                }
+                Completion::Void => out.uint(2),
+                Completion::Result(result) => {
+                    out.uint(3);
+                    out.json_text(result);
+                }
+            }
+        }
+        ServerMessage::Ping => {
+            out.array(1);
+            out.uint(6);
+        }
+        ServerMessage::Close {
+            error,
+            allow_reconnect,
+        } => {
+            out.array(3);
+            out.uint(7);
+            match error.filter(|e| !e.is_empty()) {
+                Some(error) => out.str(error),
+                None => out.nil(),
+            }
+            out.bool(allow_reconnect);
+        }
+    }
+    out.into_vec()
+}
+
+#[cfg(test)]
+mod tests;
