@@ -25,7 +25,11 @@ describe("negotiate and connect", () => {
     assert.match(body.connectionId, /^[A-Za-z0-9_-]{22}$/);
     assert.match(body.connectionToken, /^[A-Za-z0-9_-]{22}$/);
     assert.notEqual(body.connectionId, body.connectionToken);
-    assert.deepEqual(body.availableTransports, [{ transport: "WebSockets", transferFormats: ["Text", "Binary"] }]);
+    assert.deepEqual(body.availableTransports, [
+      { transport: "WebSockets", transferFormats: ["Text", "Binary"] },
+      { transport: "ServerSentEvents", transferFormats: ["Text"] },
+      { transport: "LongPolling", transferFormats: ["Text", "Binary"] },
+    ]);
     assert.equal(body.useStatefulReconnect, undefined);
   });
 
@@ -130,8 +134,8 @@ describe("handshake", () => {
     return { records: raw.records, code };
   };
 
-  it("accepts json versions 1 and 2, and messages in the same frame", async () => {
-    for (const version of [1, 2]) {
+  it("accepts json versions 0 to 2, and messages in the same frame", async () => {
+    for (const version of [0, 1, 2]) {
       const raw = await rawSocket(`${host.url}/chat`);
       raw.send(`{"protocol":"json","version":${version}}${RS}{"type":1,"invocationId":"1","target":"Echo","arguments":["same frame"]}${RS}`);
       const completions = () => raw.records.slice(1).map((r) => JSON.parse(r)).filter((m) => m.type === 3);
@@ -143,8 +147,8 @@ describe("handshake", () => {
   });
 
   it("rejects an unknown protocol with ASP.NET's text, then closes", async () => {
-    const { records, code } = await handshake(`{"protocol":"messagepack","version":1}${RS}`);
-    assert.deepEqual(records, ['{"error":"The protocol \'messagepack\' is not supported."}']);
+    const { records, code } = await handshake(`{"protocol":"bson","version":1}${RS}`);
+    assert.deepEqual(records, ['{"error":"The protocol \'bson\' is not supported."}']);
     assert.equal(code, 1000);
   });
 

@@ -125,12 +125,7 @@ impl Authenticator {
         let Some((key, validation)) = &self.key else {
             return Ok(Identity::default());
         };
-        let token = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .or_else(|| query.get("access_token").map(String::as_str));
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
+        let Some(token) = request_token(headers, query) else {
             return Ok(Identity::default());
         };
         let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, key, validation).map_err(
@@ -158,6 +153,20 @@ impl Authenticator {
             .map(|(_, v)| v.clone());
         Ok(Identity { user_id, claims })
     }
+}
+
+/// The bearer token of a request: the `Authorization: Bearer` header, else the `access_token`
+/// query parameter (how browsers send it where they cannot set headers).
+pub fn request_token<'a>(
+    headers: &'a HeaderMap,
+    query: &'a HashMap<String, String>,
+) -> Option<&'a str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .or_else(|| query.get("access_token").map(String::as_str))
+        .filter(|t| !t.is_empty())
 }
 
 /// The token of an `Authorization: Bearer <token>` header, the scheme in any case.
@@ -195,28 +204,10 @@ fn describe(error: &jsonwebtoken::errors::Error, token: &str) -> Option<String> 
 
 /// A Unix time as .NET's invariant culture prints a UTC `DateTime`: `MM/dd/yyyy HH:mm:ss`.
 fn invariant_date(unix_seconds: i64) -> String {
-    let days = unix_seconds.div_euclid(86_400);
-    let seconds = unix_seconds.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let t = crate::units::civil_time(unix_seconds);
     format!(
-        "{month:02}/{day:02}/{year:04} {:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds % 3600 / 60,
-        seconds % 60
+        "{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
+        t.month, t.day, t.year, t.hour, t.minute, t.second
     )
 }
 

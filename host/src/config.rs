@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::transport::Transport;
 use crate::units::{parse_duration, parse_size};
 
 /// hubhost: a SignalR-compatible real-time server whose hubs are WebAssembly components.
@@ -109,6 +110,30 @@ pub struct Config {
     /// answers 503 (a flood of negotiations cannot grow memory without bound).
     #[arg(long, env = "HUBHOST_MAX_PENDING_NEGOTIATIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_pending_negotiations: u32,
+
+    /// Transports clients may use, comma-separated: websockets, sse (Server-Sent Events),
+    /// longpolling. Negotiate offers them in that order.
+    #[arg(
+        long,
+        env = "HUBHOST_TRANSPORTS",
+        value_delimiter = ',',
+        default_value = "websockets,sse,longpolling"
+    )]
+    pub transports: Vec<Transport>,
+
+    /// This host's own URL (e.g. `http://10.0.0.5:5000`). With it, a negotiate that reaches the
+    /// host through another address (a load balancer) is answered with a redirect here, so all
+    /// requests of a connection reach this host without a sticky balancer.
+    #[arg(long, env = "HUBHOST_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Long polling: a poll with nothing to take is answered, empty, after this long.
+    #[arg(long, env = "HUBHOST_LONG_POLLING_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub long_polling_timeout: Duration,
+
+    /// Long polling: a client that has not polled for this long is disconnected.
+    #[arg(long, env = "HUBHOST_DISCONNECT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub disconnect_timeout: Duration,
 
     /// Frames queued for one slow client before it is disconnected.
     #[arg(long, env = "HUBHOST_OUTBOX", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
@@ -256,6 +281,17 @@ impl Config {
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err("--redis-prefix must be a non-empty word".into());
+        }
+        if self.transports.is_empty() {
+            return Err("--transports must name at least one transport".into());
+        }
+        if let Some(url) = &self.public_url {
+            crate::server::public_url::PublicUrl::parse(url)?;
+        }
+        if self.long_polling_timeout.is_zero() || self.disconnect_timeout.is_zero() {
+            return Err(
+                "--long-polling-timeout and --disconnect-timeout must be greater than zero".into(),
+            );
         }
         if self.instances_per_hub > self.total_instances {
             return Err(format!(

@@ -79,12 +79,14 @@ use dispatcher::Dispatcher;
 use registry::LocalRegistry;
 use router::Router;
 use runtime::{HubRuntime, RuntimeConfig};
-use server::AppState;
-use server::negotiate::Negotiated;
+use server::public_url::PublicUrl;
+use server::{AppState, LongPollingSettings};
 use session::{SessionContext, Settings};
 use state::memory::MemoryState;
 use state::redis::RedisState;
 use state::{Quota, StateStore};
+use transport::Transport;
+use transport::connections::Connections;
 
 fn authenticator(config: &Config) -> anyhow::Result<auth::Authenticator> {
     let claim = config.jwt_user_claim.clone();
@@ -257,12 +259,27 @@ pub async fn run_with_native_hubs(
     let app = Arc::new(AppState {
         sessions: sessions.clone(),
         runtime,
-        negotiated: Arc::new(Negotiated::new(config.max_pending_negotiations as usize)),
+        connections: Arc::new(Connections::new(config.max_pending_negotiations as usize)),
+        // In negotiate's order, whatever the flag's.
+        transports: Transport::ALL
+            .into_iter()
+            .filter(|t| config.transports.contains(t))
+            .collect(),
+        public_url: config
+            .public_url
+            .as_deref()
+            .map(PublicUrl::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        long_polling: LongPollingSettings {
+            poll_timeout: config.long_polling_timeout,
+            disconnect_timeout: config.disconnect_timeout,
+        },
         auth: authenticator(&config)?,
     });
 
     let sweeper = {
-        let negotiated = app.negotiated.clone();
+        let negotiated = app.connections.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));

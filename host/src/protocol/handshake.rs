@@ -5,18 +5,24 @@ use bytes::BytesMut;
 use serde::Deserialize;
 
 use super::json::{JSON, next_record};
-use super::{Frame, HubProtocol, ProtocolError};
+use super::messagepack::MESSAGEPACK;
+use super::{Frame, HubProtocol, ProtocolError, TransferFormat};
 
-/// The JSON hub protocol accepts versions 1 and 2 (2 only adds stateful reconnect, which is
-/// negotiated separately), as ASP.NET Core does.
-const JSON_MAX_VERSION: u64 = 2;
+/// The version of both hub protocols (2 adds stateful reconnect, negotiated separately). As in
+/// ASP.NET Core 8+, a client may ask for any version up to it: 0, 1 or 2.
+const MAX_VERSION: i64 = 2;
 
 /// The protocols this server speaks.
-const PROTOCOLS: &[&dyn HubProtocol] = &[&JSON];
+const PROTOCOLS: &[&dyn HubProtocol] = &[&JSON, &MESSAGEPACK];
 
-/// The success answer, record separator included.
-pub fn success() -> Frame {
-    Frame::static_text("{}\u{1e}")
+/// The success answer, record separator included, in the chosen protocol's transfer format
+/// (over WebSockets a MessagePack client gets it as a binary message, as from ASP.NET).
+pub fn success(protocol: &dyn HubProtocol) -> Frame {
+    const OK: &str = "{}\u{1e}";
+    match protocol.transfer_format() {
+        TransferFormat::Text => Frame::static_text(OK),
+        TransferFormat::Binary => Frame::binary(bytes::Bytes::from_static(OK.as_bytes())),
+    }
 }
 
 /// Why a handshake failed; the `Display` text is ASP.NET Core's, sent to the client.
@@ -25,7 +31,14 @@ pub enum HandshakeError {
     #[error("The protocol '{0}' is not supported.")]
     UnsupportedProtocol(String),
     #[error("The server does not support version {version} of the '{protocol}' protocol.")]
-    UnsupportedVersion { protocol: String, version: u64 },
+    UnsupportedVersion { protocol: String, version: i64 },
+    #[error(
+        "Cannot use the '{protocol}' protocol on the current transport. The transport does not support '{format:?}' transfer format."
+    )]
+    UnsupportedTransferFormat {
+        protocol: String,
+        format: TransferFormat,
+    },
     #[error("An unexpected error occurred during connection handshake. InvalidDataException: {0}")]
     Invalid(String),
     /// The client did not send its handshake in time, sent one too large, or went away.
@@ -48,15 +61,24 @@ struct Request {
 
 /// Takes the handshake request from `buffer` if it is complete and answers it: the protocol
 /// the client chose, or why not. `Ok(None)` until the whole record has arrived; bytes after it
-/// stay in `buffer` for the chosen protocol.
+/// stay in `buffer` for the chosen protocol. `binary` says whether the transport carries
+/// binary frames (Server-Sent Events do not).
 pub fn read(
     buffer: &mut BytesMut,
     max_size: usize,
+    binary: bool,
 ) -> Result<Option<&'static dyn HubProtocol>, HandshakeError> {
-    match next_record(buffer, max_size)? {
-        Some(record) => parse_request(&record).map(Some),
-        None => Ok(None),
+    let Some(record) = next_record(buffer, max_size)? else {
+        return Ok(None);
+    };
+    let protocol = parse_request(&record)?;
+    if protocol.transfer_format() == TransferFormat::Binary && !binary {
+        return Err(HandshakeError::UnsupportedTransferFormat {
+            protocol: protocol.name().to_owned(),
+            format: TransferFormat::Binary,
+        });
     }
+    Ok(Some(protocol))
 }
 
 /// Reads the client's handshake record (without its separator).
@@ -77,7 +99,7 @@ pub fn parse_request(record: &[u8]) -> Result<&'static dyn HubProtocol, Handshak
         }
     };
     let version = match request.version {
-        Some(v) => v.as_u64().ok_or_else(|| {
+        Some(v) => v.as_i64().ok_or_else(|| {
             HandshakeError::Invalid("Expected 'version' to be of type Integer.".into())
         })?,
         None => {
@@ -86,10 +108,14 @@ pub fn parse_request(record: &[u8]) -> Result<&'static dyn HubProtocol, Handshak
             ));
         }
     };
-    let Some(chosen) = PROTOCOLS.iter().find(|p| p.name() == protocol) else {
+    // Names match whatever their case, as ASP.NET's resolver does.
+    let Some(chosen) = PROTOCOLS
+        .iter()
+        .find(|p| p.name().eq_ignore_ascii_case(&protocol))
+    else {
         return Err(HandshakeError::UnsupportedProtocol(protocol));
     };
-    if version == 0 || version > JSON_MAX_VERSION {
+    if version > MAX_VERSION {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });
     }
     Ok(*chosen)
@@ -111,17 +137,29 @@ mod tests {
     }
 
     #[test]
-    fn accepts_json_versions_1_and_2() {
-        assert_eq!(chosen(br#"{"protocol":"json","version":1}"#), Ok("json"));
-        assert_eq!(chosen(br#"{"protocol":"json","version":2}"#), Ok("json"));
+    fn accepts_versions_up_to_the_servers_as_aspnet_8() {
+        for version in [0, 1, 2] {
+            let request = format!(r#"{{"protocol":"json","version":{version}}}"#);
+            assert_eq!(chosen(request.as_bytes()), Ok("json"));
+            let request = format!(r#"{{"protocol":"messagepack","version":{version}}}"#);
+            assert_eq!(chosen(request.as_bytes()), Ok("messagepack"));
+        }
+        assert_eq!(chosen(br#"{"protocol":"JSON","version":1}"#), Ok("json"));
     }
 
     #[test]
     fn rejects_other_protocols_with_aspnet_text() {
-        let err = chosen(br#"{"protocol":"messagepack","version":1}"#).unwrap_err();
+        let err = chosen(br#"{"protocol":"xml","version":1}"#).unwrap_err();
+        assert_eq!(err.to_string(), "The protocol 'xml' is not supported.");
+    }
+
+    #[test]
+    fn refuses_binary_protocols_on_text_transports() {
+        let mut buffer = BytesMut::from(&b"{\"protocol\":\"messagepack\",\"version\":1}\x1e"[..]);
+        let err = read(&mut buffer, 1024, false).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "The protocol 'messagepack' is not supported."
+            "Cannot use the 'messagepack' protocol on the current transport. The transport does not support 'Binary' transfer format."
         );
     }
 
@@ -146,12 +184,15 @@ mod tests {
     #[test]
     fn reads_the_request_and_leaves_what_follows() {
         let mut buffer = BytesMut::from(&br#"{"protocol":"json","ver"#[..]);
-        assert!(matches!(read(&mut buffer, 1024), Ok(None)));
+        assert!(matches!(read(&mut buffer, 1024, true), Ok(None)));
         buffer.extend_from_slice(b"sion\":1}\x1e{\"type\":6}\x1e");
-        assert!(matches!(read(&mut buffer, 1024), Ok(Some(p)) if p.name() == "json"));
+        assert!(matches!(read(&mut buffer, 1024, true), Ok(Some(p)) if p.name() == "json"));
         assert_eq!(&buffer[..], b"{\"type\":6}\x1e");
         let mut huge = BytesMut::from(&[b' '; 64][..]);
-        assert_eq!(read(&mut huge, 16).err(), Some(HandshakeError::Canceled));
+        assert_eq!(
+            read(&mut huge, 16, true).err(),
+            Some(HandshakeError::Canceled)
+        );
     }
 
     #[test]

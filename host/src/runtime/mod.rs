@@ -274,12 +274,17 @@ impl HubRuntime {
         self.hubs.write().remove(name)
     }
 
-    /// The hub serving `name`, if loaded.
+    /// The hub serving `name`, if loaded. Names match whatever their case, as ASP.NET's routes
+    /// do (`/Chat` reaches `chat.wasm`); an exact match wins over one that differs in case.
     pub fn hub(&self, name: &str) -> Option<Arc<LoadedHub>> {
-        if let Some(native) = self.natives.read().get(name) {
-            return Some(native.clone());
-        }
-        self.hubs.read().get(name).cloned()
+        let find = |hubs: &HashMap<HubName, Arc<LoadedHub>>| {
+            hubs.get(name).cloned().or_else(|| {
+                hubs.iter()
+                    .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+                    .map(|(_, hub)| hub.clone())
+            })
+        };
+        find(&self.natives.read()).or_else(|| find(&self.hubs.read()))
     }
 
     /// The names of the loaded hubs.

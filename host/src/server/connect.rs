@@ -1,20 +1,81 @@
-//! `GET /{hub}`: a client's transport for a negotiated connection (or, with
-//! `skipNegotiation`, the whole connection).
+//! `/{hub}`: the transports' requests for a connection. GET opens a WebSocket (an upgrade),
+//! an event stream (`Accept: text/event-stream`) or polls; POST sends (Server-Sent Events and
+//! long polling); DELETE ends a long-polling connection. Status codes and texts are ASP.NET's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
-use super::negotiate::ClaimError;
 use super::{AppState, authorize, text, unauthorized};
+use crate::auth::Identity;
+use crate::runtime::LoadedHub;
 use crate::session::Connection;
-use crate::transport::websocket;
+use crate::transport::connections::{Found, StartError, Started};
+use crate::transport::{Transport, long_polling, sse, websocket};
 use crate::types::{Caller, ConnectionId};
 
+const NO_CONNECTION: &str = "No Connection with that ID";
+const ID_REQUIRED: &str = "Connection ID required";
+const OTHER_TRANSPORT: &str = "Cannot change transports mid-connection";
+
+/// The hub and who is asking, or the answer that refuses the request.
+fn admit(
+    app: &AppState,
+    hub: &str,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(Arc<LoadedHub>, Identity), Box<Response>> {
+    let loaded = app
+        .runtime
+        .hub(hub)
+        .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "Hub not found")))?;
+    let identity =
+        authorize(app, &loaded, headers, query).map_err(|e| Box::new(unauthorized(&e)))?;
+    Ok((loaded, identity))
+}
+
+fn connection(
+    loaded: &LoadedHub,
+    connection_id: ConnectionId,
+    identity: Identity,
+    transport: Transport,
+) -> Connection {
+    Connection {
+        caller: Caller {
+            hub: loaded.name().clone(),
+            connection_id,
+            user_id: identity.user_id,
+            claims: identity.claims,
+        },
+        max_message_size: loaded.limits().max_message_size,
+        transport: transport.features(),
+    }
+}
+
+fn start_error(error: StartError) -> Response {
+    match error {
+        StartError::Unknown => text(StatusCode::NOT_FOUND, NO_CONNECTION),
+        StartError::InUse => text(StatusCode::CONFLICT, ""),
+        StartError::OtherTransport => text(StatusCode::BAD_REQUEST, OTHER_TRANSPORT),
+    }
+}
+
+/// Whether the client asks for an event stream.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// GET: a WebSocket, an event stream, or a poll.
 pub(super) async fn connect(
     State(app): State<Arc<AppState>>,
     Path(hub): Path<String>,
@@ -22,47 +83,178 @@ pub(super) async fn connect(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(loaded) = app.runtime.hub(&hub) else {
-        return text(StatusCode::NOT_FOUND, "Hub not found");
+    let (loaded, identity) = match admit(&app, &hub, &headers, &query) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
-    let identity = match authorize(&app, &loaded, &headers, &query) {
-        Ok(identity) => identity,
-        Err(e) => return unauthorized(&e),
+    let transport = if upgrade.is_ok() {
+        Transport::WebSockets
+    } else if wants_event_stream(&headers) {
+        Transport::ServerSentEvents
+    } else {
+        Transport::LongPolling
     };
-    let hub = loaded.name().clone();
+    if !app.transports.contains(&transport) {
+        return text(
+            StatusCode::NOT_FOUND,
+            match transport {
+                Transport::WebSockets => {
+                    "WebSockets transport not supported by this end point type"
+                }
+                Transport::ServerSentEvents => {
+                    "ServerSentEvents transport not supported by this end point type"
+                }
+                Transport::LongPolling => {
+                    "LongPolling transport not supported by this end point type"
+                }
+            },
+        );
+    }
     let token = query.get("id");
-    let Ok(upgrade) = upgrade else {
-        // Only the WebSockets transport is offered, so a plain GET is a client mistake.
-        return match token {
-            Some(token) if !app.negotiated.exists(&hub, token) => {
-                text(StatusCode::NOT_FOUND, "No Connection with that ID")
+    let hub = loaded.name().clone();
+    let sessions = app.sessions.clone();
+    match (transport, upgrade) {
+        (Transport::WebSockets, Ok(upgrade)) => {
+            let (connection_id, lease) = match token {
+                Some(token) => match app.connections.start(&hub, token, transport) {
+                    Ok(Started {
+                        connection_id,
+                        lease,
+                        ..
+                    }) => (connection_id, Some(lease)),
+                    Err(e) => return start_error(e),
+                },
+                // skipNegotiation: the socket is the whole connection.
+                None => (ConnectionId::random(), None),
+            };
+            let connection = connection(&loaded, connection_id, identity, transport);
+            websocket::accept(upgrade, connection, sessions, lease)
+        }
+        (Transport::ServerSentEvents, _) => {
+            let Some(token) = token else {
+                return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
+            };
+            match app.connections.start(&hub, token, transport) {
+                Ok(Started {
+                    connection_id,
+                    lease,
+                    incoming: Some((inbox, incoming)),
+                    ..
+                }) => {
+                    let connection = connection(&loaded, connection_id, identity, transport);
+                    sse::respond(connection, sessions, incoming, inbox, lease)
+                }
+                Ok(_) => text(StatusCode::INTERNAL_SERVER_ERROR, ""),
+                Err(e) => start_error(e),
             }
-            Some(_) => text(
-                StatusCode::BAD_REQUEST,
-                "This server supports only the WebSockets transport.",
-            ),
-            None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
-        };
-    };
-    let (connection_id, lease) = match token {
-        Some(token) => match app.negotiated.claim(&hub, token) {
-            Ok((id, lease)) => (id, Some(lease)),
-            Err(ClaimError::Unknown) => {
-                return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+        }
+        _ => {
+            let Some(token) = token else {
+                return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
+            };
+            let timeout = app.long_polling.poll_timeout;
+            match app.connections.find(&hub, token) {
+                Found::Unknown => text(StatusCode::NOT_FOUND, NO_CONNECTION),
+                Found::Waiting(_) => match app.connections.start(&hub, token, transport) {
+                    Ok(Started {
+                        connection_id,
+                        lease,
+                        incoming: Some(incoming),
+                        polls: Some(polls),
+                    }) => {
+                        let connection = connection(&loaded, connection_id, identity, transport);
+                        let disconnect = app.long_polling.disconnect_timeout;
+                        long_polling::start(
+                            connection, sessions, incoming, polls, disconnect, lease,
+                        )
+                    }
+                    Ok(_) => text(StatusCode::INTERNAL_SERVER_ERROR, ""),
+                    Err(e) => start_error(e),
+                },
+                Found::Http {
+                    transport: Transport::LongPolling,
+                    polls: Some(polls),
+                    ..
+                }
+                | Found::Ended(polls) => long_polling::answer_poll(polls.poll(timeout).await),
+                Found::WebSocket | Found::Http { .. } => {
+                    text(StatusCode::BAD_REQUEST, OTHER_TRANSPORT)
+                }
             }
-            Err(ClaimError::InUse) => return text(StatusCode::CONFLICT, ""),
-        },
-        // skipNegotiation: the socket is the whole connection.
-        None => (ConnectionId::random(), None),
+        }
+    }
+}
+
+/// POST: one message (or several) from a Server-Sent Events or long-polling client.
+pub(super) async fn send(
+    State(app): State<Arc<AppState>>,
+    Path(hub): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (loaded, _) = match admit(&app, &hub, &headers, &query) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
-    let connection = Connection {
-        caller: Caller {
-            hub,
-            connection_id,
-            user_id: identity.user_id,
-            claims: identity.claims,
-        },
-        max_message_size: loaded.limits().max_message_size,
+    let Some(token) = query.get("id") else {
+        return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
     };
-    websocket::accept(upgrade, connection, app.sessions.clone(), lease)
+    let inbox = match app.connections.find(loaded.name(), token) {
+        Found::Unknown => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
+        Found::WebSocket => {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST requests are not allowed for WebSocket connections.",
+            );
+        }
+        Found::Ended(_) => return text(StatusCode::NOT_FOUND, ""),
+        Found::Waiting(inbox) | Found::Http { inbox, .. } => inbox,
+    };
+    // The session refuses a message over the hub's limit (with ASP.NET's Close text); the
+    // request itself may be somewhat larger, as a WebSocket message may.
+    let limit = loaded
+        .limits()
+        .max_message_size
+        .saturating_mul(4)
+        .max(64 * 1024);
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "");
+    };
+    match inbox.send(bytes).await {
+        Ok(()) => text(StatusCode::OK, ""),
+        Err(_) => text(StatusCode::NOT_FOUND, ""),
+    }
+}
+
+/// DELETE: a long-polling client ends its connection.
+pub(super) async fn end(
+    State(app): State<Arc<AppState>>,
+    Path(hub): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (loaded, _) = match admit(&app, &hub, &headers, &query) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
+    };
+    let Some(token) = query.get("id") else {
+        return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
+    };
+    match app.connections.find(loaded.name(), token) {
+        Found::Unknown => text(StatusCode::NOT_FOUND, NO_CONNECTION),
+        Found::Http {
+            transport: Transport::LongPolling,
+            inbox,
+            ..
+        } => {
+            inbox.close();
+            text(StatusCode::ACCEPTED, "")
+        }
+        Found::Ended(_) => text(StatusCode::ACCEPTED, ""),
+        Found::Waiting(_) | Found::WebSocket | Found::Http { .. } => text(
+            StatusCode::BAD_REQUEST,
+            "Cannot terminate this connection using the DELETE endpoint.",
+        ),
+    }
 }

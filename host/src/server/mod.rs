@@ -1,7 +1,8 @@
 //! HTTP routes: negotiate, the hub's transport, health checks, metrics and the demo page.
 
 mod connect;
-pub mod negotiate;
+mod negotiate;
+pub mod public_url;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use crate::auth::{AuthError, Authenticator, Identity};
 use crate::metrics::Exposition;
 use crate::runtime::{HubRuntime, LoadedHub};
 use crate::session::SessionContext;
+use crate::transport::Transport;
+use crate::transport::connections::Connections;
 use crate::types::HubName;
-use negotiate::Negotiated;
+use public_url::PublicUrl;
 
 const DEMO_PAGE: &str = include_str!("../demo/index.html");
 
@@ -27,9 +30,24 @@ const DEMO_PAGE: &str = include_str!("../demo/index.html");
 pub struct AppState {
     pub sessions: Arc<SessionContext>,
     pub runtime: Arc<HubRuntime>,
-    pub negotiated: Arc<Negotiated>,
+    /// Negotiated connections and their transports.
+    pub connections: Arc<Connections>,
+    /// The transports negotiate offers and requests may use (`--transports`).
+    pub transports: Vec<Transport>,
+    /// This host's own address, where negotiate sends clients that came another way.
+    pub public_url: Option<PublicUrl>,
+    pub long_polling: LongPollingSettings,
     /// Checks bearer tokens.
     pub auth: Authenticator,
+}
+
+/// Timeouts of long polling (ASP.NET's defaults: 90 s and 15 s).
+#[derive(Debug, Clone, Copy)]
+pub struct LongPollingSettings {
+    /// A poll with nothing to take is answered (empty) after this long.
+    pub poll_timeout: std::time::Duration,
+    /// A client that has not polled for this long is gone.
+    pub disconnect_timeout: std::time::Duration,
 }
 
 /// Builds the routes. `origins` lists the browser origins allowed (empty: any).
@@ -48,14 +66,19 @@ pub fn routes(app: Arc<AppState>, demo: bool, origins: &[String]) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request());
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/{hub}/negotiate", post(negotiate::negotiate))
-        .route("/{hub}", get(connect::connect));
+        .route(
+            "/{hub}",
+            get(connect::connect)
+                .post(connect::send)
+                .delete(connect::end),
+        );
     if demo {
         router = router.route("/", get(|| async { Html(DEMO_PAGE) }));
     }
@@ -133,13 +156,13 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             "hubhost_negotiations_waiting",
             gauge,
             "Negotiated connections waiting for their transport.",
-            app.negotiated.waiting() as u64,
+            app.connections.waiting() as u64,
         ),
         (
             "hubhost_negotiations_refused_total",
             counter,
             "Negotiations refused because too many waited for their transport.",
-            app.negotiated.refused(),
+            app.connections.refused(),
         ),
         (
             "hubhost_instance_slots_free",
@@ -298,6 +321,11 @@ fn authorize(
         return Err(AuthError::Missing);
     }
     Ok(identity)
+}
+
+/// The bearer token a request carries, if any.
+fn bearer<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    crate::auth::request_token(headers, query)
 }
 
 /// 401 for a token that does not verify (or a missing one), with ASP.NET's challenge.

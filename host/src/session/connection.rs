@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::invocations::{Finished, Invocations, Running};
 use super::rate_limit::RateLimiter;
 use super::registration::Registration;
-use super::{Connection, Inbound, SessionContext};
+use super::{Connection, Inbound, SessionContext, TransportFeatures};
 use crate::metrics::Metrics;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
@@ -55,6 +55,7 @@ pub(super) struct Session<I> {
     buffer: BytesMut,
     caller: Arc<Caller>,
     max_message_size: usize,
+    transport: TransportFeatures,
     context: Arc<SessionContext>,
     outbox: OutboxSender,
     cancel: CancellationToken,
@@ -77,6 +78,7 @@ where
             buffer: BytesMut::new(),
             caller: Arc::new(connection.caller),
             max_message_size: connection.max_message_size,
+            transport: connection.transport,
             limiter: RateLimiter::new(context.settings.rate_limit),
             context,
             outbox,
@@ -93,8 +95,10 @@ where
                 return;
             }
         };
-        self.queue(Outbound::Frame(handshake::success()));
-        self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
+        self.queue(Outbound::Frame(handshake::success(protocol)));
+        if !self.transport.inherent_keep_alive {
+            self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
+        }
 
         let context = self.context.clone();
         let handle = ConnectionHandle {
@@ -145,7 +149,10 @@ where
     async fn handshake(&mut self) -> Result<&'static dyn HubProtocol, HandshakeError> {
         let deadline = Instant::now() + self.context.settings.handshake_timeout;
         loop {
-            if let Some(protocol) = handshake::read(&mut self.buffer, self.max_message_size)? {
+            let binary = self.transport.binary;
+            if let Some(protocol) =
+                handshake::read(&mut self.buffer, self.max_message_size, binary)?
+            {
                 return Ok(protocol);
             }
             let message = tokio::select! {

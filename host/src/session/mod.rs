@@ -136,6 +136,33 @@ pub struct Connection {
     pub caller: Caller,
     /// Largest message accepted on this connection (the hub's limit).
     pub max_message_size: usize,
+    /// What its transport can do.
+    pub transport: TransportFeatures,
+}
+
+/// What a transport can do, as far as the session is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportFeatures {
+    /// It carries binary frames (MessagePack); Server-Sent Events carry text only.
+    pub binary: bool,
+    /// It shows the connection is alive by itself (long polling: the polls), so the session
+    /// sends no keep-alive pings, as ASP.NET does not.
+    pub inherent_keep_alive: bool,
+}
+
+impl TransportFeatures {
+    pub const WEBSOCKETS: Self = Self {
+        binary: true,
+        inherent_keep_alive: false,
+    };
+    pub const SERVER_SENT_EVENTS: Self = Self {
+        binary: false,
+        inherent_keep_alive: false,
+    };
+    pub const LONG_POLLING: Self = Self {
+        binary: true,
+        inherent_keep_alive: true,
+    };
 }
 
 /// Why a transport stopped delivering messages.

@@ -238,6 +238,7 @@ fn start(h: &Harness, id: &str, stalled: bool) -> Client {
             claims: Vec::new(),
         },
         max_message_size: 32 * 1024,
+        transport: TransportFeatures::WEBSOCKETS,
     };
     let sink = TestSink {
         out: out_sender,
@@ -564,6 +565,7 @@ async fn an_idle_session_stays_small() {
             claims: Vec::new(),
         },
         max_message_size: 32 * 1024,
+        transport: TransportFeatures::WEBSOCKETS,
     };
     let sink = TestSink {
         out,
