@@ -1,6 +1,7 @@
 //! Counters and a latency histogram, rendered as Prometheus text on `/metrics`.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -60,6 +61,43 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// Duration of hub calls.
     pub call_duration: Histogram,
+    /// Open connections per transport (`WebSockets`, `ServerSentEvents`, `LongPolling`).
+    pub transports: Tally,
+    /// Open connections per hub protocol (`json`, `messagepack`).
+    pub protocols: Tally,
+}
+
+/// A gauge per label value, for the few values a label has (transports, protocols). Changes
+/// come once per connection, so a lock is cheap enough.
+#[derive(Debug, Default)]
+pub struct Tally {
+    counts: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl Tally {
+    pub fn add(&self, label: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+
+    pub fn remove(&self, label: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = counts.iter_mut().find(|(l, _)| *l == label) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Every label value seen, sorted, with its count (zeros included: a value that was seen
+    /// stays on the page).
+    pub fn samples(&self) -> Vec<(String, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut samples: Vec<_> = counts.iter().map(|(l, n)| ((*l).to_owned(), *n)).collect();
+        samples.sort();
+        samples
+    }
 }
 
 impl Metrics {

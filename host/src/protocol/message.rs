@@ -14,6 +14,14 @@ pub enum ClientMessage {
         /// Client-to-server streams; not supported by hubs yet.
         stream_ids: Vec<String>,
     },
+    /// Type 1 whose arguments could not be read (MessagePack): answered with an error
+    /// completion, as ASP.NET answers a binding failure; the connection stays open.
+    BindingFailure {
+        invocation_id: Option<String>,
+        target: String,
+        /// What was wrong, ASP.NET's text.
+        error: String,
+    },
     /// Type 4: call a streaming hub method.
     StreamInvocation {
         invocation_id: String,

@@ -68,4 +68,23 @@ pub enum ProtocolError {
     /// Malformed input of a binary protocol; the text says what, as ASP.NET's does.
     #[error("{0}")]
     InvalidData(String),
+    /// A binary message that ends before the values it announces (MessagePack-CSharp's
+    /// `EndOfStreamException`, which ASP.NET passes on unwrapped).
+    #[error("Attempted to read past the end of the stream.")]
+    EndOfStream,
+    /// A MessagePack value of the wrong kind where ASP.NET does not wrap the library's
+    /// `MessagePackSerializationException` (the message's array, stream ids).
+    #[error("{0}")]
+    MessagePack(String),
+}
+
+impl ProtocolError {
+    /// The .NET exception ASP.NET Core reports this error as, in `Close` messages.
+    pub fn exception(&self) -> &'static str {
+        match self {
+            Self::EndOfStream => "EndOfStreamException",
+            Self::MessagePack(_) => "MessagePackSerializationException",
+            _ => "InvalidDataException",
+        }
+    }
 }

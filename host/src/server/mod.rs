@@ -284,6 +284,20 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "hub",
         &registry.connection_counts(),
     );
+    e.labelled(
+        "hubhost_transport_connections",
+        "gauge",
+        "Client connections on this server, per transport.",
+        "transport",
+        &m.transports.samples(),
+    );
+    e.labelled(
+        "hubhost_protocol_connections",
+        "gauge",
+        "Client connections on this server, per hub protocol.",
+        "protocol",
+        &m.protocols.samples(),
+    );
     e.histogram(
         "hubhost_hub_call_duration_seconds",
         "Duration of hub calls.",

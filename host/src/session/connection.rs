@@ -41,7 +41,8 @@ impl End {
         // so hubhost always says what was wrong (the text matches ASP.NET's detailed form).
         Self::Close {
             error: Some(format!(
-                "Connection closed with an error. InvalidDataException: {error}"
+                "Connection closed with an error. {}: {error}",
+                error.exception()
             )),
             allow_reconnect: false,
             reason: Some(error.to_string()),
@@ -115,7 +116,14 @@ where
             handle,
         )
         .await;
-        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "connected");
+        tracing::debug!(
+            hub = %self.caller.hub,
+            connection = %self.caller.connection_id,
+            transport = self.transport.name,
+            protocol = protocol.name(),
+            "connected"
+        );
+        let _counted = Counted::new(&context.metrics, self.transport.name, protocol.name());
 
         if let Err(text) = context.hubs.clone().connected(self.caller.clone()).await {
             registration.abandon().await;
@@ -277,6 +285,19 @@ where
                     None => invocations.start(self.invocation(invocation_id, target, arguments)),
                 }
             }
+            ClientMessage::BindingFailure {
+                invocation_id,
+                target,
+                error,
+            } => self.complete(
+                protocol,
+                Finished {
+                    invocation_id,
+                    reply: Err(format!(
+                        "Failed to invoke '{target}' due to an error on the server. InvalidDataException: {error}"
+                    )),
+                },
+            ),
             ClientMessage::StreamInvocation {
                 invocation_id,
                 target,
@@ -368,5 +389,31 @@ where
                 self.cancel.cancel();
             }
         }
+    }
+}
+
+/// Counts a connection in the per-transport and per-protocol gauges while it lives.
+struct Counted<'a> {
+    metrics: &'a Metrics,
+    transport: &'static str,
+    protocol: &'static str,
+}
+
+impl<'a> Counted<'a> {
+    fn new(metrics: &'a Metrics, transport: &'static str, protocol: &'static str) -> Self {
+        metrics.transports.add(transport);
+        metrics.protocols.add(protocol);
+        Self {
+            metrics,
+            transport,
+            protocol,
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.metrics.transports.remove(self.transport);
+        self.metrics.protocols.remove(self.protocol);
     }
 }

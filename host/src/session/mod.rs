@@ -143,6 +143,8 @@ pub struct Connection {
 /// What a transport can do, as far as the session is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportFeatures {
+    /// Its name, as negotiate names it (`WebSockets`), for logs and metrics.
+    pub name: &'static str,
     /// It carries binary frames (MessagePack); Server-Sent Events carry text only.
     pub binary: bool,
     /// It shows the connection is alive by itself (long polling: the polls), so the session
@@ -152,14 +154,17 @@ pub struct TransportFeatures {
 
 impl TransportFeatures {
     pub const WEBSOCKETS: Self = Self {
+        name: "WebSockets",
         binary: true,
         inherent_keep_alive: false,
     };
     pub const SERVER_SENT_EVENTS: Self = Self {
+        name: "ServerSentEvents",
         binary: false,
         inherent_keep_alive: false,
     };
     pub const LONG_POLLING: Self = Self {
+        name: "LongPolling",
         binary: true,
         inherent_keep_alive: true,
     };

@@ -96,41 +96,39 @@ fn read_length(buffer: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
     Ok(None)
 }
 
-/// Decodes one message (without its length prefix).
+/// Decodes one message (without its length prefix), reading the fields in ASP.NET's order
+/// with its texts: a message with fewer elements than its type needs fails on the first one
+/// missing, since the message ends there.
 fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
     let mut r = Reader::new(message);
     let count = r.message_len()?;
-    // As in ASP.NET, missing elements fail as a read past the end of the message.
-    let need = |minimum: usize| {
-        if count < minimum {
-            Err(ProtocolError::InvalidData(read::END_OF_STREAM.into()))
-        } else {
-            Ok(())
-        }
-    };
-    need(1)?;
     let kind = r.int("messageType")?;
     let id = |r: &mut Reader<'_>, message: &str| {
-        let id = r.string("invocationId")?;
-        if id.is_empty() {
-            return Err(ProtocolError::InvalidData(format!(
-                "Null or empty invocation ID for {message} message."
-            )));
-        }
-        Ok(id)
+        r.required_string(
+            "invocationId",
+            &format!("invocation ID for {message} message"),
+        )
     };
     let message = match kind {
         1 => {
-            need(5)?;
             r.headers()?;
             // An empty id is no id, as ASP.NET reads it.
             let invocation_id = r
                 .optional_string("invocationId")?
                 .filter(|id| !id.is_empty());
-            let target = target(&mut r, "Invocation")?;
-            let arguments = arguments(&mut r)?;
+            let target = r.required_string("target", "target for Invocation message")?;
+            let arguments = match arguments(&mut r) {
+                Ok(arguments) => arguments,
+                Err(error) => {
+                    return Ok(ClientMessage::BindingFailure {
+                        invocation_id,
+                        target,
+                        error,
+                    });
+                }
+            };
             let stream_ids = if count > 5 {
-                r.strings("streamIds")?
+                r.stream_ids()?
             } else {
                 Vec::new()
             };
@@ -142,20 +140,17 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
             }
         }
         2 => {
-            need(4)?;
             r.headers()?;
             let invocation_id = id(&mut r, "StreamItem")?;
             r.skip()?;
             ClientMessage::StreamItem { invocation_id }
         }
         3 => {
-            need(4)?;
             r.headers()?;
             let invocation_id = id(&mut r, "Completion")?;
-            let kind = r.int("resultKind")?;
-            match kind {
+            match r.int("resultKind")? {
                 1 => {
-                    r.string("error")?;
+                    r.optional_string("error")?;
                 }
                 2 => {}
                 3 => r.skip()?,
@@ -168,18 +163,22 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
             ClientMessage::Completion { invocation_id }
         }
         4 => {
-            need(5)?;
             r.headers()?;
             let invocation_id = id(&mut r, "StreamInvocation")?;
-            let target = target(&mut r, "StreamInvocation")?;
-            arguments(&mut r)?;
+            let target = r.required_string("target", "target for StreamInvocation message")?;
+            if let Err(error) = arguments(&mut r) {
+                return Ok(ClientMessage::BindingFailure {
+                    invocation_id: Some(invocation_id),
+                    target,
+                    error,
+                });
+            }
             ClientMessage::StreamInvocation {
                 invocation_id,
                 target,
             }
         }
         5 => {
-            need(3)?;
             r.headers()?;
             ClientMessage::CancelInvocation {
                 invocation_id: id(&mut r, "CancelInvocation")?,
@@ -187,7 +186,6 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
         }
         6 => ClientMessage::Ping,
         7 => {
-            need(2)?;
             let error = r.optional_string("error")?;
             if count > 2 {
                 r.bool("allowReconnect")?;
@@ -195,7 +193,6 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
             ClientMessage::Close { error }
         }
         8 | 9 => {
-            need(2)?;
             r.long("sequenceId")?;
             ClientMessage::AckOrSequence
         }
@@ -205,29 +202,24 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
     Ok(message)
 }
 
-/// An invocation's target, which must not be empty.
-fn target(r: &mut Reader<'_>, message: &str) -> Result<String, ProtocolError> {
-    let target = r.string("target")?;
-    if target.is_empty() {
-        return Err(ProtocolError::InvalidData(format!(
-            "Null or empty target for {message} message."
-        )));
-    }
-    Ok(target)
-}
-
-/// An invocation's arguments, as the JSON array hubs receive.
-fn arguments(r: &mut Reader<'_>) -> Result<Box<RawValue>, ProtocolError> {
-    let count = r.array_len("arguments")?;
+/// An invocation's arguments, as the JSON array hubs receive; or, when they cannot be read,
+/// ASP.NET's text for the binding failure.
+fn arguments(r: &mut Reader<'_>) -> Result<Box<RawValue>, String> {
+    let count = r.array_len("arguments").map_err(|e| e.to_string())?;
     let mut json = String::from("[");
     for i in 0..count {
         if i > 0 {
             json.push(',');
         }
-        r.json(&mut json, 1)?;
+        r.json(&mut json, 1).map_err(|_| {
+            format!(
+                "Error binding argument {}. Make sure that the types of the provided values match the types of the hub method being invoked.",
+                i + 1
+            )
+        })?;
     }
     json.push(']');
-    RawValue::from_string(json).map_err(|e| ProtocolError::InvalidData(e.to_string()))
+    RawValue::from_string(json).map_err(|e| e.to_string())
 }
 
 /// One message as MessagePack, without its length prefix.

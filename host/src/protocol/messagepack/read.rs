@@ -16,9 +16,6 @@ use crate::units::civil_time;
 /// Deepest nesting of arrays and maps read from a client.
 const MAX_DEPTH: usize = 64;
 
-/// MessagePack-CSharp's text for a message that ends too soon, which ASP.NET passes on.
-pub(super) const END_OF_STREAM: &str = "Attempted to read past the end of the stream.";
-
 /// A cursor over one message.
 pub(super) struct Reader<'a> {
     bytes: &'a [u8],
@@ -61,18 +58,34 @@ impl<'a> Reader<'a> {
     }
 
     /// The header of the message's array, read as MessagePack-CSharp reads it (ASP.NET does not
-    /// wrap this read, so its errors are the library's).
+    /// wrap this read, so its errors are the library's): an array, whose announced elements
+    /// could each fit in the bytes that are left.
     pub(super) fn message_len(&mut self) -> Result<usize, ProtocolError> {
-        let marker = self.peek().ok_or_else(|| invalid(END_OF_STREAM))?;
-        match marker {
-            0x90..=0x9f | 0xdc | 0xdd => self
-                .array_len("message")
-                .map_err(|_| invalid(END_OF_STREAM)),
-            other => Err(invalid(format!(
-                "Unexpected msgpack code {other} ({}) encountered.",
-                format_name(other)
-            ))),
+        let marker = self.peek().ok_or(ProtocolError::EndOfStream)?;
+        if !matches!(marker, 0x90..=0x9f | 0xdc | 0xdd) {
+            return Err(unexpected_code(marker));
         }
+        let count = self
+            .array_len("message")
+            .map_err(|_| ProtocolError::EndOfStream)?;
+        if self.bytes.len() - self.pos < count {
+            return Err(ProtocolError::EndOfStream);
+        }
+        Ok(count)
+    }
+
+    /// A string read as ASP.NET reads stream ids: with the library's errors, unwrapped.
+    pub(super) fn bare_string(&mut self) -> Result<Option<String>, ProtocolError> {
+        if self.nil() {
+            return Ok(None);
+        }
+        let marker = self.peek().ok_or(ProtocolError::EndOfStream)?;
+        if !matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb) {
+            return Err(unexpected_code(marker));
+        }
+        self.string("streamIds")
+            .map(Some)
+            .map_err(|_| ProtocolError::EndOfStream)
     }
 
     /// The length of an array, for `field`.
@@ -174,8 +187,8 @@ impl<'a> Reader<'a> {
         usize::try_from(len).ok()
     }
 
-    /// A string, for `field`.
-    pub(super) fn string(&mut self, field: &str) -> Result<String, ProtocolError> {
+    /// A string, for `field` (nil is not one).
+    fn string(&mut self, field: &str) -> Result<String, ProtocolError> {
         let failed = || invalid(format!("Reading '{field}' as String failed."));
         let marker = self.byte().ok_or_else(failed)?;
         let len = self.str_len(marker).ok_or_else(failed)?;
@@ -193,26 +206,40 @@ impl<'a> Reader<'a> {
         self.string(field).map(Some)
     }
 
+    /// A string that must not be nil or empty, for `field`; `what` names it in the error, as
+    /// ASP.NET does ("Null or empty {what}.").
+    pub(super) fn required_string(
+        &mut self,
+        field: &str,
+        what: &str,
+    ) -> Result<String, ProtocolError> {
+        match self.optional_string(field)? {
+            Some(text) if !text.is_empty() => Ok(text),
+            _ => Err(invalid(format!("Null or empty {what}."))),
+        }
+    }
+
     /// The headers map (string to string); hubhost reads and drops them.
     pub(super) fn headers(&mut self) -> Result<(), ProtocolError> {
         let count = self.map_len("headers")?;
         for i in 0..count {
-            if self.string(&format!("headers[{i}].Key"))?.is_empty() {
-                return Err(invalid("Null or empty key in header."));
-            }
-            if self.string(&format!("headers[{i}].Value"))?.is_empty() {
-                return Err(invalid("Null or empty value in header."));
-            }
+            self.required_string(&format!("headers[{i}].Key"), "key in header")?;
+            self.required_string(&format!("headers[{i}].Value"), "value in header")?;
         }
         Ok(())
     }
 
-    /// The array of an invocation's stream ids, for `field`.
-    pub(super) fn strings(&mut self, field: &str) -> Result<Vec<String>, ProtocolError> {
-        let count = self.array_len(field)?;
+    /// An invocation's stream ids.
+    pub(super) fn stream_ids(&mut self) -> Result<Vec<String>, ProtocolError> {
+        let count = self.array_len("streamIds")?;
         let mut out = Vec::with_capacity(count.min(16));
         for _ in 0..count {
-            out.push(self.string(field)?);
+            match self.bare_string()? {
+                Some(id) if !id.is_empty() => out.push(id),
+                _ => {
+                    return Err(invalid("Null or empty value in streamIds received."));
+                }
+            }
         }
         Ok(out)
     }
@@ -230,7 +257,7 @@ impl<'a> Reader<'a> {
                 "Values are nested more than {MAX_DEPTH} levels deep."
             )));
         }
-        let truncated = || invalid(END_OF_STREAM);
+        let truncated = || ProtocolError::EndOfStream;
         let start = self.pos;
         let marker = self.peek().ok_or_else(truncated)?;
         match marker {
@@ -328,7 +355,7 @@ impl<'a> Reader<'a> {
 
     /// A map key as a JSON string: text, or an integer's decimal text.
     fn key(&mut self, out: &mut String) -> Result<(), ProtocolError> {
-        let marker = self.peek().ok_or_else(|| invalid(END_OF_STREAM))?;
+        let marker = self.peek().ok_or(ProtocolError::EndOfStream)?;
         match marker {
             0xa0..=0xbf | 0xd9..=0xdb => self.json(out, 0),
             0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xcf | 0xd0..=0xd3 => {
@@ -340,6 +367,14 @@ impl<'a> Reader<'a> {
             _ => Err(invalid("Map keys must be strings or integers.")),
         }
     }
+}
+
+/// MessagePack-CSharp's error for a value of the wrong kind.
+fn unexpected_code(code: u8) -> ProtocolError {
+    ProtocolError::MessagePack(format!(
+        "Unexpected msgpack code {code} ({}) encountered.",
+        format_name(code)
+    ))
 }
 
 /// MessagePack-CSharp's name of a format code, as in its error texts.

@@ -94,48 +94,131 @@ fn waits_for_the_rest_of_a_message_and_of_its_length() {
 
 #[test]
 fn refuses_malformed_input_with_aspnet_texts() {
+    // The error as the Close message shows it: `{exception}: {text}`.
     let error = |bytes: &[u8]| {
-        MESSAGEPACK
+        let e = MESSAGEPACK
             .decode(&mut BytesMut::from(bytes), 1024)
-            .expect_err(&format!("refused: {bytes:02x?}"))
-            .to_string()
+            .expect_err(&format!("refused: {bytes:02x?}"));
+        format!("{}: {e}", e.exception())
     };
+    let framed_error = |body: &[u8]| error(&framed(body));
     assert_eq!(
         error(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
-        "Messages over 2GB in size are not supported."
+        "InvalidDataException: Messages over 2GB in size are not supported."
     );
     assert_eq!(
         error(&[0x80, 0x10]),
-        "The maximum message size of 1024B was exceeded. The message size can be configured with --max-message-size."
+        "InvalidDataException: The maximum message size of 1024B was exceeded. The message size can be configured with --max-message-size."
     );
-    // A map where the message's array should be: MessagePack-CSharp's text, as ASP.NET gives.
+    // The message's own array is read unwrapped: MessagePack-CSharp's exceptions.
     assert_eq!(
-        error(&[0x02, 0x81, 0x06]),
-        "Unexpected msgpack code 129 (fixmap) encountered."
-    );
-    assert_eq!(
-        error(&[0x02, 0x91, 0xa0]),
-        "Reading 'messageType' as Int32 failed."
+        framed_error(&[0x81, 0x06]),
+        "MessagePackSerializationException: Unexpected msgpack code 129 (fixmap) encountered."
     );
     assert_eq!(
-        error(&[0x03, 0x92, 0x01, 0x80]),
-        "Attempted to read past the end of the stream."
+        framed_error(&[]),
+        "EndOfStreamException: Attempted to read past the end of the stream."
+    );
+    // An array announcing more elements than there are bytes left.
+    assert_eq!(
+        framed_error(&[0x95, 0x01]),
+        "EndOfStreamException: Attempted to read past the end of the stream."
+    );
+    // Fields are read in order; one that is missing or of the wrong kind fails by its name.
+    assert_eq!(
+        framed_error(&[0x90]),
+        "InvalidDataException: Reading 'messageType' as Int32 failed."
     );
     assert_eq!(
-        error(&[0x06, 0x95, 0x01, 0x80, 0xc0, 0xa0, 0x90]),
-        "Null or empty target for Invocation message."
+        framed_error(&[0x91, 0xa0]),
+        "InvalidDataException: Reading 'messageType' as Int32 failed."
     );
     assert_eq!(
-        error(&[0x04, 0x93, 0x05, 0x80, 0xa0]),
-        "Null or empty invocation ID for CancelInvocation message."
+        framed_error(&[0x92, 0x01, 0x80]),
+        "InvalidDataException: Reading 'invocationId' as String failed."
     );
     assert_eq!(
-        error(&[0x07, 0x93, 0x05, 0x81, 0xa1, b'k', 0x01, 0xa0]),
-        "Reading 'headers[0].Value' as String failed."
+        framed_error(&[0x93, 0x01, 0x01, 0xc0]),
+        "InvalidDataException: Reading map length for 'headers' failed."
     );
     assert_eq!(
-        error(&[0x04, 0x93, 0x05, 0x80, 0x01]),
-        "Reading 'invocationId' as String failed."
+        framed_error(&[0x95, 0x01, 0x80, 0xc0, 0xa0, 0x90]),
+        "InvalidDataException: Null or empty target for Invocation message."
+    );
+    assert_eq!(
+        framed_error(&[0x95, 0x01, 0x80, 0xc0, 0xc0, 0x90]),
+        "InvalidDataException: Null or empty target for Invocation message."
+    );
+    assert_eq!(
+        framed_error(&[0x93, 0x05, 0x80, 0xa0]),
+        "InvalidDataException: Null or empty invocation ID for CancelInvocation message."
+    );
+    assert_eq!(
+        framed_error(&[0x94, 0x03, 0x80, 0xc0, 0x02]),
+        "InvalidDataException: Null or empty invocation ID for Completion message."
+    );
+    assert_eq!(
+        framed_error(&[0x94, 0x03, 0x80, 0xa1, b'1', 0x04]),
+        "InvalidDataException: Invalid invocation result kind."
+    );
+    assert_eq!(
+        framed_error(&[0x93, 0x05, 0x81, 0xa1, b'k', 0x01, 0xa0]),
+        "InvalidDataException: Reading 'headers[0].Value' as String failed."
+    );
+    assert_eq!(
+        framed_error(&[0x93, 0x05, 0x81, 0xc0, 0xa1, b'v']),
+        "InvalidDataException: Null or empty key in header."
+    );
+    assert_eq!(
+        framed_error(&[0x93, 0x05, 0x80, 0x01]),
+        "InvalidDataException: Reading 'invocationId' as String failed."
+    );
+    assert_eq!(
+        framed_error(&[0x93, 0x07, 0xc0, 0x01]),
+        "InvalidDataException: Reading 'allowReconnect' as Boolean failed."
+    );
+    assert_eq!(
+        framed_error(&[0x92, 0x08, 0xa0]),
+        "InvalidDataException: Reading 'sequenceId' as Int64 failed."
+    );
+    // Stream ids are read unwrapped too.
+    assert_eq!(
+        framed_error(&[0x96, 0x01, 0x80, 0xc0, 0xa1, b'm', 0x90, 0x91, 0x01]),
+        "MessagePackSerializationException: Unexpected msgpack code 1 (positive fixint) encountered."
+    );
+    assert_eq!(
+        framed_error(&[0x96, 0x01, 0x80, 0xc0, 0xa1, b'm', 0x90, 0x91, 0xc0]),
+        "InvalidDataException: Null or empty value in streamIds received."
+    );
+}
+
+#[test]
+fn arguments_that_cannot_be_read_are_a_binding_failure_not_a_broken_connection() {
+    let failure = |body: &[u8]| match decode_one(body) {
+        Ok(Some(ClientMessage::BindingFailure {
+            invocation_id,
+            target,
+            error,
+        })) => (invocation_id, target, error),
+        other => panic!("unexpected {other:?}"),
+    };
+    // [1, {}, "1", "m", 1]: the arguments are not an array.
+    assert_eq!(
+        failure(&[0x95, 0x01, 0x80, 0xa1, b'1', 0xa1, b'm', 0x01]),
+        (
+            Some("1".to_owned()),
+            "m".to_owned(),
+            "Reading array length for 'arguments' failed.".to_owned()
+        )
+    );
+    // [1, {}, nil, "m", [true, ext(5)]]: the second argument is an extension hubs cannot read.
+    assert_eq!(
+        failure(&[0x95, 0x01, 0x80, 0xc0, 0xa1, b'm', 0x92, 0xc3, 0xd4, 0x05, 0x00]),
+        (
+            None,
+            "m".to_owned(),
+            "Error binding argument 2. Make sure that the types of the provided values match the types of the hub method being invoked.".to_owned()
+        )
     );
 }
 
