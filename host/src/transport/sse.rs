@@ -5,7 +5,7 @@
 //! byte); each batch of frames is one event, a `data: ` line per line of it and an empty line.
 //! Only text frames travel this way (negotiate offers it for the Text transfer format only).
 //! When the client goes away the response stream is dropped, which closes the connection's
-//! inbox and so ends its session.
+//! inbox and so ends its session. `X-Accel-Buffering: no` keeps nginx from buffering events.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,6 +60,11 @@ pub fn respond(
             (
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static("identity"),
+            ),
+            // nginx would otherwise buffer the stream when it proxies it.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
             ),
         ],
         body,
