@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { broadcastSentinel, connect, privateSentinel, record, waitUntil } from "./support/client.mjs";
+import { broadcastSentinel, connect, connectOver, privateSentinel, record, waitUntil } from "./support/client.mjs";
 import { metric, readyz, startHost, waitReady } from "./support/host.mjs";
 import { jwt } from "./support/jwt.mjs";
 import { startRedis } from "./support/redis.mjs";
@@ -51,6 +51,33 @@ describe("three hosts on one Redis", () => {
     await b.invoke("Send", "ben", "hello from B");
     await waitUntil(() => got.every((g) => g.length === 1), "delivery on every host");
     for (const g of got) assert.deepEqual(g, [["ben", "hello from B"]]);
+  });
+
+  it("carries messages between transports and protocols across hosts", async () => {
+    // Long polling with MessagePack on A, Server-Sent Events with JSON on B, WebSockets on C.
+    const [a, b, c] = await Promise.all([
+      connectOver(`${hosts[0].url}/chat`, { transport: "LongPolling", protocol: "messagepack" }),
+      connectOver(`${hosts[1].url}/chat`, { transport: "ServerSentEvents", protocol: "json" }),
+      connectOver(`${hosts[2].url}/chat`, { transport: "WebSockets", protocol: "messagepack" }),
+    ]);
+    clients.push(a, b, c);
+    const got = [a, b, c].map((x) => record(x, "broadcastMessage"));
+    await a.invoke("Send", "ana", "from long polling on A");
+    await b.invoke("Send", "ben", "from SSE on B");
+    await c.invoke("Send", "cai", "from WebSockets on C");
+    await waitUntil(() => got.every((g) => g.length === 3), "every message at every client");
+    for (const g of got) {
+      assert.deepEqual(
+        g.slice().sort(),
+        [
+          ["ana", "from long polling on A"],
+          ["ben", "from SSE on B"],
+          ["cai", "from WebSockets on C"],
+        ],
+      );
+    }
+    // A private message from the WebSocket on C to the long-polling client on A.
+    await privateSentinel(c, a);
   });
 
   it("excludes the caller with Others across hosts", async () => {

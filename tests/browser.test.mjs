@@ -8,11 +8,29 @@ import { after, before, describe, it } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { startHost } from "./support/host.mjs";
+import { labelledMetric, startHost } from "./support/host.mjs";
 import { startRedis } from "./support/redis.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const artifacts = resolve(import.meta.dirname, "..", "test-artifacts");
+const modules = resolve(import.meta.dirname, "..", "node_modules");
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+function launch() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's 'chromium' (.ci/run does) or set CHROMIUM_PATH`);
+  }
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
 
 describe("demo page in headless Chromium, two hosts", () => {
   let redis;
@@ -20,24 +38,9 @@ describe("demo page in headless Chromium, two hosts", () => {
   let browser;
 
   before(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's 'chromium' (.ci/run does) or set CHROMIUM_PATH`);
-    }
     redis = await startRedis();
     hosts = await Promise.all([0, 1].map(() => startHost({ hubs: ["chat"], args: ["--redis", redis.url] })));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launch();
     mkdirSync(artifacts, { recursive: true });
   });
   after(async () => {
@@ -70,5 +73,60 @@ describe("demo page in headless Chromium, two hosts", () => {
     assert.deepEqual(itemsOnA.slice(0, 2), ["Ben on Bhi Ana, this is host B", "Ana on Ahello from host A"]);
     await pageA.screenshot({ path: join(artifacts, "demo-host-a.png") });
     await pageB.screenshot({ path: join(artifacts, "demo-host-b.png") });
+  });
+});
+
+describe("the official browser client in Chromium, from another origin, without WebSockets", () => {
+  let page;
+  let server;
+  let browser;
+
+  before(async () => {
+    // The page comes from one host; the hub it talks to is on another (another origin), which
+    // offers only Server-Sent Events and long polling.
+    page = await startHost({ hubs: ["chat"] });
+    server = await startHost({ hubs: ["chat"], args: ["--transports", "sse,longpolling"] });
+    browser = await launch();
+  });
+  after(async () => {
+    await browser?.close();
+    await page?.stop();
+    await server?.stop();
+  });
+
+  it("JSON falls back to Server-Sent Events and MessagePack to long polling, and they talk", async () => {
+    const tab = await browser.newPage();
+    await tab.goto(`${page.url}/`);
+    await tab.addScriptTag({ path: join(modules, "@microsoft/signalr/dist/browser/signalr.js") });
+    await tab.addScriptTag({ path: join(modules, "@microsoft/signalr-protocol-msgpack/dist/browser/signalr-protocol-msgpack.js") });
+    const result = await tab.evaluate(async (hubUrl) => {
+      const connect = async (binary) => {
+        const builder = new signalR.HubConnectionBuilder().withUrl(hubUrl).configureLogging(signalR.LogLevel.Warning);
+        if (binary) builder.withHubProtocol(new signalR.protocols.msgpack.MessagePackHubProtocol());
+        const connection = builder.build();
+        connection.got = [];
+        connection.on("broadcastMessage", (name, message) => connection.got.push(`${name}: ${message}`));
+        await connection.start();
+        return connection;
+      };
+      const [json, binary] = [await connect(false), await connect(true)];
+      await json.invoke("Send", "json", "hello from SSE");
+      await binary.invoke("Send", "msgpack", "hello from long polling");
+      const started = Date.now();
+      while (json.got.length < 2 || binary.got.length < 2) {
+        if (Date.now() - started > 10_000) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const ids = [json.connectionId === (await json.invoke("Whoami")), binary.connectionId === (await binary.invoke("Whoami"))];
+      return { got: [json.got, binary.got], ids };
+    }, `${server.url}/chat`);
+    assert.deepEqual(result.got, [
+      ["json: hello from SSE", "msgpack: hello from long polling"],
+      ["json: hello from SSE", "msgpack: hello from long polling"],
+    ]);
+    assert.deepEqual(result.ids, [true, true]);
+    assert.equal(await labelledMetric(server, "hubhost_transport_connections", "transport", "ServerSentEvents"), 1);
+    assert.equal(await labelledMetric(server, "hubhost_transport_connections", "transport", "LongPolling"), 1);
+    await tab.close();
   });
 });

@@ -9,10 +9,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { connect, record, signalR, waitUntil } from "./support/client.mjs";
+import { COMBINATIONS, connect, connectOver, record, signalR, waitUntil } from "./support/client.mjs";
 import { metric, startHost, waitReady } from "./support/host.mjs";
 import { startNginx } from "./support/nginx.mjs";
-import { startRedis } from "./support/redis.mjs";
+import { freePort, startRedis } from "./support/redis.mjs";
 
 describe("failover behind nginx", () => {
   it("clients of a host that stops reconnect to the other one and keep chatting", async () => {
@@ -74,6 +74,59 @@ describe("failover behind nginx", () => {
       for (const g of got) {
         assert.deepEqual(g.map((m) => m[0]).sort(), clients.map((_, i) => `client ${i}`).sort());
       }
+    } finally {
+      await Promise.all(clients.map((c) => c.stop()));
+      await nginx.stop();
+      await Promise.all(hosts.map((h) => h.stop()));
+      await redis.stop();
+    }
+  });
+});
+
+describe("--public-url behind a round-robin nginx", () => {
+  it("sends each negotiating client to one host, so every transport works without sticky sessions", async () => {
+    const redis = await startRedis();
+    const ports = [await freePort(), await freePort()];
+    const hosts = await Promise.all(
+      ports.map((port) =>
+        startHost({
+          hubs: ["chat"],
+          args: ["--redis", redis.url, "--listen", `127.0.0.1:${port}`, "--public-url", `http://127.0.0.1:${port}`],
+        }),
+      ),
+    );
+    const nginx = await startNginx(hosts.map((h) => h.address));
+    const clients = [];
+    try {
+      await Promise.all(hosts.map((h) => waitReady(h)));
+      // Through nginx, negotiate answers where to go instead, keeping the caller's token.
+      const redirect = await (
+        await fetch(`${nginx.url}/Chat/negotiate?negotiateVersion=1`, { method: "POST", headers: { Authorization: "Bearer t0ken" } })
+      ).json();
+      assert.ok(
+        ports.some((p) => redirect.url === `http://127.0.0.1:${p}/chat`),
+        `redirected to a host: ${JSON.stringify(redirect)}`,
+      );
+      assert.equal(redirect.accessToken, "t0ken");
+      // Asked directly, a host negotiates as usual.
+      const direct = await (await fetch(`${hosts[0].url}/chat/negotiate?negotiateVersion=1`, { method: "POST" })).json();
+      assert.equal(direct.negotiateVersion, 1);
+
+      // Two clients of every transport and protocol, all through nginx.
+      for (const [transport, protocol] of [...COMBINATIONS, ...COMBINATIONS]) {
+        const c = await connectOver(`${nginx.url}/chat`, { transport, protocol });
+        c.name = `${transport}/${protocol}/${clients.length}`;
+        clients.push(c);
+        assert.equal(await c.invoke("Whoami"), c.connectionId);
+      }
+      const counts = [await metric(hosts[0], "hubhost_connections"), await metric(hosts[1], "hubhost_connections")];
+      assert.equal(counts[0] + counts[1], clients.length);
+      assert.ok(counts[0] > 0 && counts[1] > 0, `both hosts serve clients (${counts})`);
+
+      const got = clients.map((c) => record(c, "broadcastMessage"));
+      for (const c of clients) await c.invoke("Send", c.name, "hello");
+      await waitUntil(() => got.every((g) => g.length === clients.length), "every message at every client");
+      for (const g of got) assert.deepEqual(g.map(([name]) => name).sort(), clients.map((c) => c.name).sort());
     } finally {
       await Promise.all(clients.map((c) => c.stop()));
       await nginx.stop();

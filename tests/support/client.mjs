@@ -2,9 +2,10 @@
 // official client would never send.
 
 import * as signalR from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import WebSocket from "ws";
 
-export { signalR };
+export { MessagePackHubProtocol, signalR };
 
 export const RS = "\u001e";
 
@@ -19,6 +20,27 @@ export async function connect(url, options = {}, configure = (builder) => builde
   connection.closed = new Promise((res) => connection.onclose((error) => res(error)));
   await connection.start();
   return connection;
+}
+
+/** Every transport with every hub protocol it carries (MessagePack is binary; SSE is text). */
+export const COMBINATIONS = [
+  ["WebSockets", "json"],
+  ["WebSockets", "messagepack"],
+  ["ServerSentEvents", "json"],
+  ["LongPolling", "json"],
+  ["LongPolling", "messagepack"],
+];
+
+/**
+ * Connects an official client over one transport (`"WebSockets"`, `"ServerSentEvents"`,
+ * `"LongPolling"`, or `null` to let it choose) with one hub protocol (`"json"`,
+ * `"messagepack"`).
+ */
+export function connectOver(url, { transport = null, protocol = "json", options = {}, configure = (b) => b } = {}) {
+  const withTransport = transport ? { transport: signalR.HttpTransportType[transport], ...options } : options;
+  return connect(url, withTransport, (builder) =>
+    configure(protocol === "messagepack" ? builder.withHubProtocol(new MessagePackHubProtocol()) : builder),
+  );
 }
 
 /** Records every call of client method `method` on `connection` as an array of argument lists. */

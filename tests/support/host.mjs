@@ -120,3 +120,10 @@ export async function metric(host, name) {
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(" ")[1]) : NaN;
 }
+
+/** The value of a metric's sample with one label (`labelled(host, "m", "transport", "LongPolling")`), or 0. */
+export async function labelledMetric(host, name, label, value) {
+  const text = await (await fetch(`${host.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{${label}="${value}"} `));
+  return line ? Number(line.split(" ")[1]) : 0;
+}

@@ -4,8 +4,8 @@
 //!   `target/test-hubs/` (release components for `wasm32-wasip2`).
 //! - `demo [HOST FLAGS]`: builds the hubs and the host, then serves the chat demo (on
 //!   <http://127.0.0.1:5000> unless `--listen` says otherwise; extra flags go to `hubhost`).
-//! - `test`: builds everything, runs the Rust tests, installs the Node packages if needed and runs
-//!   the end-to-end tests under `tests/` against real host processes.
+//! - `test`: builds everything, runs the Rust tests, installs the Node packages and the Python
+//!   client if needed and runs the end-to-end tests under `tests/` against real host processes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 /// Example hubs: served by the demo.
 const EXAMPLE_HUBS: &[&str] = &["chat", "lobby", "presence"];
 /// Hubs that exist only for tests.
-const TEST_HUBS: &[&str] = &["faulty", "rogue"];
+const TEST_HUBS: &[&str] = &["faulty", "rogue", "values"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> anyhow::Result<()> {
@@ -181,11 +181,16 @@ fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
             .args(["--quick", "--host-bin"])
             .arg(root.join("target/debug/hubhost")))?;
     }
-    if !root.join("node_modules/@microsoft/signalr").exists() {
+    if !root
+        .join("node_modules/@microsoft/signalr-protocol-msgpack")
+        .exists()
+    {
         run(Command::new("npm").arg("ci").current_dir(root))?;
     }
+    let python = python_client(root)?;
     let mut node = Command::new("node");
     node.current_dir(root)
+        .env("HUBHOST_PYTHON", python)
         .env("HUBHOST_BIN", root.join("target/debug/hubhost"))
         .env("HUBHOST_EXAMPLE_HUBS", root.join("target/hubs"))
         .env("HUBHOST_TEST_HUBS", root.join("target/test-hubs"))
@@ -196,4 +201,33 @@ fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
         node.args(filters);
     }
     run(&mut node)
+}
+
+/// A Python with the SignalR client the end-to-end tests drive (`tests/support/requirements.txt`),
+/// in a virtual environment under `target/python`, made on first use.
+fn python_client(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target/python");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/support/requirements.txt");
+    // The copy of the requirements the environment was made from: a changed list remakes it.
+    let installed = venv.join("requirements.txt");
+    let wanted = std::fs::read(&requirements).context("reading tests/support/requirements.txt")?;
+    if python.exists() && std::fs::read(&installed).ok().as_ref() == Some(&wanted) {
+        return Ok(python);
+    }
+    run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&installed, wanted).context("recording the Python requirements")?;
+    Ok(python)
 }
