@@ -1,11 +1,12 @@
-//! A minimal SignalR JSON client over WebSockets, and the helpers every scenario prints with.
+//! A minimal SignalR client: either hub protocol ([`wire`](crate::wire)) over WebSockets or long
+//! polling, and the helpers every scenario prints with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
@@ -14,19 +15,148 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub(crate) const RS: char = '\u{1e}';
+use crate::http::Http;
+use crate::wire::{Decoder, Event, Protocol, RS};
 
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub(crate) async fn connect(addr: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Ws> {
-    connect_hub(addr, "chat", source).await
+/// A transport loadgen can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    Websockets,
+    Longpolling,
 }
 
+/// How a client connects: transport and hub protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dialect {
+    pub(crate) transport: Transport,
+    pub(crate) protocol: Protocol,
+}
+
+impl Dialect {
+    pub(crate) const JSON_WEBSOCKETS: Self = Self {
+        transport: Transport::Websockets,
+        protocol: Protocol::Json,
+    };
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = match self.transport {
+            Transport::Websockets => "WebSockets",
+            Transport::Longpolling => "long polling",
+        };
+        write!(f, "{} over {transport}", self.protocol.name())
+    }
+}
+
+/// The sending half of a connection.
+pub(crate) enum Sender {
+    Ws(SplitSink<Ws, Message>, Protocol),
+    /// POSTs on a connection of their own, as browsers do.
+    Http(Http, String),
+}
+
+impl Sender {
+    /// Queues a message (WebSockets), or sends it (long polling: one POST each).
+    pub(crate) async fn feed(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        match self {
+            Self::Ws(sink, protocol) => {
+                let message = if protocol.is_binary() {
+                    Message::binary(bytes)
+                } else {
+                    Message::text(String::from_utf8(bytes)?)
+                };
+                sink.feed(message).await?;
+            }
+            Self::Http(http, path) => {
+                let answer = http.request("POST", path, &bytes).await?;
+                if answer.status != 200 {
+                    bail!("POST answered {}", answer.status);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Self::Ws(sink, _) = self {
+            sink.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn send(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.feed(bytes).await?;
+        self.flush().await
+    }
+}
+
+/// The receiving half of a connection.
+pub(crate) enum Receiver {
+    Ws(SplitStream<Ws>),
+    /// Polls on a connection of their own; `first` holds what came with the handshake answer.
+    Poll {
+        http: Http,
+        path: String,
+        first: Option<Vec<u8>>,
+    },
+}
+
+impl Receiver {
+    /// The next bytes that arrive; `None` once the connection has ended.
+    pub(crate) async fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Self::Ws(stream) => loop {
+                match stream.next().await? {
+                    Ok(Message::Text(text)) => return Some(text.as_bytes().to_vec()),
+                    Ok(Message::Binary(bytes)) => return Some(bytes.to_vec()),
+                    Ok(Message::Close(_)) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            },
+            Self::Poll { http, path, first } => {
+                if let Some(bytes) = first.take().filter(|b| !b.is_empty()) {
+                    return Some(bytes);
+                }
+                loop {
+                    let answer = http.request("GET", path, &[]).await.ok()?;
+                    match answer.status {
+                        200 if answer.body.is_empty() => {}
+                        200 => return Some(answer.body),
+                        _ => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connects to the chat hub.
+pub(crate) async fn connect(addr: &str, dialect: Dialect) -> anyhow::Result<(Sender, Receiver)> {
+    connect_hub(addr, "chat", dialect, None).await
+}
+
+/// Connects to `hub` and completes the handshake; `source` picks the local address.
 pub(crate) async fn connect_hub(
     addr: &str,
     hub: &str,
+    dialect: Dialect,
     source: Option<std::net::IpAddr>,
-) -> anyhow::Result<Ws> {
+) -> anyhow::Result<(Sender, Receiver)> {
+    match dialect.transport {
+        Transport::Websockets => connect_ws(addr, hub, dialect.protocol, source).await,
+        Transport::Longpolling => connect_long_polling(addr, hub, dialect.protocol, source).await,
+    }
+}
+
+async fn connect_ws(
+    addr: &str,
+    hub: &str,
+    protocol: Protocol,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<(Sender, Receiver)> {
     let stream = match source {
         Some(ip) => {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -42,15 +172,93 @@ pub(crate) async fn connect_hub(
     )
     .await
     .context("WebSocket handshake")?;
-    ws.send(Message::text(format!(
-        "{{\"protocol\":\"json\",\"version\":1}}{RS}"
-    )))
-    .await?;
+    ws.send(Message::text(String::from_utf8(protocol.handshake())?))
+        .await?;
     let answer = ws.next().await.context("closed during handshake")??;
-    if !answer.to_text().unwrap_or("").starts_with("{}") {
-        bail!("handshake refused: {answer}");
+    if !answer.into_data().starts_with(b"{}") {
+        bail!("handshake refused");
     }
-    Ok(ws)
+    let (sink, stream) = ws.split();
+    Ok((Sender::Ws(sink, protocol), Receiver::Ws(stream)))
+}
+
+async fn connect_long_polling(
+    addr: &str,
+    hub: &str,
+    protocol: Protocol,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<(Sender, Receiver)> {
+    let mut posts = Http::connect(addr, source).await?;
+    let negotiated = posts
+        .request("POST", &format!("/{hub}/negotiate?negotiateVersion=1"), &[])
+        .await?;
+    let body: serde_json::Value = serde_json::from_slice(&negotiated.body)
+        .with_context(|| format!("negotiate answered {}", negotiated.status))?;
+    let token = body["connectionToken"]
+        .as_str()
+        .context("negotiate gave no token")?;
+    let path = format!("/{hub}?id={token}");
+    let mut polls = Http::connect(addr, source).await?;
+    if polls.request("GET", &path, &[]).await?.status != 200 {
+        bail!("the first poll failed");
+    }
+    let answer = posts.request("POST", &path, &protocol.handshake()).await?;
+    if answer.status != 200 {
+        bail!("the handshake POST answered {}", answer.status);
+    }
+    // The handshake answer, and whatever came after it in the same poll.
+    let mut received = Vec::new();
+    let end = loop {
+        if let Some(end) = received.iter().position(|&b| b == RS) {
+            break end;
+        }
+        let answer = polls.request("GET", &path, &[]).await?;
+        if answer.status != 200 {
+            bail!("a poll during the handshake answered {}", answer.status);
+        }
+        received.extend_from_slice(&answer.body);
+    };
+    if !received.starts_with(b"{}") {
+        bail!("handshake refused");
+    }
+    let rest = received.split_off(end + 1);
+    Ok((
+        Sender::Http(posts, path.clone()),
+        Receiver::Poll {
+            http: polls,
+            path,
+            first: Some(rest),
+        },
+    ))
+}
+
+/// Waits for the completion of invocation `id`, reading `receiver`; fails on an error
+/// completion.
+pub(crate) async fn completion(
+    receiver: &mut Receiver,
+    protocol: Protocol,
+    id: &str,
+) -> anyhow::Result<()> {
+    let mut decoder = Decoder::new(protocol);
+    loop {
+        let bytes = receiver
+            .next()
+            .await
+            .context("closed before the completion")?;
+        let mut outcome = None;
+        decoder.feed(&bytes, |event| {
+            if let Event::Completion { id: got, error } = event
+                && got == id
+            {
+                outcome = Some(error);
+            }
+        });
+        match outcome {
+            Some(None) => return Ok(()),
+            Some(Some(error)) => bail!("invocation {id} failed: {error}"),
+            None => {}
+        }
+    }
 }
 
 /// Nanoseconds since `epoch`, the clock that travels in messages.
@@ -97,28 +305,26 @@ impl Deliveries {
         }
     }
 
-    /// Reads `stream` until it ends.
-    pub(crate) fn watch(&mut self, mut stream: SplitStream<Ws>) {
+    /// Reads `receiver` until it ends.
+    pub(crate) fn watch(&mut self, mut receiver: Receiver, protocol: Protocol) {
         let (epoch, received, latencies) =
             (self.epoch, self.received.clone(), self.latencies.clone());
-        let needle = format!("\"target\":\"{}\"", self.target);
+        let target = self.target;
         self.readers.push(tokio::spawn(async move {
+            let mut decoder = Decoder::new(protocol);
             let mut local = latency_histogram();
             let mut since_merge = 0u64;
-            while let Some(Ok(msg)) = stream.next().await {
-                let Ok(text) = msg.to_text() else { continue };
+            while let Some(bytes) = receiver.next().await {
                 let mut count = 0;
-                for record in text.split(RS).filter(|r| r.contains(&needle)) {
-                    // {"type":1,"target":"…","arguments":[…,"<sent-ns>"]}
-                    if let Some(sent) = record
-                        .rsplit('"')
-                        .nth(1)
-                        .and_then(|s| s.parse::<u64>().ok())
+                decoder.feed(&bytes, |event| {
+                    if let Event::Invocation { target: t, last } = event
+                        && t == target
+                        && let Some(sent) = last.and_then(|s| s.parse::<u64>().ok())
                     {
                         let _ = local.record(nanos(epoch).saturating_sub(sent).max(1_000));
                         count += 1;
                     }
-                }
+                });
                 received.fetch_add(count, Ordering::Relaxed);
                 since_merge += count;
                 if since_merge >= 256 {

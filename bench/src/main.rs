@@ -1,8 +1,9 @@
 //! `loadgen`: measures hubhost end to end, the way clients see it.
 //!
 //! It starts what a scenario needs (a `redis-server` on a free port, 1–3 `hubhost` processes
-//! serving the chat hub), connects clients speaking the SignalR JSON protocol over WebSockets,
-//! and prints one table per scenario:
+//! serving the chat hub), connects clients speaking SignalR (JSON or MessagePack, over WebSockets
+//! or long polling: `--protocol`, `--transport`; `broadcast`, `echo` and `idle` run once for
+//! each combination given), and prints one table per scenario:
 //!
 //! - `broadcast`: C connections over H hosts; S of them send chat messages (at a fixed total
 //!   rate, or as fast as they can with `--rate 0`); every connection receives every message.
@@ -27,14 +28,19 @@
 //! nothing about speed). See docs/performance.md for how to run the full figures.
 
 mod client;
+mod http;
 mod procs;
 mod scenarios;
+mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
+
+use client::{Dialect, Transport};
+use wire::Protocol;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", about = "hubhost load generator")]
@@ -47,6 +53,12 @@ struct Args {
         default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,negotiate-flood"
     )]
     scenarios: Vec<String>,
+    /// Hub protocols clients speak (broadcast, echo, idle), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "json")]
+    protocol: Vec<Protocol>,
+    /// Transports clients use (broadcast, echo, idle), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "websockets")]
+    transport: Vec<Transport>,
     /// Connections (broadcast).
     #[arg(short = 'c', long, default_value_t = 1000)]
     connections: usize,
@@ -114,7 +126,19 @@ async fn main() -> anyhow::Result<()> {
         args.idle = 1000;
         args.repeat = 1;
         args.negotiations = 20_000;
+        args.protocol = vec![Protocol::Json, Protocol::Messagepack];
+        args.transport = vec![Transport::Websockets, Transport::Longpolling];
     }
+    let dialects: Vec<Dialect> = args
+        .transport
+        .iter()
+        .flat_map(|&transport| {
+            args.protocol.iter().map(move |&protocol| Dialect {
+                transport,
+                protocol,
+            })
+        })
+        .collect();
     raise_fd_limit();
     let bin = match &args.host_bin {
         Some(bin) => bin.clone(),
@@ -129,12 +153,24 @@ async fn main() -> anyhow::Result<()> {
     let mut failed = false;
     for scenario in args.scenarios.clone() {
         match scenario.as_str() {
-            "broadcast" => failed |= scenarios::broadcast(&args, &bin).await?.lost > 0,
+            "broadcast" => {
+                for &dialect in &dialects {
+                    failed |= scenarios::broadcast(&args, &bin, dialect).await?.lost > 0;
+                }
+            }
             "native-vs-wasm" => {
                 failed |= scenarios::native_vs_wasm(&args, &bin, &native_bin).await?
             }
-            "echo" => scenarios::echo(&args, &bin).await?,
-            "idle" => scenarios::idle(&args, &bin).await?,
+            "echo" => {
+                for &dialect in &dialects {
+                    scenarios::echo(&args, &bin, dialect).await?;
+                }
+            }
+            "idle" => {
+                for &dialect in &dialects {
+                    scenarios::idle(&args, &bin, dialect).await?;
+                }
+            }
             "hub-call" => scenarios::hub_call(&args).await?,
             "rooms" => failed |= scenarios::rooms(&args, &bin).await?.lost > 0,
             "negotiate-flood" => scenarios::negotiate_flood(&args, &bin).await?,

@@ -5,11 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-
 use crate::Args;
-use crate::client::{Deliveries, RS, connect, ms, nanos, table};
+use crate::client::{Deliveries, Dialect, connect, ms, nanos, table};
 use crate::procs::{Proc, start_cluster};
 
 /// What one broadcast run measured.
@@ -21,21 +18,24 @@ pub(crate) struct BroadcastStats {
     pub(crate) cpu_per_million: f64,
 }
 
-/// Runs the broadcast scenario and prints its table.
-pub(crate) async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<BroadcastStats> {
+/// Runs the broadcast scenario with every client speaking `dialect`, and prints its table.
+pub(crate) async fn broadcast(
+    args: &Args,
+    bin: &PathBuf,
+    dialect: Dialect,
+) -> anyhow::Result<BroadcastStats> {
     let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
     let epoch = Instant::now();
     let mut deliveries = Deliveries::new(epoch, "broadcastMessage");
     let mut senders = Vec::new();
     for i in 0..args.connections {
-        let ws = connect(&hosts[i % hosts.len()].addr, None).await?;
-        let (sink, stream) = ws.split();
+        let (sink, stream) = connect(&hosts[i % hosts.len()].addr, dialect).await?;
         if i < args.senders {
             senders.push(sink);
         } else {
             drop(sink);
         }
-        deliveries.watch(stream);
+        deliveries.watch(stream, dialect.protocol);
     }
     let receivers = args.connections as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -57,11 +57,11 @@ pub(crate) async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<Broa
                     let due = started + Duration::from_secs_f64(n as f64 / per_sender_rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let frame = format!(
-                    "{{\"type\":1,\"target\":\"Send\",\"arguments\":[\"bench\",\"{}\"]}}{RS}",
-                    nanos(epoch)
-                );
-                if sink.feed(Message::text(frame)).await.is_err() {
+                let clock = nanos(epoch).to_string();
+                let frame = dialect
+                    .protocol
+                    .invocation(None, "Send", &["bench", &clock]);
+                if sink.feed(frame).await.is_err() {
                     break;
                 }
                 n += 1;
@@ -103,7 +103,7 @@ pub(crate) async fn broadcast(args: &Args, bin: &PathBuf) -> anyhow::Result<Broa
     };
     table(
         &format!(
-            "broadcast ({}): {} connections over {} host(s), {} senders, rate {}",
+            "broadcast ({}, {dialect}): {} connections over {} host(s), {} senders, rate {}",
             bin.file_name().unwrap_or_default().to_string_lossy(),
             args.connections,
             args.hosts,
@@ -149,8 +149,8 @@ pub(crate) async fn native_vs_wasm(
     let mut wasm = Vec::new();
     let mut native = Vec::new();
     for _ in 0..args.repeat {
-        wasm.push(broadcast(args, wasm_bin).await?);
-        native.push(broadcast(args, native_bin).await?);
+        wasm.push(broadcast(args, wasm_bin, Dialect::JSON_WEBSOCKETS).await?);
+        native.push(broadcast(args, native_bin, Dialect::JSON_WEBSOCKETS).await?);
     }
     let mean = |runs: &[BroadcastStats], f: fn(&BroadcastStats) -> f64| {
         runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64

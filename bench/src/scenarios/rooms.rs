@@ -6,12 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-
 use crate::Args;
-use crate::client::{Deliveries, RS, Ws, connect, ms, nanos, table};
+use crate::client::{Deliveries, Dialect, Receiver, Sender, completion, connect, ms, nanos, table};
 use crate::procs::{Proc, start_cluster};
 
 /// What one rooms run measured.
@@ -24,23 +20,17 @@ fn room_of(connection: usize, room_size: usize) -> String {
 }
 
 /// Joins `room` and waits for the completion (the hub's `joined` notices may come first).
-async fn join(ws: &mut Ws, room: &str) -> anyhow::Result<()> {
-    ws.send(Message::text(format!(
-        "{{\"type\":1,\"invocationId\":\"join\",\"target\":\"JoinRoom\",\"arguments\":[\"{room}\"]}}{RS}"
-    )))
-    .await?;
-    loop {
-        let message = ws.next().await.context("closed while joining")??;
-        let text = message.to_text().unwrap_or("");
-        for record in text.split(RS) {
-            if record.contains("\"type\":3") && record.contains("\"invocationId\":\"join\"") {
-                if record.contains("\"error\"") {
-                    bail!("joining {room} failed: {record}");
-                }
-                return Ok(());
-            }
-        }
-    }
+async fn join(
+    sender: &mut Sender,
+    receiver: &mut Receiver,
+    dialect: Dialect,
+    room: &str,
+) -> anyhow::Result<()> {
+    let join = dialect
+        .protocol
+        .invocation(Some("join"), "JoinRoom", &[room]);
+    sender.send(join).await?;
+    completion(receiver, dialect.protocol, "join").await
 }
 
 pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsStats> {
@@ -50,12 +40,12 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
     let epoch = Instant::now();
     let mut deliveries = Deliveries::new(epoch, "roomMessage");
     let mut sinks = Vec::new();
+    let dialect = Dialect::JSON_WEBSOCKETS;
     for i in 0..connections {
-        let mut ws = connect(&hosts[i % hosts.len()].addr, None).await?;
-        join(&mut ws, &room_of(i, room_size)).await?;
-        let (sink, stream) = ws.split();
+        let (mut sink, mut stream) = connect(&hosts[i % hosts.len()].addr, dialect).await?;
+        join(&mut sink, &mut stream, dialect, &room_of(i, room_size)).await?;
         sinks.push(sink);
-        deliveries.watch(stream);
+        deliveries.watch(stream, dialect.protocol);
     }
     // Members per room (the last one may be smaller).
     let members = |room: usize| room_size.min(connections - room * room_size) as u64;
@@ -77,11 +67,12 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
-                let frame = format!(
-                    "{{\"type\":1,\"target\":\"SendToRoom\",\"arguments\":[\"{room}\",\"bench\",\"{}\"]}}{RS}",
-                    nanos(epoch)
-                );
-                if sink.send(Message::text(frame)).await.is_err() {
+                let clock = nanos(epoch).to_string();
+                let frame =
+                    dialect
+                        .protocol
+                        .invocation(None, "SendToRoom", &[&room, "bench", &clock]);
+                if sink.send(frame).await.is_err() {
                     break;
                 }
                 sent += 1;
