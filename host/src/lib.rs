@@ -321,7 +321,10 @@ pub async fn run_with_native_hubs(
             );
         }
     };
-    axum::serve(listener, routes)
+    // `into_make_service` hands each connection a clone of the router (an `Arc`); serving the
+    // router itself would rebuild its route table for every connection (3 KiB each, held as
+    // long as the connection lives: long-polling clients keep theirs open).
+    axum::serve(listener, routes.into_make_service())
         .with_graceful_shutdown(told_to_leave)
         .await
         .context("server failed")?;
