@@ -10,6 +10,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use futures_util::StreamExt;
 
 use super::{AppState, authorize, text, unauthorized};
 use crate::auth::Identity;
@@ -211,20 +212,21 @@ pub(super) async fn send(
         Found::Ended(_) => return text(StatusCode::NOT_FOUND, ""),
         Found::Waiting(inbox) | Found::Http { inbox, .. } => inbox,
     };
-    // The session refuses a message over the hub's limit (with ASP.NET's Close text); the
-    // request itself may be somewhat larger, as a WebSocket message may.
-    let limit = loaded
-        .limits()
-        .max_message_size
-        .saturating_mul(4)
-        .max(64 * 1024);
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "");
-    };
-    match inbox.send(bytes).await {
-        Ok(()) => text(StatusCode::OK, ""),
-        Err(_) => text(StatusCode::NOT_FOUND, ""),
+    // The body goes to the session chunk by chunk, as ASP.NET copies it into the connection's
+    // pipe: memory stays bounded whatever its size, a batch of many messages is fine, and a
+    // message over the hub's limit closes the connection with ASP.NET's text.
+    let _one_body_at_a_time = inbox.one_body_at_a_time().await;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            // The client went away mid-body.
+            return text(StatusCode::BAD_REQUEST, "");
+        };
+        if inbox.send(chunk).await.is_err() {
+            return text(StatusCode::NOT_FOUND, "");
+        }
     }
+    text(StatusCode::OK, "")
 }
 
 /// DELETE: a long-polling client ends its connection.

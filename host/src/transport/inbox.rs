@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::session::Inbound;
 
-/// POSTed messages waiting for the session before a POST waits.
+/// Chunks of POST bodies waiting for the session before a POST waits.
 const CAPACITY: usize = 16;
 
 #[derive(Default)]
@@ -38,6 +38,8 @@ struct Shared {
     reader: AtomicWaker,
     /// Wakes POSTs waiting for room.
     room: Notify,
+    /// Held by the POST whose body is being passed on, so that two POSTs' chunks do not mix.
+    body: tokio::sync::Mutex<()>,
 }
 
 /// The sending side, shared by the POSTs of one connection.
@@ -67,7 +69,13 @@ pub fn inbox() -> (InboxSender, Incoming) {
 pub struct Gone;
 
 impl InboxSender {
-    /// Hands one POST body to the session, waiting while it is not reading.
+    /// Waits for the POSTs before this one to finish; keep the guard while sending a body's
+    /// chunks.
+    pub async fn one_body_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.shared.body.lock().await
+    }
+
+    /// Hands one chunk of a POST body to the session, waiting while it is not reading.
     pub async fn send(&self, body: Bytes) -> Result<(), Gone> {
         loop {
             // Registered before the check, so room made in between is not missed.
