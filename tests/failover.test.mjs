@@ -91,7 +91,9 @@ describe("--public-url behind a round-robin nginx", () => {
       ports.map((port) =>
         startHost({
           hubs: ["chat"],
-          args: ["--redis", redis.url, "--listen", `127.0.0.1:${port}`, "--public-url", `http://127.0.0.1:${port}`],
+          // Debug logs of sessions name each connection a host accepts.
+          env: { HUBHOST_LOG: "info,hub=trace,hubhost::session=debug" },
+          args: ["--redis", redis.url, "--listen", `127.0.0.1:${port}`, "--public-url", `http://127.0.0.1:${port}`, "--drain-timeout", "5s"],
         }),
       ),
     );
@@ -114,7 +116,13 @@ describe("--public-url behind a round-robin nginx", () => {
 
       // Two clients of every transport and protocol, all through nginx.
       for (const [transport, protocol] of [...COMBINATIONS, ...COMBINATIONS]) {
-        const c = await connectOver(`${nginx.url}/chat`, { transport, protocol });
+        const c = await connectOver(`${nginx.url}/chat`, {
+          transport,
+          protocol,
+          configure: (b) => b.withAutomaticReconnect([0, 200, 500, 1000, 2000]),
+        });
+        c.reconnected = 0;
+        c.onreconnected(() => c.reconnected++);
         c.name = `${transport}/${protocol}/${clients.length}`;
         clients.push(c);
         assert.equal(await c.invoke("Whoami"), c.connectionId);
@@ -127,6 +135,20 @@ describe("--public-url behind a round-robin nginx", () => {
       for (const c of clients) await c.invoke("Send", c.name, "hello");
       await waitUntil(() => got.every((g) => g.length === clients.length), "every message at every client");
       for (const g of got) assert.deepEqual(g.map(([name]) => name).sort(), clients.map((c) => c.name).sort());
+
+      // Host A stops: its clients, whatever their transport, reconnect through nginx, are sent
+      // to host B, and everyone chats again.
+      const onA = new Set();
+      for (const c of clients) {
+        if (hosts[0].logsMatching(c.connectionId).length > 0) onA.add(c);
+      }
+      assert.equal(onA.size, counts[0]);
+      await hosts[0].stop();
+      await waitUntil(() => [...onA].every((c) => c.reconnected === 1 && c.state === signalR.HubConnectionState.Connected), "the clients of host A to reconnect", 15_000);
+      assert.equal(await metric(hosts[1], "hubhost_connections"), clients.length);
+      got.forEach((g) => g.splice(0));
+      for (const c of clients) await c.invoke("Send", c.name, "again");
+      await waitUntil(() => got.every((g) => g.length === clients.length), "every message at every client after the failover");
     } finally {
       await Promise.all(clients.map((c) => c.stop()));
       await nginx.stop();

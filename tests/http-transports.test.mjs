@@ -16,7 +16,7 @@ async function pollRecords(url, token, count) {
   let text = "";
   while (text.split(RS).length - 1 < count) {
     const { status, body } = await poll(url, token);
-    assert.equal(status, 200, `poll answered ${status} after ${JSON.stringify(text)}`);
+    assert.equal(status, 200, `poll answered ${status} after ${text.split(RS).length - 1} records`);
     text += body.toString();
   }
   return text.split(RS).slice(0, -1);
@@ -139,10 +139,41 @@ describe("long polling, request by request", () => {
     await watcher.stop();
   });
 
-  it("carries MessagePack: binary polls after a JSON handshake", async () => {
+  it("passes POST bodies through whatever their size: a big batch works, one message over the limit closes", async () => {
     const token = await negotiate(url);
     await poll(url, token);
-    await post(url, token, Buffer.concat([Buffer.from(handshake("messagepack")), framed([1, {}, "1", "Echo", ["binary"]])]));
+    await post(url, token, handshake("json"));
+    assert.deepEqual(await pollRecords(url, token, 1), ["{}"]);
+    // 300 messages in one POST, 200 KB: more than any one message may be (within the rate
+    // limit's burst and the outbox, which hold back faster clients).
+    const batch = Array.from({ length: 300 }, (_, i) => `{"type":1,"invocationId":"${i}","target":"Echo","arguments":["${"x".repeat(700)}"]}${RS}`).join("");
+    assert.ok(batch.length > 200_000);
+    assert.deepEqual(await post(url, token, batch), { status: 200, text: "" });
+    const records = await pollRecords(url, token, 300);
+    assert.deepEqual(
+      records.map((r) => JSON.parse(r).invocationId),
+      Array.from({ length: 300 }, (_, i) => String(i)),
+    );
+    assert.deepEqual(JSON.parse(records.at(-1)), { type: 3, invocationId: "299", result: "x".repeat(700) });
+    // One message of 200 KB: the connection closes with ASP.NET's text (the POST itself may
+    // be answered before or after the session has seen enough of it).
+    const big = await post(url, token, `{"type":1,"invocationId":"big","target":"Echo","arguments":["${"y".repeat(200_000)}"]}${RS}`);
+    assert.ok([200, 404].includes(big.status), `POST answered ${big.status}`);
+    const [close] = await pollRecords(url, token, 1);
+    assert.deepEqual(JSON.parse(close), {
+      type: 7,
+      error:
+        "Connection closed with an error. InvalidDataException: The maximum message size of 32768B was exceeded. The message size can be configured with --max-message-size.",
+    });
+    assert.equal((await poll(url, token)).status, 204);
+  });
+
+  it("carries MessagePack: binary polls after a JSON handshake, messages split over POSTs", async () => {
+    const token = await negotiate(url);
+    await poll(url, token);
+    const message = framed([1, {}, "1", "Echo", ["binary"]]);
+    await post(url, token, Buffer.concat([Buffer.from(handshake("messagepack")), message.subarray(0, 1)]));
+    await post(url, token, message.subarray(1));
     let bytes = Buffer.alloc(0);
     while (true) {
       const answer = await poll(url, token);

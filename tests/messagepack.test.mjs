@@ -8,7 +8,7 @@ import { encode } from "@msgpack/msgpack";
 
 import { connectOver, record, waitUntil } from "./support/client.mjs";
 import { startHost } from "./support/host.mjs";
-import { rawMessagePackSocket } from "./support/wire.mjs";
+import { framed, rawMessagePackSocket } from "./support/wire.mjs";
 
 const closedWith = (text) => [7, `Connection closed with an error. ${text}`, false];
 
@@ -86,6 +86,27 @@ describe("MessagePack on the wire", () => {
         [3, {}, "3", 3, "still open"],
       ],
     );
+    raw.ws.close();
+  });
+
+  it("waits for the rest of a message split anywhere, even inside its length prefix", async () => {
+    const raw = await rawMessagePackSocket(`${host.url}/values`);
+    const long = "z".repeat(200);
+    // Over 127 bytes: a two-byte length prefix.
+    const bytes = framed([1, {}, "1", "Echo", [long]]);
+    raw.sendBytes(bytes.subarray(0, 1));
+    raw.sendBytes(bytes.subarray(1, 10));
+    raw.sendBytes(bytes.subarray(10));
+    await waitUntil(() => raw.messages.some((m) => m[0] === 3), "the completion");
+    assert.deepEqual(raw.messages.filter((m) => m[0] === 3), [[3, {}, "1", 3, long]]);
+    raw.ws.close();
+  });
+
+  it("ignores messages of unknown types and keeps the connection", async () => {
+    const raw = await rawMessagePackSocket(`${host.url}/values`);
+    raw.send([99, "from a future protocol"], [1, {}, "1", "Echo", ["after it"]]);
+    await waitUntil(() => raw.messages.some((m) => m[0] === 3), "the completion");
+    assert.deepEqual(raw.messages.filter((m) => m[0] === 3), [[3, {}, "1", 3, "after it"]]);
     raw.ws.close();
   });
 

@@ -1,5 +1,5 @@
-// A Python client (PyPI signalrcore 1.0.2) over every transport and protocol it supports,
-// talking with the official JavaScript client through hubhost.
+// A Python client (PyPI signalrcore 1.0.2) over every transport and protocol it supports, on
+// one host, talking with the official JavaScript client on another (the hosts share Redis).
 //
 // signalrcore cannot use MessagePack over long polling (it splits polls on the JSON record
 // separator), and no client may use it over Server-Sent Events; its long-polling client also
@@ -10,8 +10,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { connectOver, record, waitUntil, waitUntilAsync } from "./support/client.mjs";
-import { labelledMetric, startHost } from "./support/host.mjs";
+import { labelledMetric, startHost, waitReady } from "./support/host.mjs";
 import { startPythonClient } from "./support/python.mjs";
+import { startRedis } from "./support/redis.mjs";
 
 const PYTHON_COMBINATIONS = [
   ["WebSockets", "websockets", "json"],
@@ -21,15 +22,20 @@ const PYTHON_COMBINATIONS = [
 ];
 
 describe("the Python client (signalrcore)", () => {
+  let redis;
   let host;
+  let other;
   let js;
   before(async () => {
-    host = await startHost({ hubs: ["values"] });
-    js = await connectOver(`${host.url}/values`, { transport: "WebSockets", protocol: "messagepack" });
+    redis = await startRedis();
+    [host, other] = await Promise.all([0, 1].map(() => startHost({ hubs: ["values"], args: ["--redis", redis.url] })));
+    await Promise.all([host, other].map((h) => waitReady(h)));
+    js = await connectOver(`${other.url}/values`, { transport: "WebSockets", protocol: "messagepack" });
   });
   after(async () => {
     await js?.stop();
-    await host.stop();
+    await Promise.all([host, other].map((h) => h?.stop()));
+    await redis?.stop();
   });
 
   for (const [transport, flag, protocol] of PYTHON_COMBINATIONS) {

@@ -8,6 +8,8 @@ import { after, before, describe, it } from "node:test";
 
 import { COMBINATIONS, connectOver, record, signalR, waitUntil, waitUntilAsync } from "./support/client.mjs";
 import { labelledMetric, startHost } from "./support/host.mjs";
+import { jwt } from "./support/jwt.mjs";
+import { rawEventStream } from "./support/wire.mjs";
 
 const MAX_SIZE_TEXT =
   "Connection closed with an error. InvalidDataException: The maximum message size of 32768B was exceeded. The message size can be configured with --max-message-size.";
@@ -199,5 +201,42 @@ describe("choosing a transport", () => {
     } finally {
       await host.stop();
     }
+  });
+});
+
+describe("access tokens on every transport", () => {
+  const SECRET = "transports-test-secret";
+  const token = (sub) => jwt({ sub, exp: Math.floor(Date.now() / 1000) + 600 }, SECRET);
+  let host;
+  before(async () => {
+    host = await startHost({ hubs: ["chat"], args: ["--jwt-secret", SECRET], settings: { chat: "require-auth = true\n" } });
+  });
+  after(() => host.stop());
+
+  for (const [transport, protocol] of COMBINATIONS) {
+    it(`authenticates ${transport} with ${protocol} (header on negotiate, polls and POSTs; query string on WebSockets and SSE)`, async () => {
+      const c = await connectOver(`${host.url}/chat`, { transport, protocol, options: { accessTokenFactory: () => token("ana") } });
+      assert.equal(await c.invoke("WhoamiUser"), "ana");
+      await c.stop();
+    });
+  }
+
+  it("refuses a client without a token with the official client's text", async () => {
+    for (const transport of ["ServerSentEvents", "LongPolling"]) {
+      await assert.rejects(connectOver(`${host.url}/chat`, { transport }), {
+        message: "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'",
+      });
+    }
+  });
+
+  it("checks the token on the transport's own requests too", async () => {
+    const res = await fetch(`${host.url}/chat/negotiate?negotiateVersion=1`, { method: "POST", headers: { Authorization: `Bearer ${token("ana")}` } });
+    const { connectionToken } = await res.json();
+    const anonymous = await rawEventStream(`${host.url}/chat`, connectionToken);
+    assert.equal(anonymous.status, 401);
+    const poll = await fetch(`${host.url}/chat?id=${connectionToken}`);
+    assert.equal(poll.status, 401);
+    const post = await fetch(`${host.url}/chat?id=${connectionToken}`, { method: "POST", body: "{}" });
+    assert.equal(post.status, 401);
   });
 });
