@@ -74,5 +74,6 @@ pub fn caller() -> Caller {
         connection_id: ConnectionId::new("bench"),
         user_id: None,
         claims: Vec::new(),
+        request: None,
     }
 }

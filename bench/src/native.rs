@@ -6,7 +6,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubhost::runtime::{Call, HubError, NativeHost, NativeHub};
+use hubhost::runtime::{
+    Answer, Call, Exception, HubError, MethodInfo, NativeHost, NativeHub, ParamInfo, StreamNext,
+    StreamStep,
+};
 use hubhost::state::{StateError, StateOp, StateValue};
 use hubhost::types::{Caller, HubName, Target};
 use hubhost_sdk::native::{self as sdk, Event, Level, StateError as SdkStateError, WireError};
@@ -27,7 +30,7 @@ impl<H: sdk::Hub + 'static> NativeHub for SdkHub<H> {
         caller: &Caller,
         call: Call<'_>,
         host: &mut NativeHost,
-    ) -> Result<Option<String>, HubError> {
+    ) -> Result<Answer, HubError> {
         let ctx = sdk::context(
             caller.hub.as_str(),
             caller.connection_id.as_str(),
@@ -38,13 +41,65 @@ impl<H: sdk::Hub + 'static> NativeHub for SdkHub<H> {
             Call::Connected => Event::Connected,
             Call::Disconnected { error } => Event::Disconnected { error },
             Call::Invoke { method, arguments } => Event::Invoke { method, arguments },
+            Call::Stream {
+                method,
+                arguments,
+                cursor,
+            } => {
+                let cursor = cursor.map(str::to_owned);
+                return sdk::stream::<H>(&mut Bridge(host), &ctx, method, arguments, cursor)
+                    .map(|step| Answer::Step(stream_step(step)))
+                    .map_err(hub_error);
+            }
+            Call::Describe => {
+                return Ok(Answer::Methods(
+                    sdk::describe::<H>().into_iter().map(method_info).collect(),
+                ));
+            }
         };
-        sdk::call::<H>(&mut Bridge(host), &ctx, event).map_err(|e| match e {
-            WireError::MethodNotFound => HubError::MethodNotFound,
-            WireError::InvalidArguments(m) => HubError::InvalidArguments(m),
-            WireError::Rejected(m) => HubError::Rejected(m),
-            WireError::Failed(m) => HubError::Failed(m),
-        })
+        sdk::call::<H>(&mut Bridge(host), &ctx, event)
+            .map(Answer::Value)
+            .map_err(hub_error)
+    }
+}
+
+fn hub_error(error: WireError) -> HubError {
+    match error {
+        WireError::MethodNotFound => HubError::MethodNotFound,
+        WireError::InvalidArguments(m) => HubError::InvalidArguments(m),
+        WireError::Rejected(m) => HubError::Rejected(m),
+        WireError::Failed(e) => HubError::Failed(Exception {
+            type_name: e.type_name,
+            message: e.message,
+        }),
+    }
+}
+
+fn stream_step(step: sdk::StreamStep) -> StreamStep {
+    StreamStep {
+        items: step.items,
+        next: step.next.map(|next| StreamNext {
+            cursor: next.cursor,
+            delay: Duration::from_millis(next.delay_ms.into()),
+        }),
+        error: step.error.map(hub_error),
+    }
+}
+
+fn method_info(info: sdk::MethodInfo) -> MethodInfo {
+    MethodInfo {
+        name: info.name,
+        doc: info.doc,
+        params: info
+            .params
+            .into_iter()
+            .map(|p| ParamInfo {
+                name: p.name,
+                schema: p.schema,
+            })
+            .collect(),
+        returns: info.returns,
+        streaming: info.streaming,
     }
 }
 
@@ -145,6 +200,10 @@ impl sdk::Host for Bridge<'_> {
     fn state_expire(&mut self, key: &str, ttl_ms: u64) -> Result<bool, SdkStateError> {
         let ttl = Duration::from_millis(ttl_ms);
         self.state(key, StateOp::Expire(ttl), StateValue::into_flag)
+    }
+
+    fn abort(&mut self) {
+        self.0.abort();
     }
 
     fn log(&mut self, level: Level, message: &str) {

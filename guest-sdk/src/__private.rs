@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use crate::__bindings::exports::hubhost::hub::handler;
 use crate::__bindings::hubhost::hub::types::{self as wit, Level};
+pub use crate::__bindings::hubhost::hub::types::{MethodInfo, ParamInfo, StreamStep};
 use crate::imports::log as wit_log;
 use crate::{Context, HubError, HubResult};
 
@@ -18,6 +19,17 @@ const BINDING_ERROR: &str = "Error binding arguments. Make sure that the types o
 /// What `#[hub]` implements for the user's type.
 pub trait Hub {
     fn invoke(ctx: &Context, method: &str, args: &str) -> Result<Option<String>, HubError>;
+    fn stream(
+        _ctx: &Context,
+        _method: &str,
+        _args: &str,
+        _cursor: Option<String>,
+    ) -> Result<StreamStep, HubError> {
+        Err(HubError::method_not_found())
+    }
+    fn describe() -> Vec<MethodInfo> {
+        Vec::new()
+    }
     fn on_connected(_ctx: &Context) -> HubResult {
         Ok(())
     }
@@ -115,6 +127,157 @@ impl<H: Hub> handler::Guest for Export<H> {
     ) -> Result<Option<String>, wit::HubError> {
         install_panic_hook();
         H::invoke(&Context::from_wit(ctx), &method, &arguments).map_err(HubError::into_wit)
+    }
+
+    fn stream_items(
+        ctx: wit::Context,
+        method: String,
+        arguments: String,
+        cursor: Option<String>,
+    ) -> Result<StreamStep, wit::HubError> {
+        install_panic_hook();
+        H::stream(&Context::from_wit(ctx), &method, &arguments, cursor).map_err(HubError::into_wit)
+    }
+
+    fn describe() -> Vec<MethodInfo> {
+        install_panic_hook();
+        H::describe()
+    }
+}
+
+/// The stream a streaming method returned, whether it returned it bare or in a `Result`.
+pub fn stream_of<T, E: Into<HubError>>(
+    value: Result<crate::HubStream<T>, E>,
+) -> Result<crate::HubStream<T>, HubError> {
+    value.map_err(Into::into)
+}
+
+/// A method's description for `describe`.
+pub fn method_info(
+    name: &str,
+    doc: &str,
+    params: Vec<ParamInfo>,
+    returns: Option<String>,
+    streaming: bool,
+) -> MethodInfo {
+    let doc = doc.trim();
+    MethodInfo {
+        name: name.to_owned(),
+        doc: (!doc.is_empty()).then(|| doc.to_owned()),
+        params,
+        returns,
+        streaming,
+    }
+}
+
+/// A parameter's description for `describe`.
+pub fn param_info(name: &str, schema: String) -> ParamInfo {
+    ParamInfo {
+        name: name.to_owned(),
+        schema,
+    }
+}
+
+/// The JSON Schema of the types hubs usually take and return; others describe as any value
+/// (`{}`). Picked by [`SchemaProbe`] without a bound on the hub's own types.
+pub trait Schema {
+    fn schema() -> String;
+}
+
+macro_rules! schema {
+    ($json:literal: $($ty:ty),*) => {
+        $(impl Schema for $ty {
+            fn schema() -> String {
+                $json.to_owned()
+            }
+        })*
+    };
+}
+
+schema!(r#"{"type":"string"}"#: String, str, char);
+schema!(r#"{"type":"boolean"}"#: bool);
+schema!(r#"{"type":"integer"}"#: i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+schema!(r#"{"type":"number"}"#: f32, f64);
+schema!("{}": serde_json::Value);
+schema!(r#"{"type":"null"}"#: ());
+
+impl<T: Schema + ?Sized> Schema for &T {
+    fn schema() -> String {
+        T::schema()
+    }
+}
+
+impl<T: Schema> Schema for Option<T> {
+    fn schema() -> String {
+        format!(r#"{{"anyOf":[{},{{"type":"null"}}]}}"#, T::schema())
+    }
+}
+
+impl<T: Schema> Schema for Vec<T> {
+    fn schema() -> String {
+        format!(r#"{{"type":"array","items":{}}}"#, T::schema())
+    }
+}
+
+impl<T: Schema> Schema for [T] {
+    fn schema() -> String {
+        Vec::<T>::schema()
+    }
+}
+
+impl<T: Schema, S> Schema for std::collections::HashMap<String, T, S> {
+    fn schema() -> String {
+        format!(
+            r#"{{"type":"object","additionalProperties":{}}}"#,
+            T::schema()
+        )
+    }
+}
+
+impl<T: Schema> Schema for std::collections::BTreeMap<String, T> {
+    fn schema() -> String {
+        std::collections::HashMap::<String, T>::schema()
+    }
+}
+
+impl<A: Schema, B: Schema> Schema for (A, B) {
+    fn schema() -> String {
+        format!(
+            r#"{{"type":"array","prefixItems":[{},{}],"items":false}}"#,
+            A::schema(),
+            B::schema()
+        )
+    }
+}
+
+/// Picks a type's [`Schema`] when it has one and `{}` otherwise (autoref specialization: the
+/// method on `SchemaProbe<T>` wins over the one on `&SchemaProbe<T>` when its bound holds).
+pub struct SchemaProbe<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: ?Sized> SchemaProbe<T> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+pub trait KnownSchema {
+    fn schema(&self) -> String;
+}
+
+impl<T: Schema + ?Sized> KnownSchema for SchemaProbe<T> {
+    fn schema(&self) -> String {
+        T::schema()
+    }
+}
+
+pub trait AnySchema {
+    fn schema(&self) -> String;
+}
+
+impl<T: ?Sized> AnySchema for &SchemaProbe<T> {
+    fn schema(&self) -> String {
+        "{}".to_owned()
     }
 }
 

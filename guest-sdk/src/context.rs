@@ -1,5 +1,7 @@
 use crate::__bindings::hubhost::hub::types as wit;
 use crate::clients::Clients;
+use crate::imports::caller;
+use crate::request::Request;
 
 /// Who is calling: the connection, its user and claims, and the hub.
 ///
@@ -132,5 +134,34 @@ impl Context {
     /// ```
     pub fn others_in_group(&self, group: impl Into<String>) -> Clients {
         Clients::group_except(group, [self.connection_id.clone()])
+    }
+
+    /// The HTTP request that opened the caller's connection: headers, query string, cookies
+    /// (ASP.NET's `Context.GetHttpContext()`). Asked of the host on each use.
+    ///
+    /// ```no_run
+    /// # use hubhost_sdk::prelude::*;
+    /// # fn f(ctx: &Context) {
+    /// let agent = ctx.request().header("user-agent").map(str::to_owned);
+    /// # }
+    /// ```
+    pub fn request(&self) -> Request {
+        Request::from_wit(caller::request())
+    }
+
+    /// Closes the caller's connection once this call ends (after its completion), with a Close
+    /// that does not let the client reconnect automatically (SignalR's `Context.Abort()`).
+    ///
+    /// ```no_run
+    /// # use hubhost_sdk::prelude::*;
+    /// # pub struct H;
+    /// # #[hub] impl H {
+    /// fn leave(ctx: &Context) {
+    ///     ctx.abort();
+    /// }
+    /// # }
+    /// ```
+    pub fn abort(&self) {
+        caller::abort();
     }
 }

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::__bindings::hubhost::hub::types::HubError as WitHubError;
+use crate::__bindings::hubhost::hub::types::{Exception as WitException, HubError as WitHubError};
 
 /// The result type of hub methods and sends: `Ok(T)` or a [`HubError`].
 ///
@@ -20,10 +20,11 @@ pub type HubResult<T = ()> = Result<T, HubError>;
 ///
 /// - [`HubError::new`] is a deliberate refusal (SignalR's `HubException`): the caller sees the
 ///   text, as `An unexpected error occurred invoking 'Method' on the server. HubException: <text>`.
-/// - Any other error converted with `?` (any [`std::error::Error`]), or [`HubError::unexpected`],
-///   is an unexpected failure: it is logged by the host, and the caller sees only
-///   `An unexpected error occurred invoking 'Method' on the server.` unless the host runs with
-///   detailed errors.
+/// - Any other error converted with `?` (any [`std::error::Error`]), [`HubError::unexpected`] or
+///   [`HubError::exception`], is an unexpected failure: it is logged by the host, and the caller
+///   sees only `An unexpected error occurred invoking 'Method' on the server.` unless the host
+///   runs with detailed errors, which add `<TypeName>: <message>` as ASP.NET's do (the type is
+///   the Rust error's, `ParseIntError`, or the one given to [`HubError::exception`]).
 ///
 /// ```no_run
 /// use hubhost_sdk::prelude::*;
@@ -48,7 +49,7 @@ pub struct HubError {
 #[derive(Debug)]
 enum Kind {
     Rejected(String),
-    Failed(String),
+    Failed { type_name: String, message: String },
     MethodNotFound,
     InvalidArguments(String),
 }
@@ -74,8 +75,23 @@ impl HubError {
     /// let err = HubError::unexpected("inventory out of sync");
     /// ```
     pub fn unexpected(message: impl Into<String>) -> Self {
+        Self::exception("Exception", message)
+    }
+
+    /// An unexpected failure of a named type, as .NET exceptions have: with detailed errors
+    /// the caller sees `An unexpected error occurred invoking 'M' on the server.
+    /// InvalidOperationException: <message>`.
+    ///
+    /// ```no_run
+    /// # use hubhost_sdk::prelude::*;
+    /// let err = HubError::exception("InvalidOperationException", "the game is over");
+    /// ```
+    pub fn exception(type_name: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            kind: Kind::Failed(message.into()),
+            kind: Kind::Failed {
+                type_name: type_name.into(),
+                message: message.into(),
+            },
         }
     }
 
@@ -87,7 +103,7 @@ impl HubError {
     /// ```
     pub fn message(&self) -> &str {
         match &self.kind {
-            Kind::Rejected(m) | Kind::Failed(m) | Kind::InvalidArguments(m) => m,
+            Kind::Rejected(m) | Kind::Failed { message: m, .. } | Kind::InvalidArguments(m) => m,
             Kind::MethodNotFound => "Method does not exist.",
         }
     }
@@ -107,7 +123,9 @@ impl HubError {
     pub(crate) fn into_wit(self) -> WitHubError {
         match self.kind {
             Kind::Rejected(m) => WitHubError::Rejected(m),
-            Kind::Failed(m) => WitHubError::Failed(m),
+            Kind::Failed { type_name, message } => {
+                WitHubError::Failed(WitException { type_name, message })
+            }
             Kind::MethodNotFound => WitHubError::MethodNotFound,
             Kind::InvalidArguments(m) => WitHubError::InvalidArguments(m),
         }
@@ -130,6 +148,30 @@ impl fmt::Display for HubError {
 /// not implement `std::error::Error`, which is what makes this blanket conversion possible.)
 impl<E: std::error::Error> From<E> for HubError {
     fn from(error: E) -> Self {
-        Self::unexpected(error.to_string())
+        Self::exception(type_name::<E>(), error.to_string())
+    }
+}
+
+/// A type's own name, without its path or generic arguments (`ParseIntError`), as .NET's
+/// `GetType().Name` reads.
+fn type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_converted_with_question_mark_keep_their_type_name() {
+        let parse = "x".parse::<u32>().unwrap_err();
+        let error = HubError::from(parse);
+        assert!(matches!(
+            &error.kind,
+            Kind::Failed { type_name, .. } if type_name == "ParseIntError"
+        ));
+        assert_eq!(type_name::<Vec<std::io::Error>>(), "Vec");
     }
 }

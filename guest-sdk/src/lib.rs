@@ -39,6 +39,10 @@
 //!   optional first parameter `ctx: &Context` gives the caller's identity ([`Context`]).
 //! - The return value is anything [`serde::Serialize`], or a [`HubResult`] of it; `()` or no
 //!   return type means a void method. An `Err` goes back to the caller as an error completion.
+//! - A method that returns a [`HubStream`] (or a `HubResult` of one) is a streaming method:
+//!   clients call it with `connection.stream(...)` and receive its items one by one.
+//! - `ctx.request()` reads the connecting request's headers, query and cookies, and
+//!   `ctx.abort()` closes the caller's connection ([`Context`]).
 //! - `on_connected(ctx: &Context) -> HubResult` and
 //!   `on_disconnected(ctx: &Context, error: Option<String>) -> HubResult`, if defined, run when
 //!   a client connects and disconnects; clients cannot invoke them.
@@ -66,7 +70,9 @@ mod imports;
 pub mod log;
 #[cfg(not(target_family = "wasm"))]
 pub mod native;
+mod request;
 mod state;
+mod stream;
 
 #[doc(hidden)]
 pub mod __private;
@@ -89,7 +95,9 @@ pub use clients::Clients;
 pub use context::Context;
 pub use error::{HubError, HubResult};
 pub use groups::Groups;
+pub use request::Request;
 pub use state::State;
+pub use stream::{HubStream, Step};
 
 /// Marks an `impl` block as a hub and exports it from the component.
 ///
@@ -128,5 +136,7 @@ pub use hubhost_sdk_macros::hub;
 /// ```
 pub mod prelude {
     pub use crate::log;
-    pub use crate::{Clients, Context, Groups, HubError, HubResult, State, hub};
+    pub use crate::{
+        Clients, Context, Groups, HubError, HubResult, HubStream, Request, State, Step, hub,
+    };
 }

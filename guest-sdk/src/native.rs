@@ -56,7 +56,8 @@ pub use crate::__private::Hub;
 
 pub use crate::__bindings::hubhost::hub::state::StateError;
 pub use crate::__bindings::hubhost::hub::types::{
-    GroupExcept, HubError as WireError, Level, Target,
+    Exception as WireException, GroupExcept, HttpRequest as WireRequest, HubError as WireError,
+    Level, MethodInfo, ParamInfo, StreamNext, StreamStep, Target,
 };
 
 /// What a hub may ask of its host; the native counterpart of the component's imports
@@ -86,6 +87,19 @@ pub trait Host {
     fn state_expire(&mut self, key: &str, ttl_ms: u64) -> Result<bool, StateError>;
     /// `log.write`.
     fn log(&mut self, level: Level, message: &str);
+    /// `caller.request`: the request that opened the caller's connection. None by default.
+    fn request(&mut self) -> WireRequest {
+        WireRequest {
+            headers: Vec::new(),
+            query: Vec::new(),
+            cookies: Vec::new(),
+        }
+    }
+    /// `caller.abort`: close the caller's connection after the call. A harness that has no
+    /// connection to close may leave it at this default, which only logs it.
+    fn abort(&mut self) {
+        self.log(Level::Info, "the hub aborted the caller's connection");
+    }
 }
 
 /// What the host asks of a hub: the exports of the component.
@@ -144,6 +158,79 @@ pub fn call<H: Hub>(
         Event::Invoke { method, arguments } => H::invoke(ctx, method, arguments),
     })
     .map_err(crate::HubError::into_wit)
+}
+
+/// Runs one step of hub `H`'s streaming `method` (the first with no `cursor`), as the host's
+/// `handler.stream` would.
+///
+/// ```
+/// use hubhost_sdk::native::{self, Host};
+/// use hubhost_sdk::prelude::*;
+/// # use hubhost_sdk::native::{Level, StateError, Target};
+///
+/// pub struct Numbers;
+///
+/// #[hub]
+/// impl Numbers {
+///     fn upto(n: u32) -> HubStream<u32> {
+///         HubStream::unfold(0, move |i: u32| Ok(if i < n { Step::item(i).then(i + 1) } else { Step::done() }))
+///     }
+/// }
+/// # struct Nothing;
+/// # impl Host for Nothing {
+/// #     fn send(&mut self, _: &Target, _: &str, _: &str) {}
+/// #     fn group_add(&mut self, _: &str, _: &str) {}
+/// #     fn group_remove(&mut self, _: &str, _: &str) {}
+/// #     fn state_get(&mut self, _: &str) -> Result<Option<String>, StateError> { Ok(None) }
+/// #     fn state_set(&mut self, _: &str, _: &str, _: Option<u64>) -> Result<(), StateError> { Ok(()) }
+/// #     fn state_delete(&mut self, _: &str) -> Result<bool, StateError> { Ok(false) }
+/// #     fn state_incr(&mut self, _: &str, d: i64) -> Result<i64, StateError> { Ok(d) }
+/// #     fn state_set_add(&mut self, _: &str, _: &str) -> Result<bool, StateError> { Ok(true) }
+/// #     fn state_set_remove(&mut self, _: &str, _: &str) -> Result<bool, StateError> { Ok(false) }
+/// #     fn state_set_members(&mut self, _: &str) -> Result<Vec<String>, StateError> { Ok(vec![]) }
+/// #     fn state_expire(&mut self, _: &str, _: u64) -> Result<bool, StateError> { Ok(false) }
+/// #     fn log(&mut self, _: Level, _: &str) {}
+/// # }
+///
+/// let ctx = native::context("numbers", "c1", None, vec![]);
+/// let first = native::stream::<Numbers>(&mut Nothing, &ctx, "Upto", "[3]", None).unwrap();
+/// let cursor = first.next.unwrap().cursor;
+/// let step = native::stream::<Numbers>(&mut Nothing, &ctx, "Upto", "[3]", Some(cursor)).unwrap();
+/// assert_eq!(step.items, ["0", "1", "2"]);
+/// assert!(step.next.is_none());
+/// ```
+pub fn stream<H: Hub>(
+    host: &mut dyn Host,
+    ctx: &Context,
+    method: &str,
+    arguments: &str,
+    cursor: Option<String>,
+) -> Result<StreamStep, WireError> {
+    with_host(host, || H::stream(ctx, method, arguments, cursor)).map_err(crate::HubError::into_wit)
+}
+
+/// Hub `H`'s methods, as the host's `handler.describe` reports them.
+///
+/// ```
+/// use hubhost_sdk::prelude::*;
+///
+/// pub struct Greeter;
+///
+/// #[hub]
+/// impl Greeter {
+///     /// Says hello.
+///     fn greet(name: String) -> String {
+///         format!("hello {name}")
+///     }
+/// }
+///
+/// let methods = hubhost_sdk::native::describe::<Greeter>();
+/// assert_eq!(methods[0].name, "Greet");
+/// assert_eq!(methods[0].params[0].schema, r#"{"type":"string"}"#);
+/// assert_eq!(methods[0].doc.as_deref(), Some("Says hello."));
+/// ```
+pub fn describe<H: Hub>() -> Vec<MethodInfo> {
+    H::describe()
 }
 
 thread_local! {
@@ -206,6 +293,16 @@ pub(crate) mod imports {
         }
         pub(crate) fn remove(connection_id: &str, group: &str) {
             host(|h| h.group_remove(connection_id, group));
+        }
+    }
+
+    pub(crate) mod caller {
+        use super::super::{WireRequest, host};
+        pub(crate) fn request() -> WireRequest {
+            host(|h| h.request())
+        }
+        pub(crate) fn abort() {
+            host(|h| h.abort());
         }
     }
 

@@ -220,6 +220,24 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Prints a hub's methods as it describes them (name, parameters and their JSON Schema,
+    /// result or stream item, documentation): `hubhost describe chat.wasm`.
+    Describe {
+        /// The hub component.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes a TypeScript module with typed calls of a hub's methods over the official
+    /// client's `HubConnection`: `hubhost types chat.wasm -o src/chatServer.ts`.
+    Types {
+        /// The hub component.
+        file: PathBuf,
+        /// Where to write it (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// How log lines are written.
@@ -319,7 +337,7 @@ fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
         if let Some(path) = arg.strip_prefix("--config=") {
             return Some(PathBuf::from(path));
         }
-        if arg == "new" {
+        if matches!(arg.as_ref(), "new" | "describe" | "types") {
             return None; // a subcommand: no server settings
         }
     }

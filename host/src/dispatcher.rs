@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::runtime::{Call, CallError, CallOutcome, Effect, HubError, HubRuntime, LoadedHub};
+use crate::runtime::{
+    Answer, Call, CallError, CallOutcome, Effect, HubError, HubRuntime, LoadedHub, StreamNext,
+};
 use crate::types::Caller;
 
 /// Runs hub calls for connections.
@@ -19,6 +21,46 @@ pub struct Dispatcher {
 
 /// Errors of a hub call, as SignalR texts ready for a Completion or a Close.
 pub type ErrorText = String;
+
+/// How a call for a client ended: its reply, and whether the hub aborted the connection
+/// (SignalR's `Context.Abort()`), which closes once the reply is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replied<T> {
+    pub reply: Result<T, ErrorText>,
+    pub abort: bool,
+}
+
+impl<T> Replied<T> {
+    fn error(text: ErrorText) -> Self {
+        Self {
+            reply: Err(text),
+            abort: false,
+        }
+    }
+}
+
+/// One step of a stream, ready for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Streamed {
+    /// Items to send now, each one JSON value.
+    pub items: Vec<String>,
+    /// Where the stream goes on from; `None` ends it.
+    pub next: Option<StreamNext>,
+    /// The stream fails after these items, with this text.
+    pub error: Option<ErrorText>,
+}
+
+/// Whether the hub's description names `method` as streaming: `Some(true)` streaming,
+/// `Some(false)` plain, `None` no such method. Hubs that describe nothing stream nothing.
+fn streams(methods: Option<&[crate::runtime::MethodInfo]>, method: &str) -> Option<bool> {
+    match methods {
+        None => Some(false),
+        Some(methods) => methods
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(method))
+            .map(|m| m.streaming),
+    }
+}
 
 impl Dispatcher {
     pub fn new(runtime: Arc<HubRuntime>, router: Router, detailed_errors: bool) -> Self {
@@ -63,17 +105,95 @@ impl Dispatcher {
         caller: &Caller,
         method: &str,
         arguments: &str,
-    ) -> Result<Option<String>, ErrorText> {
+    ) -> Replied<Option<String>> {
         let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
-            return Err(method_not_found(method));
+            return Replied::error(method_not_found(method));
         };
+        if streams(hub.methods(caller).await.as_deref(), method) == Some(true) {
+            return Replied::error(format!(
+                "The client attempted to invoke the streaming '{method}' method with a non-streaming invocation."
+            ));
+        }
         let outcome = self
             .call(&hub, caller, Call::Invoke { method, arguments })
             .await;
-        self.finish(outcome).await.map_err(|e| {
+        let (result, abort) = self.finish(outcome).await;
+        let reply = match result {
+            Ok(Answer::Value(value)) => Ok(value),
+            Ok(_) => Err(CallError::InvalidResult(
+                "The hub answered an invocation with a stream step.".into(),
+            )),
+            Err(e) => Err(e),
+        };
+        Replied {
+            reply: reply.map_err(|e| {
+                self.log_failure(&e, method, caller, &hub);
+                self.error_text(&e, method)
+            }),
+            abort,
+        }
+    }
+
+    /// One step of a streaming method: the first without a cursor (the invocation itself),
+    /// then with the cursor the previous step returned.
+    pub async fn stream(
+        &self,
+        caller: &Caller,
+        method: &str,
+        arguments: &str,
+        cursor: Option<&str>,
+    ) -> Replied<Streamed> {
+        let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
+            return Replied::error(method_not_found(method));
+        };
+        match streams(hub.methods(caller).await.as_deref(), method) {
+            Some(true) => {}
+            Some(false) => {
+                return Replied::error(format!(
+                    "The client attempted to invoke the non-streaming '{method}' method with a streaming invocation."
+                ));
+            }
+            None => return Replied::error(method_not_found(method)),
+        }
+        let call = Call::Stream {
+            method,
+            arguments,
+            cursor,
+        };
+        let outcome = self.call(&hub, caller, call).await;
+        let (result, abort) = self.finish(outcome).await;
+        let step = match result {
+            Ok(Answer::Step(step)) => Ok(step),
+            Ok(_) => Err(CallError::InvalidResult(
+                "The hub answered a stream step with a result.".into(),
+            )),
+            Err(e) => Err(e),
+        };
+        let failed = |e: CallError| {
             self.log_failure(&e, method, caller, &hub);
-            self.error_text(&e, method)
-        })
+            // The first step is the invocation; later ones are its enumeration.
+            match (cursor, &e) {
+                (None, _) | (_, CallError::Hub(HubError::MethodNotFound)) => {
+                    self.error_text(&e, method)
+                }
+                (Some(_), _) => self.streaming_error_text(&e),
+            }
+        };
+        let reply = step.map_err(failed).map(|step| Streamed {
+            items: step.items,
+            next: step.next,
+            error: step.error.map(|e| {
+                let e = CallError::Hub(e);
+                self.log_failure(&e, method, caller, &hub);
+                self.streaming_error_text(&e)
+            }),
+        });
+        Replied { reply, abort }
+    }
+
+    /// The hub's methods as it describes them (`None`: it describes nothing, as 0.1 hubs).
+    pub async fn methods(&self, caller: &Caller) -> Option<Arc<[crate::runtime::MethodInfo]>> {
+        self.runtime.hub(caller.hub.as_str())?.methods(caller).await
     }
 
     /// Tells the hub a client connected. An error means the connection must close.
@@ -85,8 +205,10 @@ impl Dispatcher {
         };
         let outcome = self.call(&hub, caller, Call::Connected).await;
         match self.finish(outcome).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
+            (Ok(_), false) => Ok(()),
+            // Aborting from `on-connected` refuses the connection, as a failure does.
+            (Ok(_), true) => Err("Connection closed with an error.".into()),
+            (Err(e), _) => {
                 self.log_failure(&e, "OnConnected", caller, &hub);
                 Err(self.close_text(&e))
             }
@@ -99,13 +221,15 @@ impl Dispatcher {
             return;
         };
         let outcome = self.call(&hub, caller, Call::Disconnected { error }).await;
-        if let Err(e) = self.finish(outcome).await {
+        if let (Err(e), _) = self.finish(outcome).await {
             self.log_failure(&e, "OnDisconnected", caller, &hub);
         }
     }
 
-    /// Carries out the effects in order, then returns the call's own result.
-    async fn finish(&self, outcome: CallOutcome) -> Result<Option<String>, CallError> {
+    /// Carries out the effects in order, then returns the call's own result and whether the
+    /// hub asked to abort the caller's connection.
+    async fn finish(&self, outcome: CallOutcome) -> (Result<Answer, CallError>, bool) {
+        let mut abort = false;
         for effect in outcome.effects {
             match effect {
                 Effect::Send(envelope) => self.router.send(envelope),
@@ -113,20 +237,21 @@ impl Dispatcher {
                     if let Err(e) = self.router.change_group(change).await {
                         // Like an exception at `await Groups.AddToGroupAsync(..)`: the call
                         // fails and what the hub did after it does not happen.
-                        return Err(CallError::Backplane(e.to_string()));
+                        return (Err(CallError::Backplane(e.to_string())), abort);
                     }
                 }
+                Effect::Abort => abort = true,
             }
         }
-        outcome.result
+        (outcome.result, abort)
     }
 
     fn log_failure(&self, error: &CallError, method: &str, caller: &Caller, hub: &LoadedHub) {
         let connection = caller.connection_id.as_str();
         let hub = hub.name().as_str();
         match error {
-            CallError::Hub(HubError::Failed(text)) => {
-                tracing::error!(hub, method, connection, "hub method failed: {text}")
+            CallError::Hub(HubError::Failed(exception)) => {
+                tracing::error!(hub, method, connection, "hub method failed: {exception}")
             }
             CallError::Hub(_) => {}
             CallError::Trap(trap) => {
@@ -165,6 +290,17 @@ impl Dispatcher {
         }
     }
 
+    /// The error that ends a stream after its first step, as ASP.NET words a failure of the
+    /// enumeration.
+    fn streaming_error_text(&self, error: &CallError) -> ErrorText {
+        let base = "An error occurred on the server while streaming results.";
+        match error {
+            CallError::Hub(HubError::Rejected(text)) => format!("{base} HubException: {text}"),
+            other if self.detailed_errors => format!("{base} {}", describe(other)),
+            _ => base.to_owned(),
+        }
+    }
+
     /// The Close text for a failed `on-connected`.
     fn close_text(&self, error: &CallError) -> ErrorText {
         let base = "Connection closed with an error.";
@@ -186,7 +322,7 @@ fn method_not_found(method: &str) -> ErrorText {
 /// An unexpected failure as `Kind: detail`, the shape of .NET's detailed errors.
 fn describe(error: &CallError) -> String {
     match error {
-        CallError::Hub(HubError::Failed(text)) => format!("Exception: {text}"),
+        CallError::Hub(HubError::Failed(exception)) => exception.to_string(),
         CallError::Hub(other) => format!("Exception: {other:?}"),
         CallError::Deadline(_) => format!("TimeoutException: {error}"),
         CallError::Memory(_) => format!("OutOfMemoryException: {error}"),

@@ -45,6 +45,7 @@
 pub mod auth;
 pub mod backplane;
 pub mod config;
+pub mod describe;
 pub mod dispatcher;
 pub mod metrics;
 pub mod protocol;

@@ -40,6 +40,15 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    match &config.command {
+        Some(Command::Describe { file, json }) => {
+            return finish("describe", describe(file, *json).await);
+        }
+        Some(Command::Types { file, out }) => {
+            return finish("types", types(file, out.as_deref()).await);
+        }
+        _ => {}
+    }
     hubhost::init_tracing(config.log_format);
     if let Some((before, after)) = hubhost::raise_open_files_limit() {
         // Each connection holds one file descriptor.
@@ -59,6 +68,38 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The exit status of a subcommand, its error on standard error.
+fn finish(command: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hubhost {command}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn describe(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let description = hubhost::describe::describe(file).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&description)?);
+    } else {
+        print!("{}", hubhost::describe::text(&description));
+    }
+    Ok(())
+}
+
+async fn types(file: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let description = hubhost::describe::describe(file).await?;
+    let typescript = hubhost::describe::typescript(&description)?;
+    match out {
+        Some(path) => std::fs::write(path, typescript)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{typescript}"),
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

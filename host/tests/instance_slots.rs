@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubhost::runtime::{Call, HubRuntime, LoadedHub, RuntimeConfig};
+use hubhost::runtime::{Answer, Call, HubRuntime, LoadedHub, RuntimeConfig};
 use hubhost::state::memory::MemoryState;
 use hubhost::types::{Caller, ConnectionId, HubName};
 
@@ -27,6 +27,7 @@ fn caller(hub: &HubName) -> Caller {
         connection_id: ConnectionId::new("c"),
         user_id: None,
         claims: Vec::new(),
+        request: None,
     }
 }
 
@@ -44,7 +45,7 @@ fn hubs_dir(tag: &str, names: &[String], settings: Option<&str>) -> PathBuf {
     dir
 }
 
-async fn echo(hub: Arc<LoadedHub>, n: usize) -> Result<Option<String>, String> {
+async fn echo(hub: Arc<LoadedHub>, n: usize) -> Result<Answer, String> {
     let arguments = format!("[\"{n}\"]");
     let call = Call::Invoke {
         method: "Echo",
@@ -87,7 +88,7 @@ async fn twenty_hubs_under_bursts_share_the_slots() {
             let n = i % PER_HUB as usize;
             assert_eq!(
                 answer,
-                Ok(Some(format!("\"{n}\""))),
+                Ok(Answer::Value(Some(format!("\"{n}\"")))),
                 "round {round}, call {i}"
             );
         }

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 /// Example hubs: served by the demo.
 const EXAMPLE_HUBS: &[&str] = &["chat", "lobby", "presence"];
 /// Hubs that exist only for tests.
-const TEST_HUBS: &[&str] = &["faulty", "rogue", "values"];
+const TEST_HUBS: &[&str] = &["faulty", "features", "rogue", "values"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> anyhow::Result<()> {

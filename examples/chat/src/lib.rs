@@ -4,6 +4,8 @@
 //! rooms are SignalR groups; everyone receives `online(count)` as clients come and go, counted in
 //! the shared state so the number is right across every server.
 
+use std::time::Duration;
+
 use hubhost_sdk::prelude::*;
 
 pub struct Chat;
@@ -81,6 +83,24 @@ impl Chat {
     /// The caller's user id, if authenticated.
     fn whoami_user(ctx: &Context) -> Option<String> {
         ctx.user_id().map(str::to_owned)
+    }
+
+    /// Streams the integers 0..count to the caller, one every `delay_ms`:
+    /// `connection.stream("Counter", 5, 100)`.
+    fn counter(count: u32, delay_ms: u32) -> HubResult<HubStream<u32>> {
+        if delay_ms < 10 && count > 1000 {
+            return Err(HubError::new(
+                "Fast counters stop at 1000: use a delay of 10 ms or more.",
+            ));
+        }
+        let delay = Duration::from_millis(delay_ms.into());
+        Ok(HubStream::unfold(0, move |next: u32| {
+            Ok(if next < count {
+                Step::item(next).then(next + 1).after(delay)
+            } else {
+                Step::done()
+            })
+        }))
     }
 
     /// Sends `privateMessage(from, message)` to one connection.

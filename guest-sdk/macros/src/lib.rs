@@ -33,6 +33,8 @@ enum Returns {
     Nothing,
     Result,
     Value,
+    /// A `HubStream`, bare (`false`) or in a `Result` (`true`).
+    Stream(bool),
 }
 
 struct Method {
@@ -41,6 +43,9 @@ struct Method {
     takes_context: bool,
     args: Vec<(syn::Ident, Type)>,
     returns: Returns,
+    /// What the result (or each streamed item) is, for `describe`; `None` for nothing.
+    described: Option<Type>,
+    doc: String,
     span: Span,
 }
 
@@ -73,7 +78,15 @@ fn expand(block: &mut ItemImpl) -> syn::Result<TokenStream2> {
     }
     check_unique(&methods)?;
 
-    let arms = methods.iter().map(dispatch_arm);
+    let arms = methods
+        .iter()
+        .filter(|m| !matches!(m.returns, Returns::Stream(_)))
+        .map(dispatch_arm);
+    let stream_arms = methods
+        .iter()
+        .filter(|m| matches!(m.returns, Returns::Stream(_)))
+        .map(dispatch_arm);
+    let descriptions = methods.iter().map(description);
     let on_connected = on_connected.map(|ident| {
         quote! {
             fn on_connected(ctx: &::hubhost_sdk::Context) -> ::hubhost_sdk::HubResult {
@@ -107,6 +120,26 @@ fn expand(block: &mut ItemImpl) -> syn::Result<TokenStream2> {
                 let _ = &__ctx;
                 #(#arms)*
                 ::core::result::Result::Err(::hubhost_sdk::__private::method_not_found())
+            }
+
+            fn stream(
+                __ctx: &::hubhost_sdk::Context,
+                __method: &str,
+                __args: &str,
+                __cursor: ::core::option::Option<::std::string::String>,
+            ) -> ::core::result::Result<
+                ::hubhost_sdk::__private::StreamStep,
+                ::hubhost_sdk::HubError,
+            > {
+                let _ = (&__ctx, &__cursor);
+                #(#stream_arms)*
+                ::core::result::Result::Err(::hubhost_sdk::__private::method_not_found())
+            }
+
+            fn describe() -> ::std::vec::Vec<::hubhost_sdk::__private::MethodInfo> {
+                #[allow(unused_imports)]
+                use ::hubhost_sdk::__private::{AnySchema as _, KnownSchema as _};
+                ::std::vec![#(#descriptions),*]
             }
             #on_connected
             #on_disconnected
@@ -226,19 +259,19 @@ fn method(func: &ImplItemFn, name_override: Option<String>) -> syn::Result<Metho
         };
         args.push((ident, (*arg.ty).clone()));
     }
-    let returns = match &func.sig.output {
-        ReturnType::Default => Returns::Nothing,
+    let (returns, described) = match &func.sig.output {
+        ReturnType::Default => (Returns::Nothing, None),
         ReturnType::Type(_, ty) => match &**ty {
-            Type::Tuple(t) if t.elems.is_empty() => Returns::Nothing,
-            Type::Path(p)
-                if p.path
-                    .segments
-                    .last()
-                    .is_some_and(|s| s.ident == "Result" || s.ident == "HubResult") =>
-            {
-                Returns::Result
-            }
-            _ => Returns::Value,
+            Type::Tuple(t) if t.elems.is_empty() => (Returns::Nothing, None),
+            ty if named(ty, "HubStream") => (Returns::Stream(false), first_argument(ty)),
+            ty if named(ty, "Result") || named(ty, "HubResult") => match first_argument(ty) {
+                Some(inner) if named(&inner, "HubStream") => {
+                    (Returns::Stream(true), first_argument(&inner))
+                }
+                Some(Type::Tuple(t)) if t.elems.is_empty() => (Returns::Result, None),
+                inner => (Returns::Result, inner),
+            },
+            ty => (Returns::Value, Some(ty.clone())),
         },
     };
     Ok(Method {
@@ -247,8 +280,79 @@ fn method(func: &ImplItemFn, name_override: Option<String>) -> syn::Result<Metho
         takes_context,
         args,
         returns,
+        described,
+        doc: doc_text(&func.attrs),
         span: func.sig.span(),
     })
+}
+
+/// Whether `ty` is a path whose last segment is `name` (`HubStream<T>`, `hubhost_sdk::HubStream<T>`).
+fn named(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == name))
+}
+
+/// The first generic argument of `ty`'s last path segment (`T` of `Result<T, E>`).
+fn first_argument(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let syn::PathArguments::AngleBracketed(args) = &p.path.segments.last()?.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty.clone()),
+        _ => None,
+    })
+}
+
+/// The method's doc comment, lines joined.
+fn doc_text(attrs: &[Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value().trim().to_owned()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    lines.join("\n").trim().to_owned()
+}
+
+/// A method's entry in `describe`.
+fn description(m: &Method) -> TokenStream2 {
+    let name = &m.wire_name;
+    let doc = &m.doc;
+    let params = m.args.iter().map(|(ident, ty)| {
+        let label = ident.to_string();
+        quote! {
+            ::hubhost_sdk::__private::param_info(
+                #label,
+                (&::hubhost_sdk::__private::SchemaProbe::<#ty>::new()).schema(),
+            )
+        }
+    });
+    let returns = match &m.described {
+        Some(ty) => quote! {
+            ::core::option::Option::Some(
+                (&::hubhost_sdk::__private::SchemaProbe::<#ty>::new()).schema(),
+            )
+        },
+        None => quote!(::core::option::Option::None),
+    };
+    let streaming = matches!(m.returns, Returns::Stream(_));
+    quote! {
+        ::hubhost_sdk::__private::method_info(
+            #name,
+            #doc,
+            ::std::vec![#(#params),*],
+            #returns,
+            #streaming,
+        )
+    }
 }
 
 fn check_unique(methods: &[Method]) -> syn::Result<()> {
@@ -278,6 +382,7 @@ fn dispatch_arm(m: &Method) -> TokenStream2 {
         args,
         returns,
         span,
+        ..
     } = m;
     let count = args.len();
     let decode = args.iter().map(|(name, ty)| {
@@ -296,6 +401,10 @@ fn dispatch_arm(m: &Method) -> TokenStream2 {
         },
         Returns::Result => quote!(::hubhost_sdk::__private::result_json(#call)),
         Returns::Value => quote!(::hubhost_sdk::__private::ok_json(&#call)),
+        Returns::Stream(false) => quote!(#call.__step(__cursor)),
+        Returns::Stream(true) => {
+            quote!(::hubhost_sdk::__private::stream_of(#call)?.__step(__cursor))
+        }
     };
     quote! {
         if __method.eq_ignore_ascii_case(#wire_name) {

@@ -110,6 +110,20 @@ fn required<T: DeserializeOwned>(
     typed(raw, property, expected)?.ok_or(ProtocolError::MissingProperty(property))
 }
 
+/// The `arguments` of an invocation: required, and an array.
+fn arguments(fields: &Fields<'_>) -> Result<Box<RawValue>, ProtocolError> {
+    let arguments = fields
+        .arguments
+        .ok_or(ProtocolError::MissingProperty("arguments"))?;
+    if !arguments.get().starts_with('[') {
+        return Err(ProtocolError::WrongType {
+            property: "arguments",
+            expected: "Array",
+        });
+    }
+    Ok(arguments.to_owned())
+}
+
 /// Decodes one record (without its separator).
 pub fn decode(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
     let text = std::str::from_utf8(record).map_err(|_| ProtocolError::NotUtf8)?;
@@ -126,19 +140,11 @@ pub fn decode(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
         |fields: &Fields<'_>| required::<String>(fields.invocation_id, "invocationId", "String");
     Ok(match kind {
         1 => {
-            let arguments = fields
-                .arguments
-                .ok_or(ProtocolError::MissingProperty("arguments"))?;
-            if !arguments.get().starts_with('[') {
-                return Err(ProtocolError::WrongType {
-                    property: "arguments",
-                    expected: "Array",
-                });
-            }
+            let arguments = arguments(&fields)?;
             ClientMessage::Invocation {
                 invocation_id: typed(fields.invocation_id, "invocationId", "String")?,
                 target: required(fields.target, "target", "String")?,
-                arguments: arguments.to_owned(),
+                arguments,
                 stream_ids: typed(fields.stream_ids, "streamIds", "Array of String")?
                     .unwrap_or_default(),
             }
@@ -152,6 +158,9 @@ pub fn decode(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
         4 => ClientMessage::StreamInvocation {
             invocation_id: id(&fields)?,
             target: required(fields.target, "target", "String")?,
+            arguments: arguments(&fields)?,
+            stream_ids: typed(fields.stream_ids, "streamIds", "Array of String")?
+                .unwrap_or_default(),
         },
         5 => ClientMessage::CancelInvocation {
             invocation_id: id(&fields)?,
@@ -181,6 +190,18 @@ fn encode(message: &ServerMessage<'_>) -> String {
             push_quoted(&mut out, target);
             out.push_str(",\"arguments\":");
             out.push_str(arguments);
+            out.push_str("}\u{1e}");
+            out
+        }
+        ServerMessage::StreamItem {
+            invocation_id,
+            item,
+        } => {
+            let mut out = String::with_capacity(40 + invocation_id.len() + item.len());
+            out.push_str("{\"type\":2,\"invocationId\":");
+            push_quoted(&mut out, invocation_id);
+            out.push_str(",\"item\":");
+            out.push_str(item);
             out.push_str("}\u{1e}");
             out
         }
@@ -387,6 +408,13 @@ mod tests {
             "{\"type\":7,\"error\":\"bye\",\"allowReconnect\":true}\u{1e}"
         );
         assert_eq!(text(ServerMessage::Ping), "{\"type\":6}\u{1e}");
+        assert_eq!(
+            text(ServerMessage::StreamItem {
+                invocation_id: "3",
+                item: "{\"n\":1}"
+            }),
+            "{\"type\":2,\"invocationId\":\"3\",\"item\":{\"n\":1}}\u{1e}"
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum ClientMessage {
     StreamInvocation {
         invocation_id: String,
         target: String,
+        /// The JSON array of arguments.
+        arguments: Box<RawValue>,
+        /// Client-to-server streams.
+        stream_ids: Vec<String>,
     },
     /// Type 2: an item of a client-to-server stream.
     StreamItem { invocation_id: String },
@@ -49,6 +53,11 @@ pub enum ServerMessage<'a> {
     /// Type 1 without an invocation id: call a client method, expecting no answer.
     /// `arguments` is a JSON array.
     Invocation { target: &'a str, arguments: &'a str },
+    /// Type 2: an item of a stream the client asked for; `item` is one JSON value.
+    StreamItem {
+        invocation_id: &'a str,
+        item: &'a str,
+    },
     /// Type 3: the end of a client's invocation.
     Completion {
         invocation_id: &'a str,

@@ -31,12 +31,16 @@ struct State {
     queue: VecDeque<Outbound>,
     senders: usize,
     receiving: bool,
+    /// A sender waits in [`OutboxSender::room`]: the writer wakes it when it takes frames.
+    waiting_for_room: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     /// Wakes the writer when the queue stops being empty or the last sender leaves.
     ready: Notify,
+    /// Wakes senders waiting for room once the writer took frames.
+    drained: Notify,
     capacity: usize,
 }
 
@@ -47,8 +51,10 @@ pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
             queue: VecDeque::new(),
             senders: 1,
             receiving: true,
+            waiting_for_room: false,
         }),
         ready: Notify::new(),
+        drained: Notify::new(),
         capacity: capacity.max(1),
     });
     (
@@ -91,6 +97,22 @@ impl OutboxSender {
         }
         Ok(())
     }
+
+    /// Waits until at most `limit` frames are queued, or the writer is gone: back-pressure for a
+    /// sender that produces at its own pace (a stream), where fan-out would cut the client off.
+    pub async fn room(&self, limit: usize) {
+        loop {
+            let drained = self.shared.drained.notified();
+            {
+                let mut state = self.shared.state.lock();
+                if state.queue.len() <= limit || !state.receiving {
+                    return;
+                }
+                state.waiting_for_room = true;
+            }
+            drained.await;
+        }
+    }
 }
 
 impl Clone for OutboxSender {
@@ -128,7 +150,7 @@ impl OutboxReceiver {
                 // One lock for both checks: a frame queued just before its sender left is
                 // still delivered.
                 let mut state = self.shared.state.lock();
-                if take(&mut state, batch, limit) {
+                if take(&mut state, &self.shared.drained, batch, limit) {
                     return true;
                 }
                 if state.senders == 0 {
@@ -142,15 +164,23 @@ impl OutboxReceiver {
 
     /// Moves up to `limit` queued frames into `batch` without waiting; `true` if it moved any.
     pub fn try_recv_batch(&mut self, batch: &mut Vec<Outbound>, limit: usize) -> bool {
-        take(&mut self.shared.state.lock(), batch, limit)
+        take(
+            &mut self.shared.state.lock(),
+            &self.shared.drained,
+            batch,
+            limit,
+        )
     }
 }
 
-fn take(state: &mut State, batch: &mut Vec<Outbound>, limit: usize) -> bool {
+fn take(state: &mut State, drained: &Notify, batch: &mut Vec<Outbound>, limit: usize) -> bool {
     let take = state.queue.len().min(limit);
     batch.extend(state.queue.drain(..take));
     if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
         state.queue = VecDeque::new();
+    }
+    if take > 0 && std::mem::take(&mut state.waiting_for_room) {
+        drained.notify_waiters();
     }
     take > 0
 }
@@ -215,6 +245,23 @@ mod tests {
         let mut batch = Vec::new();
         assert!(rx.recv_batch(&mut batch, 8).await);
         assert!(!rx.recv_batch(&mut batch, 8).await);
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_is_woken_when_the_writer_takes_frames() {
+        let (tx, mut rx) = outbox(4);
+        for t in ["a", "b", "c"] {
+            tx.try_send(frame(t)).unwrap();
+        }
+        let sender = tx.clone();
+        let waiter = tokio::spawn(async move { sender.room(1).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let mut batch = Vec::new();
+        assert!(rx.recv_batch(&mut batch, 8).await);
+        waiter.await.unwrap();
+        // Room is there at once when the queue is short enough.
+        tx.room(1).await;
     }
 
     #[tokio::test]

@@ -1,62 +1,153 @@
-//! The only `bindgen!` of the host: Rust types and traits for the hub world in
-//! `guest-sdk/wit/hub.wit`. Private to the runtime: what leaves it is converted into hubhost's
-//! own types ([`HubError`](super::HubError), [`Target`](crate::types::Target)).
+//! The only `bindgen!`s of the host: Rust types and traits for each version of the hub world it
+//! loads, `guest-sdk/wit/hub.wit` (0.2, what the SDK builds) and `host/wit/0.1/hub.wit` (frozen,
+//! so hubs built against it keep loading). Private to the runtime: what leaves it is converted
+//! into hubhost's own types ([`HubError`](super::HubError), [`Target`](crate::types::Target)).
 //!
 //! Exports are async so a call runs on a fiber that yields to tokio at every epoch tick: a hub
 //! that loops cannot pin a runtime thread, and the deadline check happens on those ticks.
 //! Imports are trappable, so the host can end a call that misuses them. Those that only record
 //! effects stay synchronous; `state` is async because it may wait for Redis.
 
-wasmtime::component::bindgen!({
-    path: "../guest-sdk/wit",
-    world: "hub",
-    imports: {
-        "hubhost:hub/state": async | trappable,
-        default: trappable,
-    },
-    exports: { default: async },
-});
+/// Contract 0.2.
+pub(super) mod v2 {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "hub",
+        imports: {
+            "hubhost:hub/state": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+    });
 
-pub(super) use self::exports::hubhost::hub::handler::HubError;
-pub(super) use self::hubhost::hub::types::{Context, GroupExcept, Level, Target};
+    pub(in crate::runtime) use self::exports::hubhost::hub::handler::{
+        HubError, MethodInfo, StreamStep,
+    };
+    pub(in crate::runtime) use self::hubhost::hub::types::{Context, GroupExcept, Level, Target};
+}
 
-impl From<HubError> for super::HubError {
-    fn from(error: HubError) -> Self {
+/// Contract 0.1: the same imports but `caller`, and `invoke`, `on-connected` and
+/// `on-disconnected` only.
+pub(super) mod v1 {
+    wasmtime::component::bindgen!({
+        path: "wit/0.1",
+        world: "hub",
+        imports: {
+            "hubhost:hub/state": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+    });
+
+    pub(in crate::runtime) use self::exports::hubhost::hub::handler::HubError;
+    pub(in crate::runtime) use self::hubhost::hub::types::{Context, GroupExcept, Level, Target};
+}
+
+use super::{Exception, MethodInfo, ParamInfo, StreamNext};
+
+impl From<v2::HubError> for super::HubError {
+    fn from(error: v2::HubError) -> Self {
         match error {
-            HubError::MethodNotFound => Self::MethodNotFound,
-            HubError::InvalidArguments(text) => Self::InvalidArguments(text),
-            HubError::Rejected(text) => Self::Rejected(text),
-            HubError::Failed(text) => Self::Failed(text),
+            v2::HubError::MethodNotFound => Self::MethodNotFound,
+            v2::HubError::InvalidArguments(text) => Self::InvalidArguments(text),
+            v2::HubError::Rejected(text) => Self::Rejected(text),
+            v2::HubError::Failed(e) => Self::Failed(Exception {
+                type_name: e.type_name,
+                message: e.message,
+            }),
         }
     }
 }
 
-impl From<Target> for crate::types::Target {
-    fn from(target: Target) -> Self {
-        use crate::types::Target as T;
-        match target {
-            Target::All => T::All,
-            Target::AllExcept(ids) => T::AllExcept(ids),
-            Target::Connection(id) => T::Connection(id),
-            Target::Connections(ids) => T::Connections(ids),
-            Target::Group(g) => T::Group(g),
-            Target::GroupExcept(GroupExcept { group, excluded }) => {
-                T::GroupExcept { group, excluded }
-            }
-            Target::Groups(gs) => T::Groups(gs),
-            Target::User(u) => T::User(u),
-            Target::Users(us) => T::Users(us),
+impl From<v1::HubError> for super::HubError {
+    fn from(error: v1::HubError) -> Self {
+        match error {
+            v1::HubError::MethodNotFound => Self::MethodNotFound,
+            v1::HubError::InvalidArguments(text) => Self::InvalidArguments(text),
+            v1::HubError::Rejected(text) => Self::Rejected(text),
+            v1::HubError::Failed(text) => Self::Failed(Exception::plain(text)),
         }
     }
 }
 
-impl From<&crate::types::Caller> for Context {
-    fn from(caller: &crate::types::Caller) -> Self {
+impl From<v2::StreamStep> for super::StreamStep {
+    fn from(step: v2::StreamStep) -> Self {
         Self {
-            hub: caller.hub.as_str().to_owned(),
-            connection_id: caller.connection_id.as_str().to_owned(),
-            user_id: caller.user_id.clone(),
-            claims: caller.claims.clone(),
+            items: step.items,
+            next: step.next.map(|next| StreamNext {
+                cursor: next.cursor,
+                delay: std::time::Duration::from_millis(next.delay_ms.into()),
+            }),
+            error: step.error.map(Into::into),
         }
     }
 }
+
+impl From<v2::MethodInfo> for MethodInfo {
+    fn from(info: v2::MethodInfo) -> Self {
+        Self {
+            name: info.name,
+            doc: info.doc,
+            params: info
+                .params
+                .into_iter()
+                .map(|p| ParamInfo {
+                    name: p.name,
+                    schema: p.schema,
+                })
+                .collect(),
+            returns: info.returns,
+            streaming: info.streaming,
+        }
+    }
+}
+
+/// The same conversions for both versions' generated types, which have the same shapes.
+macro_rules! shared_conversions {
+    ($v:ident) => {
+        impl From<$v::Target> for crate::types::Target {
+            fn from(target: $v::Target) -> Self {
+                use $v::Target as W;
+                match target {
+                    W::All => Self::All,
+                    W::AllExcept(ids) => Self::AllExcept(ids),
+                    W::Connection(id) => Self::Connection(id),
+                    W::Connections(ids) => Self::Connections(ids),
+                    W::Group(g) => Self::Group(g),
+                    W::GroupExcept($v::GroupExcept { group, excluded }) => {
+                        Self::GroupExcept { group, excluded }
+                    }
+                    W::Groups(gs) => Self::Groups(gs),
+                    W::User(u) => Self::User(u),
+                    W::Users(us) => Self::Users(us),
+                }
+            }
+        }
+
+        impl From<&crate::types::Caller> for $v::Context {
+            fn from(caller: &crate::types::Caller) -> Self {
+                Self {
+                    hub: caller.hub.as_str().to_owned(),
+                    connection_id: caller.connection_id.as_str().to_owned(),
+                    user_id: caller.user_id.clone(),
+                    claims: caller.claims.clone(),
+                }
+            }
+        }
+
+        impl From<$v::Level> for tracing::Level {
+            fn from(level: $v::Level) -> Self {
+                match level {
+                    $v::Level::Trace => Self::TRACE,
+                    $v::Level::Debug => Self::DEBUG,
+                    $v::Level::Info => Self::INFO,
+                    $v::Level::Warn => Self::WARN,
+                    $v::Level::Error => Self::ERROR,
+                }
+            }
+        }
+    };
+}
+
+shared_conversions!(v1);
+shared_conversions!(v2);

@@ -10,9 +10,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use std::sync::Arc;
 
 use super::Effect;
-use super::bindings::{self, Level};
+use super::bindings;
 use crate::state::{self, Quota, StateOp, StateStore, StateValue};
-use crate::types::{Envelope, GroupChange, HubName, Target};
+use crate::types::{Envelope, GroupChange, HubName, Request, Target};
 
 /// Denies memory growth past the hub's cap and remembers that it did, so the caller's error can
 /// say "memory limit" instead of the allocator's abort.
@@ -68,6 +68,8 @@ pub(super) struct HubState {
     pub(super) faults: Faults,
     state: Arc<dyn StateStore>,
     quota: Quota,
+    /// The request that opened the calling connection, for `caller.request`.
+    pub(super) request: Option<Arc<Request>>,
 }
 
 impl HubState {
@@ -97,6 +99,7 @@ impl HubState {
             faults: Faults::default(),
             state,
             quota,
+            request: None,
         }
     }
 
@@ -106,9 +109,15 @@ impl HubState {
     }
 
     /// Resets the per-call fields before a call.
-    pub(super) fn begin_call(&mut self, connection: &str, deadline: Instant) {
+    pub(super) fn begin_call(
+        &mut self,
+        connection: &str,
+        request: Option<Arc<Request>>,
+        deadline: Instant,
+    ) {
         self.connection.clear();
         self.connection.push_str(connection);
+        self.request = request;
         self.effects.clear();
         self.effect_bytes = 0;
         self.deadline = deadline;
@@ -157,77 +166,180 @@ pub(super) fn is_json_array(text: &str) -> bool {
     text.trim_start().starts_with('[') && serde_json::from_str::<&RawValue>(text).is_ok()
 }
 
-impl bindings::hubhost::hub::types::Host for HubState {}
+/// The imports both contract versions share, implemented once per version's generated traits.
+macro_rules! shared_imports {
+    ($v:ident) => {
+        impl bindings::$v::hubhost::hub::types::Host for HubState {}
 
-use bindings::hubhost::hub::state::StateError as WitStateError;
+        impl bindings::$v::hubhost::hub::state::Host for HubState {
+            async fn get(
+                &mut self,
+                key: String,
+            ) -> StateCall<Option<String>, bindings::$v::hubhost::hub::state::StateError> {
+                let result = self.state(key, StateOp::Get).await;
+                Ok(result.and_then(StateValue::into_value).map_err(Into::into))
+            }
 
-fn to_wit(error: state::StateError) -> WitStateError {
-    match error {
-        state::StateError::Unavailable(m) => WitStateError::Unavailable(m),
-        state::StateError::WrongType(m) => WitStateError::WrongType(m),
-        state::StateError::TooLarge(m) => WitStateError::TooLarge(m),
+            async fn set(
+                &mut self,
+                key: String,
+                value: String,
+                ttl_ms: Option<u64>,
+            ) -> StateCall<(), bindings::$v::hubhost::hub::state::StateError> {
+                let ttl = ttl_ms.map(std::time::Duration::from_millis);
+                let result = self.state(key, StateOp::Set { value, ttl }).await;
+                Ok(result.map(|_| ()).map_err(Into::into))
+            }
+
+            async fn delete(
+                &mut self,
+                key: String,
+            ) -> StateCall<bool, bindings::$v::hubhost::hub::state::StateError> {
+                let result = self.state(key, StateOp::Delete).await;
+                Ok(result.and_then(StateValue::into_flag).map_err(Into::into))
+            }
+
+            async fn incr(
+                &mut self,
+                key: String,
+                delta: i64,
+            ) -> StateCall<i64, bindings::$v::hubhost::hub::state::StateError> {
+                let result = self.state(key, StateOp::Incr(delta)).await;
+                Ok(result
+                    .and_then(StateValue::into_integer)
+                    .map_err(Into::into))
+            }
+
+            async fn set_add(
+                &mut self,
+                key: String,
+                member: String,
+            ) -> StateCall<bool, bindings::$v::hubhost::hub::state::StateError> {
+                let result = self.state(key, StateOp::SetAdd(member)).await;
+                Ok(result.and_then(StateValue::into_flag).map_err(Into::into))
+            }
+
+            async fn set_remove(
+                &mut self,
+                key: String,
+                member: String,
+            ) -> StateCall<bool, bindings::$v::hubhost::hub::state::StateError> {
+                let result = self.state(key, StateOp::SetRemove(member)).await;
+                Ok(result.and_then(StateValue::into_flag).map_err(Into::into))
+            }
+
+            async fn set_members(
+                &mut self,
+                key: String,
+            ) -> StateCall<Vec<String>, bindings::$v::hubhost::hub::state::StateError> {
+                let result = self.state(key, StateOp::SetMembers).await;
+                Ok(result
+                    .and_then(StateValue::into_members)
+                    .map_err(Into::into))
+            }
+
+            async fn expire(
+                &mut self,
+                key: String,
+                ttl_ms: u64,
+            ) -> StateCall<bool, bindings::$v::hubhost::hub::state::StateError> {
+                let ttl = std::time::Duration::from_millis(ttl_ms);
+                let result = self.state(key, StateOp::Expire(ttl)).await;
+                Ok(result.and_then(StateValue::into_flag).map_err(Into::into))
+            }
+        }
+
+        impl From<state::StateError> for bindings::$v::hubhost::hub::state::StateError {
+            fn from(error: state::StateError) -> Self {
+                match error {
+                    state::StateError::Unavailable(m) => Self::Unavailable(m),
+                    state::StateError::WrongType(m) => Self::WrongType(m),
+                    state::StateError::TooLarge(m) => Self::TooLarge(m),
+                }
+            }
+        }
+
+        impl bindings::$v::hubhost::hub::clients::Host for HubState {
+            fn send(
+                &mut self,
+                to: bindings::$v::Target,
+                method: String,
+                arguments: String,
+            ) -> wasmtime::Result<()> {
+                self.send(Target::from(to), method, arguments)
+            }
+        }
+
+        impl bindings::$v::hubhost::hub::groups::Host for HubState {
+            fn add(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
+                let bytes = connection_id.len() + group.len();
+                let hub = self.hub.clone();
+                self.record(
+                    Effect::Group(GroupChange::Add {
+                        hub,
+                        connection: connection_id,
+                        group,
+                    }),
+                    bytes,
+                )
+            }
+
+            fn remove(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
+                let bytes = connection_id.len() + group.len();
+                let hub = self.hub.clone();
+                self.record(
+                    Effect::Group(GroupChange::Remove {
+                        hub,
+                        connection: connection_id,
+                        group,
+                    }),
+                    bytes,
+                )
+            }
+        }
+
+        impl bindings::$v::hubhost::hub::log::Host for HubState {
+            fn write(
+                &mut self,
+                level: bindings::$v::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                hub_log(level.into(), self.hub.as_str(), &self.connection, &message);
+                Ok(())
+            }
+        }
+    };
+}
+
+/// What a `state` import answers.
+type StateCall<T, E> = wasmtime::Result<Result<T, E>>;
+
+shared_imports!(v1);
+shared_imports!(v2);
+
+impl bindings::v2::hubhost::hub::caller::Host for HubState {
+    fn request(&mut self) -> wasmtime::Result<bindings::v2::hubhost::hub::types::HttpRequest> {
+        let request = self.request.as_deref().cloned().unwrap_or_default();
+        Ok(bindings::v2::hubhost::hub::types::HttpRequest {
+            headers: request.headers(),
+            query: request.query(),
+            cookies: request.cookies(),
+        })
+    }
+
+    fn abort(&mut self) -> wasmtime::Result<()> {
+        self.record(Effect::Abort, 0)
     }
 }
 
-type StateCall<T> = wasmtime::Result<Result<T, WitStateError>>;
-
-impl bindings::hubhost::hub::state::Host for HubState {
-    async fn get(&mut self, key: String) -> StateCall<Option<String>> {
-        let result = self.state(key, StateOp::Get).await;
-        Ok(result.and_then(StateValue::into_value).map_err(to_wit))
-    }
-
-    async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> StateCall<()> {
-        let ttl = ttl_ms.map(std::time::Duration::from_millis);
-        let result = self.state(key, StateOp::Set { value, ttl }).await;
-        Ok(result.map(|_| ()).map_err(to_wit))
-    }
-
-    async fn delete(&mut self, key: String) -> StateCall<bool> {
-        let result = self.state(key, StateOp::Delete).await;
-        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
-    }
-
-    async fn incr(&mut self, key: String, delta: i64) -> StateCall<i64> {
-        let result = self.state(key, StateOp::Incr(delta)).await;
-        Ok(result.and_then(StateValue::into_integer).map_err(to_wit))
-    }
-
-    async fn set_add(&mut self, key: String, member: String) -> StateCall<bool> {
-        let result = self.state(key, StateOp::SetAdd(member)).await;
-        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
-    }
-
-    async fn set_remove(&mut self, key: String, member: String) -> StateCall<bool> {
-        let result = self.state(key, StateOp::SetRemove(member)).await;
-        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
-    }
-
-    async fn set_members(&mut self, key: String) -> StateCall<Vec<String>> {
-        let result = self.state(key, StateOp::SetMembers).await;
-        Ok(result.and_then(StateValue::into_members).map_err(to_wit))
-    }
-
-    async fn expire(&mut self, key: String, ttl_ms: u64) -> StateCall<bool> {
-        let ttl = std::time::Duration::from_millis(ttl_ms);
-        let result = self.state(key, StateOp::Expire(ttl)).await;
-        Ok(result.and_then(StateValue::into_flag).map_err(to_wit))
-    }
-}
-
-impl bindings::hubhost::hub::clients::Host for HubState {
-    fn send(
-        &mut self,
-        to: bindings::Target,
-        method: String,
-        arguments: String,
-    ) -> wasmtime::Result<()> {
+impl HubState {
+    /// `clients.send`, whichever contract version asked.
+    fn send(&mut self, target: Target, method: String, arguments: String) -> wasmtime::Result<()> {
         if !is_json_array(&arguments) {
             return Err(wasmtime::Error::msg(format!(
                 "clients.send('{method}') was given arguments that are not a JSON array"
             )));
         }
-        let target = Target::from(to);
         let bytes = method.len() + arguments.len() + target_bytes(&target);
         let hub = self.hub.clone();
         self.record(
@@ -236,34 +348,6 @@ impl bindings::hubhost::hub::clients::Host for HubState {
                 target,
                 method,
                 arguments,
-            }),
-            bytes,
-        )
-    }
-}
-
-impl bindings::hubhost::hub::groups::Host for HubState {
-    fn add(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
-        let bytes = connection_id.len() + group.len();
-        let hub = self.hub.clone();
-        self.record(
-            Effect::Group(GroupChange::Add {
-                hub,
-                connection: connection_id,
-                group,
-            }),
-            bytes,
-        )
-    }
-
-    fn remove(&mut self, connection_id: String, group: String) -> wasmtime::Result<()> {
-        let bytes = connection_id.len() + group.len();
-        let hub = self.hub.clone();
-        self.record(
-            Effect::Group(GroupChange::Remove {
-                hub,
-                connection: connection_id,
-                group,
             }),
             bytes,
         )
@@ -290,20 +374,6 @@ pub(super) fn hub_log(level: tracing::Level, hub: &str, connection: &str, messag
         tracing::Level::INFO => tracing::info!(target: "hub", hub, connection, "{message}"),
         tracing::Level::WARN => tracing::warn!(target: "hub", hub, connection, "{message}"),
         tracing::Level::ERROR => tracing::error!(target: "hub", hub, connection, "{message}"),
-    }
-}
-
-impl bindings::hubhost::hub::log::Host for HubState {
-    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            Level::Trace => tracing::Level::TRACE,
-            Level::Debug => tracing::Level::DEBUG,
-            Level::Info => tracing::Level::INFO,
-            Level::Warn => tracing::Level::WARN,
-            Level::Error => tracing::Level::ERROR,
-        };
-        hub_log(level, self.hub.as_str(), &self.connection, &message);
-        Ok(())
     }
 }
 

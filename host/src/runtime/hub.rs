@@ -9,13 +9,16 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{self, HubPre};
+use super::bindings::{v1, v2};
 use super::host::HubState;
 use super::native::{self, NativeHub};
 use super::pool::{IdlePool, Slots};
-use super::{Call, CallError, CallOutcome, HubLimits, RuntimeConfig};
+use super::{Answer, Call, CallError, CallOutcome, HubLimits, MethodInfo, RuntimeConfig};
 use crate::state::StateStore;
 use crate::types::{Caller, HubName};
+
+/// Largest stream cursor a hub may hand back: the host keeps one per open stream.
+const MAX_CURSOR_BYTES: usize = 64 << 10;
 
 /// Instances are recycled after this many calls so slow leaks in a hub's memory are bounded.
 const CALLS_PER_INSTANCE: u32 = 10_000;
@@ -23,8 +26,37 @@ const CALLS_PER_INSTANCE: u32 = 10_000;
 /// A live instance of a hub component.
 pub(super) struct Instance {
     store: Store<HubState>,
-    bindings: bindings::Hub,
+    bindings: Bindings,
     calls: u32,
+}
+
+/// An instance's exports, by the contract version its component was built against.
+enum Bindings {
+    V1(v1::Hub),
+    V2(v2::Hub),
+}
+
+/// A component ready to instantiate, by contract version.
+pub(super) enum Pre {
+    V1(v1::HubPre<HubState>),
+    V2(v2::HubPre<HubState>),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Self::V1(pre) => pre.engine(),
+            Self::V2(pre) => pre.engine(),
+        }
+    }
+
+    /// The contract version, as its WIT package names it.
+    pub(super) fn version(&self) -> &'static str {
+        match self {
+            Self::V1(_) => "0.1",
+            Self::V2(_) => "0.2",
+        }
+    }
 }
 
 /// A hub ready to be called.
@@ -33,6 +65,9 @@ pub struct LoadedHub {
     code: Code,
     limits: HubLimits,
     state: Arc<dyn StateStore>,
+    /// What `describe` answered, asked once on first need; `None` for a hub that describes
+    /// nothing (contract 0.1, a native hub) or failed to.
+    methods: tokio::sync::OnceCell<Option<Arc<[MethodInfo]>>>,
 }
 
 enum Code {
@@ -42,7 +77,7 @@ enum Code {
 
 struct Wasm {
     path: PathBuf,
-    pre: HubPre<HubState>,
+    pre: Pre,
     config: Arc<RuntimeConfig>,
     /// Instances kept for reuse, each holding one of the slots all hubs share.
     idle: Arc<IdlePool<Instance>>,
@@ -55,7 +90,7 @@ impl LoadedHub {
     pub(super) fn wasm(
         name: HubName,
         path: PathBuf,
-        pre: HubPre<HubState>,
+        pre: Pre,
         limits: HubLimits,
         config: Arc<RuntimeConfig>,
         state: Arc<dyn StateStore>,
@@ -73,6 +108,7 @@ impl LoadedHub {
             }),
             limits,
             state,
+            methods: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -87,6 +123,7 @@ impl LoadedHub {
             code: Code::Native(code),
             limits,
             state,
+            methods: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -105,6 +142,35 @@ impl LoadedHub {
             Code::Wasm(wasm) => Some(&wasm.path),
             Code::Native(_) => None,
         }
+    }
+
+    /// The contract version the hub was built against (`native` for a native hub).
+    pub fn contract(&self) -> &'static str {
+        match &self.code {
+            Code::Wasm(wasm) => wasm.pre.version(),
+            Code::Native(_) => "native",
+        }
+    }
+
+    /// The hub's methods as it describes them: asked once (a call like any other, with its
+    /// deadline), then kept. `None` when the hub describes nothing (contract 0.1) or failed to.
+    pub async fn methods(&self, caller: &Caller) -> Option<Arc<[MethodInfo]>> {
+        self.methods
+            .get_or_init(|| async {
+                if matches!(&self.code, Code::Wasm(w) if matches!(w.pre, Pre::V1(_))) {
+                    return None;
+                }
+                match self.call(caller, Call::Describe).await.result {
+                    Ok(Answer::Methods(methods)) => Some(methods.into()),
+                    Ok(_) | Err(CallError::Hub(super::HubError::MethodNotFound)) => None,
+                    Err(e) => {
+                        tracing::error!(hub = %self.name, "the hub failed to describe its methods: {e}");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
     }
 
     /// Idle instances kept for reuse (for tests and diagnostics).
@@ -128,10 +194,20 @@ impl LoadedHub {
             ),
             Code::Wasm(wasm) => self.call_wasm(wasm, caller, call).await,
         };
-        if let Ok(Some(result)) = &outcome.result
-            && let Err(e) = serde_json::from_str::<&RawValue>(result)
+        if let Some(e) = outcome.result.as_ref().ok().and_then(invalid_json) {
+            outcome.result = Err(CallError::InvalidResult(format!(
+                "The hub returned a result that is not one JSON value: {e}"
+            )));
+        }
+        if let Ok(Answer::Step(step)) = &outcome.result
+            && step
+                .next
+                .as_ref()
+                .is_some_and(|n| n.cursor.len() > MAX_CURSOR_BYTES)
         {
-            outcome.result = Err(CallError::InvalidResult(e.to_string()));
+            outcome.result = Err(CallError::InvalidResult(format!(
+                "The hub returned a stream state over {MAX_CURSOR_BYTES} bytes."
+            )));
         }
         outcome
     }
@@ -168,15 +244,16 @@ impl LoadedHub {
         };
 
         let live = &mut instance.value;
-        live.store
-            .data_mut()
-            .begin_call(caller.connection_id.as_str(), Instant::now() + timeout);
+        live.store.data_mut().begin_call(
+            caller.connection_id.as_str(),
+            caller.request.clone(),
+            Instant::now() + timeout,
+        );
         live.store.set_epoch_deadline(1);
-        let ctx = bindings::Context::from(caller);
         // The epoch deadline stops a computing hub; this outer bound also covers any time spent
         // outside wasm (it cannot normally be reached).
         let outer = timeout + Duration::from_secs(1);
-        let result = tokio::time::timeout(outer, run(live, &ctx, call)).await;
+        let result = tokio::time::timeout(outer, run(live, caller, call)).await;
 
         let state = live.store.data_mut();
         let effects = std::mem::take(&mut state.effects);
@@ -187,7 +264,7 @@ impl LoadedHub {
                     wasm.idle.put(instance);
                 }
                 CallOutcome {
-                    result: result.map_err(|e| CallError::Hub(e.into())),
+                    result: result.map_err(CallError::Hub),
                     effects,
                 }
             }
@@ -235,9 +312,12 @@ impl LoadedHub {
         // Instantiation runs the component's start functions: bound it too.
         store
             .data_mut()
-            .begin_call("", Instant::now() + self.limits.call_timeout);
+            .begin_call("", None, Instant::now() + self.limits.call_timeout);
         store.set_epoch_deadline(1);
-        let bindings = wasm.pre.instantiate_async(&mut store).await?;
+        let bindings = match &wasm.pre {
+            Pre::V1(pre) => Bindings::V1(pre.instantiate_async(&mut store).await?),
+            Pre::V2(pre) => Bindings::V2(pre.instantiate_async(&mut store).await?),
+        };
         Ok(Instance {
             store,
             bindings,
@@ -261,21 +341,76 @@ fn describe_trap(trap: &wasmtime::Error) -> String {
     text
 }
 
+/// A result or stream item that is not one JSON value, which the contract forbids (spliced into
+/// a frame, it would corrupt the caller's stream).
+fn invalid_json(answer: &Answer) -> Option<serde_json::Error> {
+    let check = |text: &str| serde_json::from_str::<&RawValue>(text).err();
+    match answer {
+        Answer::Value(Some(result)) => check(result),
+        Answer::Step(step) => step.items.iter().find_map(|item| check(item)),
+        Answer::Value(None) | Answer::Methods(_) => None,
+    }
+}
+
 async fn run(
     instance: &mut Instance,
-    ctx: &bindings::Context,
+    caller: &Caller,
     call: Call<'_>,
-) -> wasmtime::Result<Result<Option<String>, bindings::HubError>> {
-    let handler = instance.bindings.hubhost_hub_handler();
+) -> wasmtime::Result<Result<Answer, super::HubError>> {
     let store = &mut instance.store;
-    match call {
-        Call::Connected => Ok(handler.call_on_connected(store, ctx).await?.map(|()| None)),
-        Call::Disconnected { error } => Ok(handler
-            .call_on_disconnected(store, ctx, error)
-            .await?
-            .map(|()| None)),
-        Call::Invoke { method, arguments } => {
-            handler.call_invoke(store, ctx, method, arguments).await
+    let value = |r: Option<String>| Answer::Value(r);
+    let nothing = |()| Answer::Value(None);
+    match &instance.bindings {
+        Bindings::V2(bindings) => {
+            let handler = bindings.hubhost_hub_handler();
+            let ctx = v2::Context::from(caller);
+            let answer = match call {
+                Call::Connected => handler.call_on_connected(store, &ctx).await?.map(nothing),
+                Call::Disconnected { error } => handler
+                    .call_on_disconnected(store, &ctx, error)
+                    .await?
+                    .map(nothing),
+                Call::Invoke { method, arguments } => handler
+                    .call_invoke(store, &ctx, method, arguments)
+                    .await?
+                    .map(value),
+                Call::Stream {
+                    method,
+                    arguments,
+                    cursor,
+                } => handler
+                    .call_stream_items(store, &ctx, method, arguments, cursor)
+                    .await?
+                    .map(|step| Answer::Step(step.into())),
+                Call::Describe => Ok(Answer::Methods(
+                    handler
+                        .call_describe(store)
+                        .await?
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
+                )),
+            };
+            Ok(answer.map_err(Into::into))
+        }
+        Bindings::V1(bindings) => {
+            let handler = bindings.hubhost_hub_handler();
+            let ctx = v1::Context::from(caller);
+            let answer = match call {
+                Call::Connected => handler.call_on_connected(store, &ctx).await?.map(nothing),
+                Call::Disconnected { error } => handler
+                    .call_on_disconnected(store, &ctx, error)
+                    .await?
+                    .map(nothing),
+                Call::Invoke { method, arguments } => handler
+                    .call_invoke(store, &ctx, method, arguments)
+                    .await?
+                    .map(value),
+                // Contract 0.1 has no streams and describes nothing: the dispatcher does not ask.
+                Call::Stream { .. } => Err(v1::HubError::MethodNotFound),
+                Call::Describe => Ok(Answer::Methods(Vec::new())),
+            };
+            Ok(answer.map_err(Into::into))
         }
     }
 }

@@ -79,8 +79,73 @@ impl Default for RuntimeConfig {
 #[derive(Debug, Clone, Copy)]
 pub enum Call<'a> {
     Connected,
-    Disconnected { error: Option<&'a str> },
-    Invoke { method: &'a str, arguments: &'a str },
+    Disconnected {
+        error: Option<&'a str>,
+    },
+    Invoke {
+        method: &'a str,
+        arguments: &'a str,
+    },
+    /// One step of a streaming method: the first without a cursor, then with the cursor the
+    /// previous step returned.
+    Stream {
+        method: &'a str,
+        arguments: &'a str,
+        cursor: Option<&'a str>,
+    },
+    /// The hub's method list (contract 0.2).
+    Describe,
+}
+
+/// What a successful call answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A method's result (`None`: void), or the end of `on-connected`/`on-disconnected`.
+    Value(Option<String>),
+    /// One step of a stream.
+    Step(StreamStep),
+    /// What `describe` answered.
+    Methods(Vec<MethodInfo>),
+}
+
+/// One step of a stream to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamStep {
+    /// Items to send now, each one JSON value.
+    pub items: Vec<String>,
+    /// Where the stream goes on from; `None` completes it.
+    pub next: Option<StreamNext>,
+    /// The stream fails after these items.
+    pub error: Option<HubError>,
+}
+
+/// Where a stream goes on from, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamNext {
+    pub cursor: String,
+    pub delay: Duration,
+}
+
+/// A hub method, as the hub describes it (contract 0.2; 0.1 hubs describe nothing).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MethodInfo {
+    /// The name clients invoke.
+    pub name: String,
+    pub doc: Option<String>,
+    pub params: Vec<ParamInfo>,
+    /// The JSON Schema of the result or of each streamed item; `None` for a void method.
+    pub returns: Option<String>,
+    /// Called with `stream`, answered item by item.
+    pub streaming: bool,
+}
+
+/// A hub method's argument.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParamInfo {
+    pub name: String,
+    /// Its JSON Schema, as JSON text.
+    pub schema: String,
 }
 
 /// Why a hub refused or failed a call, as the hub said it.
@@ -92,8 +157,31 @@ pub enum HubError {
     InvalidArguments(String),
     /// The hub refused on purpose (SignalR's `HubException`): the text is for the caller.
     Rejected(String),
-    /// The hub failed unexpectedly: the text is for the log.
-    Failed(String),
+    /// The hub failed unexpectedly: for the log, and for callers only with detailed errors.
+    Failed(Exception),
+}
+
+/// An unexpected failure, named as .NET names exception types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exception {
+    pub type_name: String,
+    pub message: String,
+}
+
+impl Exception {
+    /// A failure without a type of its own (contract 0.1 hubs, traps): .NET's base `Exception`.
+    pub fn plain(message: impl Into<String>) -> Self {
+        Self {
+            type_name: "Exception".into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Exception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)
+    }
 }
 
 /// Something a hub asked the host to do during a call.
@@ -101,6 +189,8 @@ pub enum HubError {
 pub enum Effect {
     Send(Envelope),
     Group(GroupChange),
+    /// Close the caller's connection after the call, without letting it reconnect.
+    Abort,
 }
 
 /// Why a call produced no answer.
@@ -118,9 +208,10 @@ pub enum CallError {
     /// The hub trapped (a panic, `unreachable`, an out-of-bounds access, misuse of an import).
     #[error("{0}")]
     Trap(String),
-    /// The hub answered with a result that is not one JSON value, which the contract requires
-    /// (spliced into the completion, it would corrupt the caller's stream).
-    #[error("The hub returned a result that is not one JSON value: {0}")]
+    /// The hub answered against the contract: a result or stream item that is not one JSON
+    /// value (spliced into a frame, it would corrupt the caller's stream), an oversized stream
+    /// state. The text says which.
+    #[error("{0}")]
     InvalidResult(String),
     /// The hub could not be instantiated, or no instance was free in time.
     #[error("{0}")]
@@ -134,7 +225,7 @@ pub enum CallError {
 /// when the call failed: like awaited sends in SignalR, what the hub sent before failing was sent.
 #[derive(Debug)]
 pub struct CallOutcome {
-    pub result: Result<Option<String>, CallError>,
+    pub result: Result<Answer, CallError>,
     pub effects: Vec<Effect>,
 }
 
@@ -173,9 +264,12 @@ impl HubRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot link WASI into the hub linker")?;
-        bindings::Hub::add_to_linker::<HubState, HasSelf<HubState>>(&mut linker, |s| s)
+        bindings::v2::Hub::add_to_linker::<HubState, HasSelf<HubState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("cannot link the hub imports")?;
+        bindings::v1::Hub::add_to_linker::<HubState, HasSelf<HubState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the hub imports of contract 0.1")?;
         Ok(Self {
             engine,
             linker,
@@ -201,14 +295,19 @@ impl HubRuntime {
             .with_context(|| {
                 format!("{} needs imports hubhost does not provide", path.display())
             })?;
-        let pre = bindings::HubPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "{} does not implement the hub world (hubhost:hub/handler)",
-                    path.display()
-                )
-            })?;
+        // The newest contract first; a component built against 0.1 has only its exports.
+        let pre = match bindings::v2::HubPre::new(pre.clone()) {
+            Ok(pre) => hub::Pre::V2(pre),
+            Err(newest) => bindings::v1::HubPre::new(pre)
+                .map(hub::Pre::V1)
+                .map_err(|_| anyhow::Error::from(newest))
+                .with_context(|| {
+                    format!(
+                        "{} does not implement the hub world (hubhost:hub/handler@0.2.0 or @0.1.0)",
+                        path.display()
+                    )
+                })?,
+        };
         Ok(LoadedHub::wasm(
             name,
             path.to_owned(),

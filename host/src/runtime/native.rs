@@ -6,19 +6,21 @@
 
 use std::sync::Arc;
 
-use super::{Call, CallError, CallOutcome, Effect, HubError};
+use super::{Answer, Call, CallError, CallOutcome, Effect, HubError};
 use crate::state::{self, Quota, StateError, StateOp, StateStore, StateValue};
 use crate::types::{Caller, ConnectionId, Envelope, GroupChange, HubName, Target};
 
 /// A hub whose code runs in the host process.
 pub trait NativeHub: Send + Sync + 'static {
-    /// Handles one event, asking `host` for what the Wasm imports would provide.
+    /// Handles one event, asking `host` for what the Wasm imports would provide. A hub without
+    /// streams answers [`Call::Stream`] and [`Call::Describe`] with
+    /// [`HubError::MethodNotFound`].
     fn call(
         &self,
         caller: &Caller,
         call: Call<'_>,
         host: &mut NativeHost,
-    ) -> Result<Option<String>, HubError>;
+    ) -> Result<Answer, HubError>;
 }
 
 /// The imports of a native hub's call: effects are recorded exactly as the Wasm imports record
@@ -93,6 +95,11 @@ impl NativeHost {
         })
     }
 
+    /// `caller.abort`: the caller's connection closes after the call, without reconnecting.
+    pub fn abort(&mut self) {
+        self.record(Effect::Abort);
+    }
+
     /// `log.write`, as the Wasm import writes it.
     pub fn log(&self, level: tracing::Level, message: &str) {
         super::host::hub_log(level, self.hub.as_str(), self.connection.as_str(), message);
@@ -151,6 +158,7 @@ mod tests {
             connection_id: ConnectionId::new("c"),
             user_id: None,
             claims: Vec::new(),
+            request: None,
         }
     }
 
@@ -172,16 +180,11 @@ mod tests {
 
     struct BadSend;
     impl NativeHub for BadSend {
-        fn call(
-            &self,
-            _: &Caller,
-            _: Call<'_>,
-            host: &mut NativeHost,
-        ) -> Result<Option<String>, HubError> {
+        fn call(&self, _: &Caller, _: Call<'_>, host: &mut NativeHost) -> Result<Answer, HubError> {
             host.send(Target::All, "first", "[1]");
             host.send(Target::All, "broken", "{}");
             host.send(Target::All, "after", "[2]");
-            Ok(None)
+            Ok(Answer::Value(None))
         }
     }
 
@@ -198,12 +201,7 @@ mod tests {
 
     struct Panics;
     impl NativeHub for Panics {
-        fn call(
-            &self,
-            _: &Caller,
-            _: Call<'_>,
-            _: &mut NativeHost,
-        ) -> Result<Option<String>, HubError> {
+        fn call(&self, _: &Caller, _: Call<'_>, _: &mut NativeHost) -> Result<Answer, HubError> {
             panic!("boom");
         }
     }

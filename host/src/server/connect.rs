@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -18,7 +18,7 @@ use crate::runtime::LoadedHub;
 use crate::session::Connection;
 use crate::transport::connections::{Found, StartError, Started};
 use crate::transport::{Transport, long_polling, sse, websocket};
-use crate::types::{Caller, ConnectionId};
+use crate::types::{Caller, ConnectionId, Request};
 
 const NO_CONNECTION: &str = "No Connection with that ID";
 const ID_REQUIRED: &str = "Connection ID required";
@@ -45,6 +45,7 @@ fn connection(
     connection_id: ConnectionId,
     identity: Identity,
     transport: Transport,
+    request: Arc<Request>,
 ) -> Connection {
     Connection {
         caller: Caller {
@@ -52,6 +53,7 @@ fn connection(
             connection_id,
             user_id: identity.user_id,
             claims: identity.claims,
+            request: Some(request),
         },
         max_message_size: loaded.limits().max_message_size,
         transport: transport.features(),
@@ -81,12 +83,20 @@ pub(super) async fn connect(
     State(app): State<Arc<AppState>>,
     Path(hub): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let (loaded, identity) = match admit(&app, &hub, &headers, &query) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
+    };
+    // Kept for hubs that read it (`caller.request`); built only when a connection starts.
+    let request = || {
+        Arc::new(Request::new(
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            raw_query.as_deref().unwrap_or_default(),
+        ))
     };
     let transport = if upgrade.is_ok() {
         Transport::WebSockets
@@ -128,7 +138,7 @@ pub(super) async fn connect(
                 // skipNegotiation: the socket is the whole connection.
                 None => (ConnectionId::random(), None),
             };
-            let connection = connection(&loaded, connection_id, identity, transport);
+            let connection = connection(&loaded, connection_id, identity, transport, request());
             websocket::accept(upgrade, connection, sessions, lease)
         }
         (Transport::ServerSentEvents, _) => {
@@ -142,7 +152,8 @@ pub(super) async fn connect(
                     incoming: Some((inbox, incoming)),
                     ..
                 }) => {
-                    let connection = connection(&loaded, connection_id, identity, transport);
+                    let connection =
+                        connection(&loaded, connection_id, identity, transport, request());
                     sse::respond(connection, sessions, incoming, inbox, lease)
                 }
                 Ok(_) => text(StatusCode::INTERNAL_SERVER_ERROR, ""),
@@ -163,7 +174,8 @@ pub(super) async fn connect(
                         incoming: Some(incoming),
                         polls: Some(polls),
                     }) => {
-                        let connection = connection(&loaded, connection_id, identity, transport);
+                        let connection =
+                            connection(&loaded, connection_id, identity, transport, request());
                         let disconnect = app.long_polling.disconnect_timeout;
                         long_polling::start(
                             connection, sessions, incoming, polls, disconnect, lease,

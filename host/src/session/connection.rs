@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::invocations::{Finished, Invocations, Running};
 use super::rate_limit::RateLimiter;
 use super::registration::Registration;
+use super::streams::{self, Streams};
 use super::{Connection, Inbound, SessionContext, TransportFeatures};
 use crate::metrics::Metrics;
 use crate::protocol::handshake::{self, HandshakeError};
@@ -35,6 +36,14 @@ enum End {
 }
 
 impl End {
+    /// The hub aborted the connection (SignalR's `Context.Abort()`): closed without letting the
+    /// client reconnect.
+    const ABORTED: Self = Self::Close {
+        error: None,
+        allow_reconnect: false,
+        reason: None,
+    };
+
     /// The end of a session whose client sent something that is not the protocol.
     fn protocol_error(error: &ProtocolError) -> Self {
         // ASP.NET Core shows the cause only with detailed errors; it is the client's own input,
@@ -48,6 +57,12 @@ impl End {
             reason: Some(error.to_string()),
         }
     }
+}
+
+/// What runs for a connection besides its read loop.
+struct Work<'a> {
+    invocations: &'a mut Invocations,
+    streams: &'a mut Streams,
 }
 
 pub(super) struct Session<I> {
@@ -180,6 +195,7 @@ where
         let context = self.context.clone();
         let settings = &context.settings;
         let mut invocations = Invocations::new(settings.max_parallel_invocations);
+        let mut streams = Streams::default();
         // Like ASP.NET Core, the client timeout starts with the client's first Ping: clients
         // that never ping are not expected to. It is paused while the session does not read.
         let mut timeout_armed = false;
@@ -189,8 +205,11 @@ where
             while !invocations.is_blocked() {
                 match protocol.decode(&mut self.buffer, self.max_message_size) {
                     Ok(Some(message)) => {
-                        if let Some(end) =
-                            self.handle(protocol, message, &mut invocations, &mut timeout_armed)
+                        let work = Work {
+                            invocations: &mut invocations,
+                            streams: &mut streams,
+                        };
+                        if let Some(end) = self.handle(protocol, message, work, &mut timeout_armed)
                         {
                             break 'session end;
                         }
@@ -210,9 +229,16 @@ where
                     reason: None,
                 },
                 finished = invocations.next(), if invocations.is_running() => {
-                    self.complete(protocol, finished);
+                    if self.complete(protocol, finished) {
+                        break End::ABORTED;
+                    }
                     if !reading {
                         last_received = Instant::now();
+                    }
+                }
+                ended = streams.next(), if streams.is_running() => {
+                    if self.stream_ended(protocol, ended) {
+                        break End::ABORTED;
                     }
                 }
                 message = self.incoming.next(), if reading => {
@@ -232,13 +258,15 @@ where
                 }
             }
         };
-        // Invocations in progress finish (each within its deadline), and their callers get
-        // their completions while the transport lasts; one still waiting for a slot is not
-        // started.
+        // Streams stop (their clients are leaving). Invocations in progress finish (each
+        // within its deadline), and their callers get their completions while the transport
+        // lasts; one still waiting for a slot is not started.
+        drop(streams);
         invocations.drop_waiting();
         while invocations.is_running() {
             let finished = invocations.next().await;
-            self.complete(protocol, finished);
+            // The session is ending anyway: an abort changes nothing.
+            let _aborted = self.complete(protocol, finished);
         }
         end
     }
@@ -248,9 +276,13 @@ where
         &mut self,
         protocol: &'static dyn HubProtocol,
         message: ClientMessage,
-        invocations: &mut Invocations,
+        work: Work<'_>,
         timeout_armed: &mut bool,
     ) -> Option<End> {
+        let Work {
+            invocations,
+            streams,
+        } = work;
         Metrics::inc(&self.context.metrics.messages_in);
         match message {
             ClientMessage::Invocation {
@@ -258,66 +290,62 @@ where
                 target,
                 arguments,
                 stream_ids,
-            } => {
-                let limited = self.limiter.as_mut().is_some_and(|l| !l.allow());
-                let refusal = if limited {
-                    Metrics::inc(&self.context.metrics.rate_limited);
-                    Some(format!(
-                        "Failed to invoke '{target}' due to an error on the server. HubException: Rate limit exceeded: at most {} invocations per second per connection.",
-                        self.context.settings.rate_limit
-                    ))
-                } else if !stream_ids.is_empty() {
-                    Some(format!(
-                        "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
-                        stream_ids.len()
-                    ))
-                } else {
-                    None
-                };
-                match refusal {
-                    Some(error) => self.complete(
-                        protocol,
-                        Finished {
-                            invocation_id,
-                            reply: Err(error),
-                        },
-                    ),
-                    None => invocations.start(self.invocation(invocation_id, target, arguments)),
+            } => match self.refusal(&target, &stream_ids) {
+                Some(error) => {
+                    self.complete(protocol, Finished::refused(invocation_id, error));
                 }
-            }
+                None => invocations.start(self.invocation(invocation_id, target, arguments)),
+            },
             ClientMessage::BindingFailure {
                 invocation_id,
                 target,
                 error,
-            } => self.complete(
-                protocol,
-                Finished {
-                    invocation_id,
-                    reply: Err(format!(
-                        "Failed to invoke '{target}' due to an error on the server. InvalidDataException: {error}"
-                    )),
-                },
-            ),
+            } => {
+                let error = format!(
+                    "Failed to invoke '{target}' due to an error on the server. InvalidDataException: {error}"
+                );
+                self.complete(protocol, Finished::refused(invocation_id, error));
+            }
             ClientMessage::StreamInvocation {
                 invocation_id,
                 target,
+                arguments,
+                stream_ids,
             } => {
-                let error = format!(
-                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-                );
-                self.complete(
-                    protocol,
-                    Finished {
-                        invocation_id: Some(invocation_id),
-                        reply: Err(error),
-                    },
-                );
+                let refusal = if streams.contains(&invocation_id) {
+                    Some(format!(
+                        "Invocation ID '{invocation_id}' is already in use."
+                    ))
+                } else {
+                    self.refusal(&target, &stream_ids)
+                };
+                match refusal {
+                    Some(error) => {
+                        self.complete(protocol, Finished::refused(Some(invocation_id), error));
+                    }
+                    None => {
+                        let start = streams::Start {
+                            hubs: self.context.hubs.clone(),
+                            caller: self.caller.clone(),
+                            protocol,
+                            outbox: self.outbox.clone(),
+                            room: self.context.settings.outbox_capacity / 2,
+                            cut_off: self.cancel.clone(),
+                        };
+                        streams.start(start, invocation_id, target, arguments.get().into());
+                    }
+                }
+            }
+            ClientMessage::CancelInvocation { invocation_id } => {
+                if !streams.cancel(&invocation_id) {
+                    // The stream may have ended as the client gave up on it.
+                    tracing::debug!(connection = %self.caller.connection_id, invocation_id, "cancel for no running stream");
+                }
             }
             ClientMessage::Ping => *timeout_armed = true,
             ClientMessage::Close { error } => return Some(End::ClientClosed(error)),
             ClientMessage::StreamItem { invocation_id }
-            | ClientMessage::Completion { invocation_id }
-            | ClientMessage::CancelInvocation { invocation_id } => {
+            | ClientMessage::Completion { invocation_id } => {
                 tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a message for an unknown invocation");
             }
             ClientMessage::AckOrSequence => {}
@@ -341,18 +369,54 @@ where
             .clone()
             .invoke(self.caller.clone(), target, arguments);
         Box::pin(async move {
+            let replied = call.await;
             Finished {
                 invocation_id,
-                reply: call.await,
+                reply: replied.reply,
+                abort: replied.abort,
             }
         })
     }
 
-    /// Queues the completion of a finished invocation, in the protocol the session speaks.
-    fn complete(&self, protocol: &'static dyn HubProtocol, finished: Finished) {
+    /// Why an invocation (plain or streaming) is refused before reaching the hub, if it is.
+    fn refusal(&mut self, target: &str, stream_ids: &[String]) -> Option<String> {
+        if self.limiter.as_mut().is_some_and(|l| !l.allow()) {
+            Metrics::inc(&self.context.metrics.rate_limited);
+            return Some(format!(
+                "Failed to invoke '{target}' due to an error on the server. HubException: Rate limit exceeded: at most {} invocations per second per connection.",
+                self.context.settings.rate_limit
+            ));
+        }
+        if !stream_ids.is_empty() {
+            return Some(format!(
+                "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
+                stream_ids.len()
+            ));
+        }
+        None
+    }
+
+    /// Queues the Completion of a stream that ended; `true` if the hub aborted the connection.
+    fn stream_ended(&self, protocol: &'static dyn HubProtocol, ended: streams::Ended) -> bool {
+        let completion = match &ended.reply {
+            Ok(()) => Completion::Void,
+            Err(error) => Completion::Error(error),
+        };
+        self.queue(Outbound::Frame(protocol.encode(
+            &ServerMessage::Completion {
+                invocation_id: &ended.invocation_id,
+                completion,
+            },
+        )));
+        ended.abort
+    }
+
+    /// Queues the completion of a finished invocation, in the protocol the session speaks;
+    /// `true` if the hub aborted the connection (it closes after the completion).
+    fn complete(&self, protocol: &'static dyn HubProtocol, finished: Finished) -> bool {
         let Some(invocation_id) = &finished.invocation_id else {
             // Without an invocation id the client wants no answer, not even an error.
-            return;
+            return finished.abort;
         };
         let completion = match &finished.reply {
             Ok(Some(result)) => Completion::Result(result),
@@ -365,6 +429,7 @@ where
                 completion,
             },
         )));
+        finished.abort
     }
 
     /// Queues a Close message; the writer closes the transport after it.

@@ -15,6 +15,19 @@ use crate::dispatcher::ErrorText;
 pub(super) struct Finished {
     pub(super) invocation_id: Option<String>,
     pub(super) reply: Result<Option<String>, ErrorText>,
+    /// The hub aborted the connection: it closes once the reply is sent.
+    pub(super) abort: bool,
+}
+
+impl Finished {
+    /// An invocation answered with an error before reaching the hub.
+    pub(super) fn refused(invocation_id: Option<String>, error: ErrorText) -> Self {
+        Self {
+            invocation_id,
+            reply: Err(error),
+            abort: false,
+        }
+    }
 }
 
 pub(super) type Running = BoxFuture<'static, Finished>;

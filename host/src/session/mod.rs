@@ -25,6 +25,7 @@ mod connection;
 mod invocations;
 mod rate_limit;
 mod registration;
+mod streams;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -40,7 +41,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dispatcher::{Dispatcher, ErrorText};
+use crate::dispatcher::{Dispatcher, ErrorText, Replied, Streamed};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::registry::outbox;
@@ -78,7 +79,16 @@ pub trait HubCalls: Send + Sync + 'static {
         caller: Arc<Caller>,
         method: String,
         arguments: Box<RawValue>,
-    ) -> BoxFuture<'static, Result<Option<String>, ErrorText>>;
+    ) -> BoxFuture<'static, Replied<Option<String>>>;
+
+    /// One step of a streaming method (the first without a cursor).
+    fn stream(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        arguments: Arc<str>,
+        cursor: Option<String>,
+    ) -> BoxFuture<'static, Replied<Streamed>>;
 
     /// Tells the hub a client left (`error` says why when it was not clean).
     fn disconnected(
@@ -101,8 +111,20 @@ impl HubCalls for Dispatcher {
         caller: Arc<Caller>,
         method: String,
         arguments: Box<RawValue>,
-    ) -> BoxFuture<'static, Result<Option<String>, ErrorText>> {
+    ) -> BoxFuture<'static, Replied<Option<String>>> {
         Box::pin(async move { Dispatcher::invoke(&self, &caller, &method, arguments.get()).await })
+    }
+
+    fn stream(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        arguments: Arc<str>,
+        cursor: Option<String>,
+    ) -> BoxFuture<'static, Replied<Streamed>> {
+        Box::pin(async move {
+            Dispatcher::stream(&self, &caller, &method, &arguments, cursor.as_deref()).await
+        })
     }
 
     fn disconnected(

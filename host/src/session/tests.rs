@@ -16,7 +16,10 @@ use tokio::time::Instant;
 use super::*;
 use crate::backplane::memory::MemoryBackplane;
 use crate::registry::LocalRegistry;
-use crate::runtime::{Call, HubError, HubRuntime, NativeHost, NativeHub, RuntimeConfig};
+use crate::runtime::{
+    Answer, Call, HubError, HubRuntime, MethodInfo, NativeHost, NativeHub, RuntimeConfig,
+    StreamNext, StreamStep,
+};
 use crate::state::memory::MemoryState;
 use crate::types::{ConnectionId, Envelope, HubName, Target};
 
@@ -39,6 +42,8 @@ fn settings() -> Settings {
 struct TestHub {
     connected: AtomicUsize,
     disconnected: AtomicUsize,
+    /// Stream steps run.
+    steps: AtomicUsize,
 }
 
 impl NativeHub for TestHub {
@@ -46,23 +51,90 @@ impl NativeHub for TestHub {
         &self,
         _caller: &Caller,
         call: Call<'_>,
-        _host: &mut NativeHost,
-    ) -> Result<Option<String>, HubError> {
+        host: &mut NativeHost,
+    ) -> Result<Answer, HubError> {
         match call {
             Call::Connected => {
                 self.connected.fetch_add(1, Ordering::SeqCst);
-                Ok(None)
+                Ok(Answer::Value(None))
             }
             Call::Disconnected { .. } => {
                 self.disconnected.fetch_add(1, Ordering::SeqCst);
-                Ok(None)
+                Ok(Answer::Value(None))
             }
             Call::Invoke { method, arguments } if method.eq_ignore_ascii_case("echo") => {
                 let args: Vec<serde_json::Value> = serde_json::from_str(arguments)
                     .map_err(|e| HubError::InvalidArguments(e.to_string()))?;
-                Ok(args.first().map(ToString::to_string))
+                Ok(Answer::Value(args.first().map(ToString::to_string)))
+            }
+            Call::Invoke { method, .. } if method.eq_ignore_ascii_case("bye") => {
+                host.abort();
+                Ok(Answer::Value(Some("\"bye\"".into())))
             }
             Call::Invoke { .. } => Err(HubError::MethodNotFound),
+            // `Count(n, delay_ms)` streams 0..n, one item every delay_ms; it fails at item 2 when
+            // n is 99; `Quit` aborts the connection on its second step.
+            Call::Stream {
+                method,
+                arguments,
+                cursor,
+            } => {
+                self.steps.fetch_add(1, Ordering::SeqCst);
+                let at: u64 = cursor.map_or(0, |c| c.parse().unwrap_or(0));
+                if method.eq_ignore_ascii_case("quit") {
+                    if at == 1 {
+                        host.abort();
+                    }
+                    return Ok(Answer::Step(StreamStep {
+                        items: vec![at.to_string()],
+                        next: Some(StreamNext {
+                            cursor: (at + 1).to_string(),
+                            delay: Duration::ZERO,
+                        }),
+                        error: None,
+                    }));
+                }
+                let args: Vec<u64> = serde_json::from_str(arguments)
+                    .map_err(|e| HubError::InvalidArguments(e.to_string()))?;
+                let (n, delay) = (args[0], args.get(1).copied().unwrap_or(0));
+                if n == 99 && at == 2 {
+                    return Err(HubError::Rejected("no more".into()));
+                }
+                if n == 98 && at == 1 {
+                    return Ok(Answer::Step(StreamStep {
+                        items: vec!["1".into()],
+                        next: None,
+                        error: Some(HubError::Rejected("late".into())),
+                    }));
+                }
+                Ok(Answer::Step(if at < n {
+                    StreamStep {
+                        items: vec![at.to_string()],
+                        next: Some(StreamNext {
+                            cursor: (at + 1).to_string(),
+                            delay: Duration::from_millis(delay),
+                        }),
+                        error: None,
+                    }
+                } else {
+                    StreamStep::default()
+                }))
+            }
+            Call::Describe => {
+                let method = |name: &str, streaming| MethodInfo {
+                    name: name.into(),
+                    doc: None,
+                    params: Vec::new(),
+                    returns: None,
+                    streaming,
+                };
+                Ok(Answer::Methods(vec![
+                    method("Echo", false),
+                    method("Bye", false),
+                    method("Count", true),
+                    method("Quit", true),
+                ]))
+            }
         }
     }
 }
@@ -87,7 +159,7 @@ impl HubCalls for Paced {
         caller: Arc<Caller>,
         method: String,
         arguments: Box<RawValue>,
-    ) -> BoxFuture<'static, Result<Option<String>, ErrorText>> {
+    ) -> BoxFuture<'static, Replied<Option<String>>> {
         if method != "Wait" {
             return self.dispatcher.clone().invoke(caller, method, arguments);
         }
@@ -101,6 +173,18 @@ impl HubCalls for Paced {
                 .invoke(caller, "Echo".into(), arguments)
                 .await
         })
+    }
+
+    fn stream(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        arguments: Arc<str>,
+        cursor: Option<String>,
+    ) -> BoxFuture<'static, Replied<Streamed>> {
+        self.dispatcher
+            .clone()
+            .stream(caller, method, arguments, cursor)
     }
 
     fn disconnected(
@@ -236,6 +320,7 @@ fn start(h: &Harness, id: &str, stalled: bool) -> Client {
             connection_id: ConnectionId::new(id),
             user_id: None,
             claims: Vec::new(),
+            request: None,
         },
         max_message_size: 32 * 1024,
         transport: TransportFeatures::WEBSOCKETS,
@@ -300,10 +385,24 @@ impl Client {
         }
     }
 
+    fn stream(&self, id: &str, method: &str, arguments: &str) {
+        self.send(&format!(
+            "{{\"type\":4,\"invocationId\":\"{id}\",\"target\":\"{method}\",\"arguments\":[{arguments}]}}\u{1e}"
+        ));
+    }
+
     async fn handshake(&mut self) {
         self.send(HANDSHAKE);
         assert_eq!(self.next().await.as_deref(), Some("{}"));
     }
+}
+
+fn stream_item(id: &str, item: &str) -> String {
+    format!("{{\"type\":2,\"invocationId\":\"{id}\",\"item\":{item}}}")
+}
+
+fn void_completion(id: &str) -> String {
+    format!("{{\"type\":3,\"invocationId\":\"{id}\"}}")
 }
 
 fn completion(id: &str, result: &str) -> String {
@@ -563,6 +662,7 @@ async fn an_idle_session_stays_small() {
             connection_id: ConnectionId::new("c"),
             user_id: None,
             claims: Vec::new(),
+            request: None,
         },
         max_message_size: 32 * 1024,
         transport: TransportFeatures::WEBSOCKETS,
@@ -574,4 +674,159 @@ async fn an_idle_session_stays_small() {
     let session = serve(incoming(receiver), sink, connection, h.context.clone());
     let size = std::mem::size_of_val(&session);
     assert!(size <= 1024, "the session future takes {size} bytes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_sends_its_items_at_the_hubs_pace_then_completes() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    let started = Instant::now();
+    client.stream("s1", "count", "3, 1000");
+    for i in 0..3 {
+        assert_eq!(
+            client.next_not_ping().await,
+            Some(stream_item("s1", &i.to_string()))
+        );
+    }
+    assert_eq!(client.next_not_ping().await, Some(void_completion("s1")));
+    // Item 0 at once, then one a second.
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    // The read loop kept reading: an invocation meanwhile is answered.
+    client.invoke("2", "Echo", "5");
+    assert_eq!(client.next_not_ping().await, Some(completion("2", "5")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_messages_are_answered_while_a_stream_waits() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.stream("s", "Count", "2, 60000");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("s", "0")));
+    let started = Instant::now();
+    client.invoke("e", "Echo", "1");
+    assert_eq!(client.next_not_ping().await, Some(completion("e", "1")));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_stream_stops_the_hub_being_called_and_completes_it() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.stream("s", "Count", "1000, 1000");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("s", "0")));
+    assert_eq!(client.next_not_ping().await, Some(stream_item("s", "1")));
+    client.send("{\"type\":5,\"invocationId\":\"s\"}\u{1e}");
+    assert_eq!(client.next_not_ping().await, Some(void_completion("s")));
+    let steps = h.hub.steps.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        h.hub.steps.load(Ordering::SeqCst),
+        steps,
+        "no step after the cancel"
+    );
+    // A second cancel of the same id is ignored; the connection goes on.
+    client.send("{\"type\":5,\"invocationId\":\"s\"}\u{1e}");
+    client.invoke("e", "Echo", "2");
+    assert_eq!(client.next_not_ping().await, Some(completion("e", "2")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_step_ends_the_stream_with_aspnets_streaming_error() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.stream("s", "Count", "99");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("s", "0")));
+    assert_eq!(client.next_not_ping().await, Some(stream_item("s", "1")));
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"s\",\"error\":\"An error occurred on the server while streaming results. HubException: no more\"}"
+        )
+    );
+    // A step may send items and then fail: the items go first.
+    client.stream("t", "Count", "98");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("t", "0")));
+    assert_eq!(client.next_not_ping().await, Some(stream_item("t", "1")));
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"t\",\"error\":\"An error occurred on the server while streaming results. HubException: late\"}"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn streaming_and_plain_methods_refuse_the_other_kind_of_invocation() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke("1", "Count", "3");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"1\",\"error\":\"The client attempted to invoke the streaming 'Count' method with a non-streaming invocation.\"}"
+        )
+    );
+    client.stream("2", "Echo", "3");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"2\",\"error\":\"The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation.\"}"
+        )
+    );
+    client.stream("3", "Nope", "");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"3\",\"error\":\"Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist.\"}"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_id_in_use_is_refused_with_aspnets_text() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.stream("s", "Count", "5, 60000");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("s", "0")));
+    client.stream("s", "Count", "5");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"s\",\"error\":\"Invocation ID 's' is already in use.\"}"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_sends_the_completion_then_closes_without_reconnect() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke("1", "Bye", "");
+    assert_eq!(
+        client.next_not_ping().await,
+        Some(completion("1", "\"bye\""))
+    );
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some("{\"type\":7}")
+    );
+    assert_eq!(client.next_not_ping().await, None);
+    let mut streamer = start(&h, "d", false);
+    streamer.handshake().await;
+    streamer.stream("s", "Quit", "");
+    assert_eq!(streamer.next_not_ping().await, Some(stream_item("s", "0")));
+    assert_eq!(streamer.next_not_ping().await, Some(stream_item("s", "1")));
+    assert_eq!(streamer.next_not_ping().await, Some(void_completion("s")));
+    assert_eq!(
+        streamer.next_not_ping().await.as_deref(),
+        Some("{\"type\":7}")
+    );
+    assert_eq!(streamer.next_not_ping().await, None);
 }

@@ -40,8 +40,16 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/native.rs"),
     ),
     (
+        "src/request.rs",
+        include_str!("../../../guest-sdk/src/request.rs"),
+    ),
+    (
         "src/state.rs",
         include_str!("../../../guest-sdk/src/state.rs"),
+    ),
+    (
+        "src/stream.rs",
+        include_str!("../../../guest-sdk/src/stream.rs"),
     ),
     (
         "wit/hub.wit",

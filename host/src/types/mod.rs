@@ -8,8 +8,10 @@ mod caller;
 mod ids;
 mod interest;
 mod message;
+mod request;
 
 pub use caller::Caller;
 pub use ids::{ConnectionId, HubName, hub_file_stem, random_id};
 pub use interest::{Interest, InterestChange};
 pub use message::{Envelope, GroupChange, Target};
+pub use request::Request;

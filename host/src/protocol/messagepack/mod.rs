@@ -166,16 +166,26 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
             r.headers()?;
             let invocation_id = id(&mut r, "StreamInvocation")?;
             let target = r.required_string("target", "target for StreamInvocation message")?;
-            if let Err(error) = arguments(&mut r) {
-                return Ok(ClientMessage::BindingFailure {
-                    invocation_id: Some(invocation_id),
-                    target,
-                    error,
-                });
-            }
+            let arguments = match arguments(&mut r) {
+                Ok(arguments) => arguments,
+                Err(error) => {
+                    return Ok(ClientMessage::BindingFailure {
+                        invocation_id: Some(invocation_id),
+                        target,
+                        error,
+                    });
+                }
+            };
+            let stream_ids = if count > 5 {
+                r.stream_ids()?
+            } else {
+                Vec::new()
+            };
             ClientMessage::StreamInvocation {
                 invocation_id,
                 target,
+                arguments,
+                stream_ids,
             }
         }
         5 => {
@@ -235,6 +245,16 @@ fn encode(message: &ServerMessage<'_>) -> Vec<u8> {
             out.str(target);
             out.json_text(arguments);
             out.array(0);
+        }
+        ServerMessage::StreamItem {
+            invocation_id,
+            item,
+        } => {
+            out.array(4);
+            out.uint(2);
+            out.map(0);
+            out.str(invocation_id);
+            out.json_text(item);
         }
         ServerMessage::Completion {
             invocation_id,

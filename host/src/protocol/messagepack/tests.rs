@@ -263,6 +263,13 @@ fn encodes_what_the_official_client_reads() {
         }),
         [0x04, 0x93, 0x07, 0xc0, 0xc3]
     );
+    assert_eq!(
+        encoded(ServerMessage::StreamItem {
+            invocation_id: "3",
+            item: "5"
+        }),
+        [0x06, 0x94, 0x02, 0x80, 0xa1, b'3', 0x05]
+    );
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! A hub built straight on the WIT contract, without hubhost's SDK (which always returns valid
 //! JSON): its results try to break out of the completion they are spliced into. Never deploy it.
+//!
+//! It is built against the frozen contract 0.1 (`host/wit/0.1`), so it is also the proof that
+//! hubs built before 0.2 keep loading and working: `Echo` answers, `Send` reaches everyone
+//! through the 0.1 `clients` import, `Fail` fails with a 0.1 `failed` text.
 
 wit_bindgen::generate!({
-    path: "../../../guest-sdk/wit",
+    path: "../../../host/wit/0.1",
     world: "hub",
 });
 
@@ -35,6 +39,15 @@ impl Guest for Rogue {
             "notjson" => Ok(Some("undefined".to_owned())),
             // A well-formed answer: the arguments array itself.
             "echo" => Ok(Some(arguments)),
+            "send" => {
+                hubhost::hub::clients::send(
+                    &hubhost::hub::types::Target::All,
+                    "fromLegacy",
+                    &arguments,
+                );
+                Ok(None)
+            }
+            "fail" => Err(HubError::Failed("the 0.1 hub failed".to_owned())),
             _ => Err(HubError::MethodNotFound),
         }
     }
