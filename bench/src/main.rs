@@ -23,6 +23,9 @@
 //!   many small rooms with sparse messages.
 //! - `negotiate-flood`: `--negotiations` negotiate requests that never connect, against one
 //!   host: how many are refused, and the host's memory before and after.
+//! - `streams`: `--streams` clients on one host each stream the lobby hub's `Countdown` (one
+//!   item a second): host memory per open stream, CPU per item, and the gaps between a
+//!   stream's items.
 //!
 //! `--quick` runs every scenario small and fails if any message was lost (CI runs it; it asserts
 //! nothing about speed). See docs/performance.md for how to run the full figures.
@@ -46,17 +49,17 @@ use wire::Protocol;
 #[command(name = "loadgen", about = "hubhost load generator")]
 struct Args {
     /// Scenarios to run: broadcast, echo, idle, hub-call, native-vs-wasm, rooms,
-    /// negotiate-flood (comma-separated).
+    /// negotiate-flood, streams (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,negotiate-flood"
+        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,negotiate-flood,streams"
     )]
     scenarios: Vec<String>,
-    /// Hub protocols clients speak (broadcast, echo, idle), comma-separated.
+    /// Hub protocols clients speak (broadcast, echo, idle, streams), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "json")]
     protocol: Vec<Protocol>,
-    /// Transports clients use (broadcast, echo, idle), comma-separated.
+    /// Transports clients use (broadcast, echo, idle, streams), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "websockets")]
     transport: Vec<Transport>,
     /// Connections (broadcast).
@@ -98,6 +101,9 @@ struct Args {
     /// Messages per second each connection sends to its room (rooms).
     #[arg(long, default_value_t = 5.0)]
     client_rate: f64,
+    /// Open streams (streams); past ~28,000 they use several 127.0.0.x source addresses.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
     /// Negotiations sent (negotiate-flood).
     #[arg(long, default_value_t = 200_000)]
     negotiations: usize,
@@ -126,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         args.idle = 1000;
         args.repeat = 1;
         args.negotiations = 20_000;
+        args.streams = 200;
         args.protocol = vec![Protocol::Json, Protocol::Messagepack];
         args.transport = vec![Transport::Websockets, Transport::Longpolling];
     }
@@ -174,11 +181,16 @@ async fn main() -> anyhow::Result<()> {
             "hub-call" => scenarios::hub_call(&args).await?,
             "rooms" => failed |= scenarios::rooms(&args, &bin).await?.lost > 0,
             "negotiate-flood" => scenarios::negotiate_flood(&args, &bin).await?,
+            "streams" => {
+                for &dialect in &dialects {
+                    failed |= scenarios::streams(&args, &bin, dialect).await?.stalled > 0;
+                }
+            }
             other => bail!("unknown scenario '{other}'"),
         }
     }
     if failed {
-        bail!("messages were lost");
+        bail!("messages were lost (or streams stalled)");
     }
     Ok(())
 }

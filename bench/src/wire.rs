@@ -24,6 +24,8 @@ pub(crate) enum Event {
     },
     /// The end of an invocation; `error` when it failed.
     Completion { id: String, error: Option<String> },
+    /// An item of a stream the client asked for.
+    StreamItem,
     /// Pings, closes, anything else.
     Other,
 }
@@ -45,6 +47,26 @@ impl Protocol {
         format!("{{\"protocol\":\"{}\",\"version\":1}}\u{1e}", self.name()).into_bytes()
     }
 
+    /// A stream invocation of `target` with integer arguments.
+    pub(crate) fn stream_invocation(self, id: &str, target: &str, args: &[u64]) -> Vec<u8> {
+        match self {
+            Self::Json => {
+                let args = serde_json::to_string(args).unwrap_or_else(|_| "[]".into());
+                format!(
+                    "{{\"type\":4,\"invocationId\":\"{id}\",\"target\":\"{target}\",\"arguments\":{args}}}\u{1e}"
+                )
+                .into_bytes()
+            }
+            Self::Messagepack => framed(&Value::Array(vec![
+                Value::from(4),
+                Value::Map(Vec::new()),
+                Value::from(id),
+                Value::from(target),
+                Value::Array(args.iter().map(|a| Value::from(*a)).collect()),
+            ])),
+        }
+    }
+
     /// An invocation of `target` with string arguments; without `id`, no completion comes.
     pub(crate) fn invocation(self, id: Option<&str>, target: &str, args: &[&str]) -> Vec<u8> {
         match self {
@@ -64,25 +86,30 @@ impl Protocol {
                     Value::from(target),
                     Value::Array(args.iter().map(|a| Value::from(*a)).collect()),
                 ]);
-                let mut body = Vec::new();
-                // Writing to a Vec cannot fail.
-                let _ = rmpv::encode::write_value(&mut body, &message);
-                let mut out = Vec::with_capacity(body.len() + 5);
-                let mut length = body.len();
-                loop {
-                    let byte = (length & 0x7f) as u8;
-                    length >>= 7;
-                    if length == 0 {
-                        out.push(byte);
-                        break;
-                    }
-                    out.push(byte | 0x80);
-                }
-                out.extend_from_slice(&body);
-                out
+                framed(&message)
             }
         }
     }
+}
+
+/// A MessagePack message with its varint length prefix.
+fn framed(message: &Value) -> Vec<u8> {
+    let mut body = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut body, message);
+    let mut out = Vec::with_capacity(body.len() + 5);
+    let mut length = body.len();
+    loop {
+        let byte = (length & 0x7f) as u8;
+        length >>= 7;
+        if length == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&body);
+    out
 }
 
 /// Splits what arrives into events; keeps a message that is not complete yet.
@@ -154,6 +181,8 @@ fn json_event(record: &[u8]) -> Event {
             // The last string argument: {"...","arguments":[…,"<last>"]}
             last: text.rsplit('"').nth(1).map(str::to_owned),
         }
+    } else if text.starts_with("{\"type\":2,") {
+        Event::StreamItem
     } else if text.starts_with("{\"type\":3,") {
         Event::Completion {
             id: field("invocationId").unwrap_or_default(),
@@ -179,6 +208,7 @@ fn messagepack_event(message: &[u8]) -> Event {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         },
+        Some(2) => Event::StreamItem,
         Some(3) => Event::Completion {
             id: text(2).unwrap_or_default(),
             error: (items.get(3).and_then(Value::as_i64) == Some(1))

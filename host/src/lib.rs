@@ -25,22 +25,23 @@
 //! sender a session registers.
 //!
 //! 1. [`config`]: flags, environment variables and the config file.
-//! 2. [`server`]: HTTP routes: negotiate, transports, health, metrics, the demo page.
-//! 3. [`reload`]: applies changes of the hubs directory while running.
-//! 4. [`transport`]: how a connection's messages travel (WebSockets).
-//! 5. [`session`]: one connection, generic over its transport and protocol.
-//! 6. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
-//! 7. [`runtime`]: the only module that knows wasmtime.
-//! 8. [`router`]: hands sends and group changes to the backplane.
-//! 9. [`backplane`]: fan-out between servers (memory or Redis).
-//! 10. [`registry`]: this server's connections, groups and users, and their outboxes.
-//! 11. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
-//! 12. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
-//! 13. [`auth`]: bearer tokens.
-//! 14. [`metrics`]: counters and histograms for `/metrics`.
-//! 15. [`template`]: the hub crate `hubhost new` writes.
-//! 16. [`units`]: durations and sizes as operators write them.
-//! 17. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
+//! 2. [`describe`]: `hubhost describe` and `hubhost types`: a hub's methods for people and TypeScript.
+//! 3. [`server`]: HTTP routes: negotiate, transports, health, metrics, the demo page.
+//! 4. [`reload`]: applies changes of the hubs directory while running.
+//! 5. [`transport`]: how a connection's messages travel (WebSockets).
+//! 6. [`session`]: one connection, generic over its transport and protocol.
+//! 7. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
+//! 8. [`runtime`]: the only module that knows wasmtime.
+//! 9. [`router`]: hands sends and group changes to the backplane.
+//! 10. [`backplane`]: fan-out between servers (memory or Redis).
+//! 11. [`registry`]: this server's connections, groups and users, and their outboxes.
+//! 12. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
+//! 13. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
+//! 14. [`auth`]: bearer tokens.
+//! 15. [`metrics`]: counters and histograms for `/metrics`.
+//! 16. [`template`]: the hub crate `hubhost new` writes.
+//! 17. [`units`]: durations and sizes as operators write them.
+//! 18. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
 
 pub mod auth;
 pub mod backplane;

@@ -6,6 +6,7 @@ mod hub_call;
 mod idle;
 mod negotiate;
 mod rooms;
+mod streams;
 
 pub(crate) use broadcast::{broadcast, native_vs_wasm};
 pub(crate) use echo::echo;
@@ -13,3 +14,4 @@ pub(crate) use hub_call::hub_call;
 pub(crate) use idle::idle;
 pub(crate) use negotiate::negotiate_flood;
 pub(crate) use rooms::rooms;
+pub(crate) use streams::streams;

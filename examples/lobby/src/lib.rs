@@ -4,6 +4,8 @@
 //! Client methods: `roomsChanged(rooms)`, `playerJoined(room, player, count)`,
 //! `playerLeft(room, player, count)`, `gameStarted(room, players)`.
 
+use std::time::Duration;
+
 use hubhost_sdk::prelude::*;
 
 pub struct Lobby;
@@ -73,6 +75,17 @@ impl Lobby {
         }
         State::set(&status_key(&room), "playing")?;
         Clients::group(room.clone()).send("gameStarted", (&room, &players))
+    }
+
+    /// Counts down to a game's start: streams the seconds left, `seconds` down to 0, one a
+    /// second (`connection.stream("Countdown", 10)`).
+    fn countdown(seconds: u32) -> HubStream<u32> {
+        HubStream::unfold(seconds, |left: u32| {
+            Ok(match left.checked_sub(1) {
+                Some(next) => Step::item(left).then(next).after(Duration::from_secs(1)),
+                None => Step::item(0),
+            })
+        })
     }
 }
 
