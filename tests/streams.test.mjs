@@ -288,3 +288,101 @@ describe("a hub built against contract 0.1", () => {
     await Promise.all([a.stop(), b.stop()]);
   });
 });
+
+describe("streams from the caller (uploads)", () => {
+  let host;
+  before(async () => {
+    host = await startHost({ hubs: ["features", "chat"] });
+  });
+  after(() => host.stop());
+
+  /** Invokes `method` with `args` and a subject fed `items`, then completed. */
+  function upload(connection, method, args, items) {
+    const subject = new signalR.Subject();
+    const call = connection.invoke(method, ...args, subject);
+    for (const item of items) subject.next(item);
+    subject.complete();
+    return call;
+  }
+
+  for (const [transport, protocol] of COMBINATIONS) {
+    it(`${transport}/${protocol}: items reach the hub in order, past its 10-item buffer`, async () => {
+      const c = await connectOver(`${host.url}/features`, { transport, protocol });
+      const words = Array.from({ length: 60 }, (_, i) => `w${i}`);
+      assert.deepEqual(await upload(c, "Words", [], words), words);
+      assert.deepEqual(await upload(c, "Words", [], []), []);
+      await c.stop();
+    });
+  }
+
+  it("the chat example's Sum adds up what the caller streams", async () => {
+    const c = await connect(`${host.url}/chat`);
+    assert.equal(await upload(c, "Sum", [], [1, 2, 3.5]), 6.5);
+    await c.stop();
+  });
+
+  it("what the method does after its fold happens once, at the end", async () => {
+    const c = await connect(`${host.url}/features`);
+    const summed = record(c, "summed");
+    assert.equal(await upload(c, "SumUpTo", [100], [1, 2, 3]), 6);
+    // The completion comes after the hub's sends: had the send run per item, they would be here.
+    assert.deepEqual(summed, [[6]]);
+    await c.stop();
+  });
+
+  it("a hub that refuses mid-upload answers at once; later items are dropped", async () => {
+    const c = await connect(`${host.url}/features`);
+    await assert.rejects(upload(c, "SumUpTo", [10], [4, 5, 6, 7, 8]), {
+      message: "An unexpected error occurred invoking 'SumUpTo' on the server. HubException: Past 10.",
+    });
+    assert.equal(await c.invoke("Add", 1, 1), 2);
+    await c.stop();
+  });
+
+  it("a client that fails its stream fails the call; the connection goes on", async () => {
+    const c = await connect(`${host.url}/chat`);
+    const subject = new signalR.Subject();
+    const call = c.invoke("Sum", subject);
+    subject.next(1);
+    subject.error(new Error("changed my mind"));
+    await assert.rejects(call, { message: "An unexpected error occurred invoking 'Sum' on the server." });
+    assert.equal(await c.invoke("Echo", "still here"), "still here");
+    await c.stop();
+  });
+
+  it("an item of the wrong type fails the call", async () => {
+    const c = await connect(`${host.url}/features`);
+    await assert.rejects(upload(c, "Words", [], ["a", 5]), {
+      message: "An unexpected error occurred invoking 'Words' on the server.",
+    });
+    await c.stop();
+  });
+
+  it("stream counts that do not fit the method get ASP.NET's texts", async () => {
+    const c = await connect(`${host.url}/chat`);
+    await assert.rejects(c.invoke("Sum"), {
+      message: "An unexpected error occurred invoking 'Sum' on the server. HubException: Client sent 0 stream(s), Hub method expects 1.",
+    });
+    await assert.rejects(upload(c, "Echo", [], ["x"]), {
+      message: "An unexpected error occurred invoking 'Echo' on the server. HubException: Client sent 1 stream(s), Hub method expects 0.",
+    });
+    await c.stop();
+  });
+
+  it("with detailed errors, the client's stream error and a binding failure are named", async () => {
+    const h = await startHost({ hubs: ["features", "chat"], args: ["--detailed-errors"] });
+    const c = await connect(`${h.url}/features`);
+    await assert.rejects(upload(c, "Words", [], ["a", 5]), {
+      message: "An unexpected error occurred invoking 'Words' on the server. Exception: Failed to bind Stream message.",
+    });
+    const chat = await connect(`${h.url}/chat`);
+    const subject = new signalR.Subject();
+    const call = chat.invoke("Sum", subject);
+    subject.error(new Error("changed my mind"));
+    await assert.rejects(call, {
+      message: "An unexpected error occurred invoking 'Sum' on the server. Exception: changed my mind",
+    });
+    await Promise.all([c.stop(), chat.stop()]);
+    await h.stop();
+  });
+});

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hubhost::runtime::{
     Answer, Call, Exception, HubError, MethodInfo, NativeHost, NativeHub, ParamInfo, StreamNext,
-    StreamStep,
+    StreamStep, UploadEvent, UploadStep,
 };
 use hubhost::state::{StateError, StateOp, StateValue};
 use hubhost::types::{Caller, HubName, Target};
@@ -49,6 +49,26 @@ impl<H: sdk::Hub + 'static> NativeHub for SdkHub<H> {
                 let cursor = cursor.map(str::to_owned);
                 return sdk::stream::<H>(&mut Bridge(host), &ctx, method, arguments, cursor)
                     .map(|step| Answer::Step(stream_step(step)))
+                    .map_err(hub_error);
+            }
+            Call::Upload {
+                method,
+                arguments,
+                event,
+                state,
+            } => {
+                let event = match event {
+                    UploadEvent::Item(item) => sdk::UploadEvent::Item(item.to_owned()),
+                    UploadEvent::End(error) => sdk::UploadEvent::End(error.map(str::to_owned)),
+                };
+                let state = state.map(str::to_owned);
+                return sdk::upload::<H>(&mut Bridge(host), &ctx, method, arguments, event, state)
+                    .map(|step| {
+                        Answer::Upload(match step {
+                            sdk::UploadStep::Pending(state) => UploadStep::Pending(state),
+                            sdk::UploadStep::Done(result) => UploadStep::Done(result),
+                        })
+                    })
                     .map_err(hub_error);
             }
             Call::Describe => {
@@ -96,6 +116,7 @@ fn method_info(info: sdk::MethodInfo) -> MethodInfo {
             .map(|p| ParamInfo {
                 name: p.name,
                 schema: p.schema,
+                upload: p.upload,
             })
             .collect(),
         returns: info.returns,

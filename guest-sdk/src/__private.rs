@@ -6,7 +6,9 @@ use serde_json::value::RawValue;
 
 use crate::__bindings::exports::hubhost::hub::handler;
 use crate::__bindings::hubhost::hub::types::{self as wit, Level};
-pub use crate::__bindings::hubhost::hub::types::{MethodInfo, ParamInfo, StreamStep};
+pub use crate::__bindings::hubhost::hub::types::{
+    MethodInfo, ParamInfo, StreamStep, UploadEvent, UploadStep,
+};
 use crate::imports::log as wit_log;
 use crate::{Context, HubError, HubResult};
 
@@ -25,6 +27,15 @@ pub trait Hub {
         _args: &str,
         _cursor: Option<String>,
     ) -> Result<StreamStep, HubError> {
+        Err(HubError::method_not_found())
+    }
+    fn upload(
+        _ctx: &Context,
+        _method: &str,
+        _args: &str,
+        _event: UploadEvent,
+        _state: Option<String>,
+    ) -> Result<UploadStep, HubError> {
         Err(HubError::method_not_found())
     }
     fn describe() -> Vec<MethodInfo> {
@@ -139,9 +150,29 @@ impl<H: Hub> handler::Guest for Export<H> {
         H::stream(&Context::from_wit(ctx), &method, &arguments, cursor).map_err(HubError::into_wit)
     }
 
+    fn upload(
+        ctx: wit::Context,
+        method: String,
+        arguments: String,
+        event: UploadEvent,
+        state: Option<String>,
+    ) -> Result<UploadStep, wit::HubError> {
+        install_panic_hook();
+        H::upload(&Context::from_wit(ctx), &method, &arguments, event, state)
+            .map_err(HubError::into_wit)
+    }
+
     fn describe() -> Vec<MethodInfo> {
         install_panic_hook();
         H::describe()
+    }
+}
+
+/// An upload method's answer to one event: its result once done, or the state it waits with.
+pub fn upload_step(result: Result<Option<String>, HubError>) -> Result<UploadStep, HubError> {
+    match result {
+        Ok(result) => Ok(UploadStep::Done(result)),
+        Err(error) => error.into_pending().map(UploadStep::Pending),
     }
 }
 
@@ -171,10 +202,11 @@ pub fn method_info(
 }
 
 /// A parameter's description for `describe`.
-pub fn param_info(name: &str, schema: String) -> ParamInfo {
+pub fn param_info(name: &str, schema: String, upload: bool) -> ParamInfo {
     ParamInfo {
         name: name.to_owned(),
         schema,
+        upload,
     }
 }
 

@@ -49,9 +49,14 @@ pub struct HubError {
 #[derive(Debug)]
 enum Kind {
     Rejected(String),
-    Failed { type_name: String, message: String },
+    Failed {
+        type_name: String,
+        message: String,
+    },
     MethodNotFound,
     InvalidArguments(String),
+    /// Not an error: an [`crate::Upload`] waits for its next item with this state.
+    Pending(String),
 }
 
 impl HubError {
@@ -105,12 +110,27 @@ impl HubError {
         match &self.kind {
             Kind::Rejected(m) | Kind::Failed { message: m, .. } | Kind::InvalidArguments(m) => m,
             Kind::MethodNotFound => "Method does not exist.",
+            Kind::Pending(_) => "The upload waits for its next item.",
         }
     }
 
     pub(crate) fn method_not_found() -> Self {
         Self {
             kind: Kind::MethodNotFound,
+        }
+    }
+
+    pub(crate) fn pending(state: String) -> Self {
+        Self {
+            kind: Kind::Pending(state),
+        }
+    }
+
+    /// The state an upload waits with, if this is not an error but an upload's pause.
+    pub(crate) fn into_pending(self) -> Result<String, Self> {
+        match self.kind {
+            Kind::Pending(state) => Ok(state),
+            kind => Err(Self { kind }),
         }
     }
 
@@ -128,6 +148,11 @@ impl HubError {
             }
             Kind::MethodNotFound => WitHubError::MethodNotFound,
             Kind::InvalidArguments(m) => WitHubError::InvalidArguments(m),
+            // Reaches the host only if a method swallowed it and failed with it otherwise.
+            Kind::Pending(_) => WitHubError::Failed(WitException {
+                type_name: "InvalidOperationException".into(),
+                message: "an upload's fold was not returned with `?`".into(),
+            }),
         }
     }
 }

@@ -40,7 +40,9 @@
 //! - The return value is anything [`serde::Serialize`], or a [`HubResult`] of it; `()` or no
 //!   return type means a void method. An `Err` goes back to the caller as an error completion.
 //! - A method that returns a [`HubStream`] (or a `HubResult` of one) is a streaming method:
-//!   clients call it with `connection.stream(...)` and receive its items one by one.
+//!   clients call it with `connection.stream(...)` and receive its items one by one. A method
+//!   that takes an [`Upload`] receives a stream the client sends (`connection.invoke("Sum",
+//!   subject)`).
 //! - `ctx.request()` reads the connecting request's headers, query and cookies, and
 //!   `ctx.abort()` closes the caller's connection ([`Context`]).
 //! - `on_connected(ctx: &Context) -> HubResult` and
@@ -73,6 +75,7 @@ pub mod native;
 mod request;
 mod state;
 mod stream;
+mod upload;
 
 #[doc(hidden)]
 pub mod __private;
@@ -98,6 +101,7 @@ pub use groups::Groups;
 pub use request::Request;
 pub use state::State;
 pub use stream::{HubStream, Step};
+pub use upload::Upload;
 
 /// Marks an `impl` block as a hub and exports it from the component.
 ///
@@ -137,6 +141,6 @@ pub use hubhost_sdk_macros::hub;
 pub mod prelude {
     pub use crate::log;
     pub use crate::{
-        Clients, Context, Groups, HubError, HubResult, HubStream, Request, State, Step, hub,
+        Clients, Context, Groups, HubError, HubResult, HubStream, Request, State, Step, Upload, hub,
     };
 }

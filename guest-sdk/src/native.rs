@@ -57,7 +57,7 @@ pub use crate::__private::Hub;
 pub use crate::__bindings::hubhost::hub::state::StateError;
 pub use crate::__bindings::hubhost::hub::types::{
     Exception as WireException, GroupExcept, HttpRequest as WireRequest, HubError as WireError,
-    Level, MethodInfo, ParamInfo, StreamNext, StreamStep, Target,
+    Level, MethodInfo, ParamInfo, StreamNext, StreamStep, Target, UploadEvent, UploadStep,
 };
 
 /// What a hub may ask of its host; the native counterpart of the component's imports
@@ -207,6 +207,62 @@ pub fn stream<H: Hub>(
     cursor: Option<String>,
 ) -> Result<StreamStep, WireError> {
     with_host(host, || H::stream(ctx, method, arguments, cursor)).map_err(crate::HubError::into_wit)
+}
+
+/// Delivers one event of an upload to hub `H`'s `method` (the first with no `state`), as the
+/// host's `handler.upload` would.
+///
+/// ```
+/// use hubhost_sdk::native::{self, Host, UploadEvent, UploadStep};
+/// use hubhost_sdk::prelude::*;
+/// # use hubhost_sdk::native::{Level, StateError, Target};
+///
+/// pub struct Numbers;
+///
+/// #[hub]
+/// impl Numbers {
+///     fn sum(numbers: Upload<i64>) -> HubResult<i64> {
+///         numbers.fold(0, |total, n| Ok(total + n))
+///     }
+/// }
+/// # struct Nothing;
+/// # impl Host for Nothing {
+/// #     fn send(&mut self, _: &Target, _: &str, _: &str) {}
+/// #     fn group_add(&mut self, _: &str, _: &str) {}
+/// #     fn group_remove(&mut self, _: &str, _: &str) {}
+/// #     fn state_get(&mut self, _: &str) -> Result<Option<String>, StateError> { Ok(None) }
+/// #     fn state_set(&mut self, _: &str, _: &str, _: Option<u64>) -> Result<(), StateError> { Ok(()) }
+/// #     fn state_delete(&mut self, _: &str) -> Result<bool, StateError> { Ok(false) }
+/// #     fn state_incr(&mut self, _: &str, d: i64) -> Result<i64, StateError> { Ok(d) }
+/// #     fn state_set_add(&mut self, _: &str, _: &str) -> Result<bool, StateError> { Ok(true) }
+/// #     fn state_set_remove(&mut self, _: &str, _: &str) -> Result<bool, StateError> { Ok(false) }
+/// #     fn state_set_members(&mut self, _: &str) -> Result<Vec<String>, StateError> { Ok(vec![]) }
+/// #     fn state_expire(&mut self, _: &str, _: u64) -> Result<bool, StateError> { Ok(false) }
+/// #     fn log(&mut self, _: Level, _: &str) {}
+/// # }
+///
+/// let ctx = native::context("numbers", "c1", None, vec![]);
+/// let mut state = None;
+/// for item in ["1", "2", "3"] {
+///     let event = UploadEvent::Item(item.into());
+///     match native::upload::<Numbers>(&mut Nothing, &ctx, "Sum", "[]", event, state).unwrap() {
+///         UploadStep::Pending(next) => state = Some(next),
+///         UploadStep::Done(_) => unreachable!("Sum waits for the end"),
+///     }
+/// }
+/// let end = native::upload::<Numbers>(&mut Nothing, &ctx, "Sum", "[]", UploadEvent::End(None), state);
+/// assert!(matches!(end, Ok(UploadStep::Done(Some(total))) if total == "6"));
+/// ```
+pub fn upload<H: Hub>(
+    host: &mut dyn Host,
+    ctx: &Context,
+    method: &str,
+    arguments: &str,
+    event: UploadEvent,
+    state: Option<String>,
+) -> Result<UploadStep, WireError> {
+    with_host(host, || H::upload(ctx, method, arguments, event, state))
+        .map_err(crate::HubError::into_wit)
 }
 
 /// Hub `H`'s methods, as the host's `handler.describe` reports them.

@@ -56,7 +56,10 @@ pub fn text(description: &Description) -> String {
         let params: Vec<String> = method
             .params
             .iter()
-            .map(|p| format!("{}: {}", p.name, ts_of(&p.schema)))
+            .map(|p| {
+                let upload = if p.upload { "stream of " } else { "" };
+                format!("{}: {upload}{}", p.name, ts_of(&p.schema))
+            })
             .collect();
         let returns = match (&method.returns, method.streaming) {
             (Some(item), true) => format!(" -> stream of {}", ts_of(item)),
@@ -98,10 +101,14 @@ pub fn typescript(description: &Description) -> anyhow::Result<String> {
                 doc.replace("*/", "*\\/").replace('\n', " ")
             );
         }
+        // An upload is passed as what the client streams from (a `Subject`).
         let params: Vec<String> = method
             .params
             .iter()
-            .map(|p| format!("{}: {}", camel(&p.name), ts_of(&p.schema)))
+            .map(|p| match p.upload {
+                true => format!("{}: IStreamResult<{}>", camel(&p.name), ts_of(&p.schema)),
+                false => format!("{}: {}", camel(&p.name), ts_of(&p.schema)),
+            })
             .collect();
         let args: String = method
             .params
@@ -230,6 +237,7 @@ mod tests {
                     params: vec![ParamInfo {
                         name: "delay_ms".into(),
                         schema: r#"{"type":"integer"}"#.into(),
+                        upload: false,
                     }],
                     returns: Some(r#"{"type":"integer"}"#.into()),
                     streaming: true,

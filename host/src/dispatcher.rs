@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::runtime::{
     Answer, Call, CallError, CallOutcome, Effect, HubError, HubRuntime, LoadedHub, StreamNext,
+    UploadEvent, UploadStep,
 };
 use crate::types::Caller;
 
@@ -48,6 +49,23 @@ pub struct Streamed {
     pub next: Option<StreamNext>,
     /// The stream fails after these items, with this text.
     pub error: Option<ErrorText>,
+}
+
+/// ASP.NET's refusal when a client sends `sent` streams to a method that takes another number.
+fn expects_uploads(
+    methods: Option<&[crate::runtime::MethodInfo]>,
+    method: &str,
+    sent: usize,
+) -> Result<(), ErrorText> {
+    let expected = methods
+        .and_then(|m| m.iter().find(|m| m.name.eq_ignore_ascii_case(method)))
+        .map_or(0, crate::runtime::MethodInfo::uploads);
+    if sent == expected {
+        return Ok(());
+    }
+    Err(format!(
+        "An unexpected error occurred invoking '{method}' on the server. HubException: Client sent {sent} stream(s), Hub method expects {expected}."
+    ))
 }
 
 /// Whether the hub's description names `method` as streaming: `Some(true)` streaming,
@@ -109,10 +127,14 @@ impl Dispatcher {
         let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
             return Replied::error(method_not_found(method));
         };
-        if streams(hub.methods(caller).await.as_deref(), method) == Some(true) {
+        let methods = hub.methods(caller).await;
+        if streams(methods.as_deref(), method) == Some(true) {
             return Replied::error(format!(
                 "The client attempted to invoke the streaming '{method}' method with a non-streaming invocation."
             ));
+        }
+        if let Err(error) = expects_uploads(methods.as_deref(), method, 0) {
+            return Replied::error(error);
         }
         let outcome = self
             .call(&hub, caller, Call::Invoke { method, arguments })
@@ -189,6 +211,67 @@ impl Dispatcher {
             }),
         });
         Replied { reply, abort }
+    }
+
+    /// Checks that `method` takes as many streams from the client as it sent (`sent`), before
+    /// its upload starts.
+    pub async fn check_upload(
+        &self,
+        caller: &Caller,
+        method: &str,
+        sent: usize,
+    ) -> Result<(), ErrorText> {
+        let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
+            return Err(method_not_found(method));
+        };
+        let methods = hub.methods(caller).await;
+        if methods
+            .as_deref()
+            .is_some_and(|m| !m.iter().any(|m| m.name.eq_ignore_ascii_case(method)))
+        {
+            return Err(method_not_found(method));
+        }
+        expects_uploads(methods.as_deref(), method, sent)
+    }
+
+    /// One event of an upload to `method`, with the state the previous one returned.
+    pub async fn upload(
+        &self,
+        caller: &Caller,
+        method: &str,
+        arguments: &str,
+        event: UploadEvent<'_>,
+        state: Option<&str>,
+    ) -> Replied<UploadStep> {
+        let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
+            return Replied::error(method_not_found(method));
+        };
+        let ended = matches!(event, UploadEvent::End(_));
+        let call = Call::Upload {
+            method,
+            arguments,
+            event,
+            state,
+        };
+        let outcome = self.call(&hub, caller, call).await;
+        let (result, abort) = self.finish(outcome).await;
+        let reply = match result {
+            Ok(Answer::Upload(UploadStep::Pending(_))) if ended => Err(CallError::InvalidResult(
+                "The hub kept waiting for items after the upload ended.".into(),
+            )),
+            Ok(Answer::Upload(step)) => Ok(step),
+            Ok(_) => Err(CallError::InvalidResult(
+                "The hub answered an upload with something else.".into(),
+            )),
+            Err(e) => Err(e),
+        };
+        Replied {
+            reply: reply.map_err(|e| {
+                self.log_failure(&e, method, caller, &hub);
+                self.error_text(&e, method)
+            }),
+            abort,
+        }
     }
 
     /// The hub's methods as it describes them (`None`: it describes nothing, as 0.1 hubs).

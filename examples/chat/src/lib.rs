@@ -103,6 +103,12 @@ impl Chat {
         }))
     }
 
+    /// Adds up the numbers the caller streams: `connection.invoke("Sum", subject)`, then
+    /// `subject.next(1)`, `subject.next(2)`, `subject.complete()` resolves to 3.
+    fn sum(numbers: Upload<f64>) -> HubResult<f64> {
+        numbers.fold(0.0, |total, n| Ok(total + n))
+    }
+
     /// Sends `privateMessage(from, message)` to one connection.
     fn send_to_connection(ctx: &Context, connection_id: String, message: String) -> HubResult {
         Clients::client(connection_id).send("privateMessage", (ctx.connection_id(), message))

@@ -41,7 +41,8 @@ struct Method {
     ident: syn::Ident,
     wire_name: String,
     takes_context: bool,
-    args: Vec<(syn::Ident, Type)>,
+    /// The parameters after `ctx`, in order; `true` for the `Upload` one.
+    args: Vec<(syn::Ident, Type, bool)>,
     returns: Returns,
     /// What the result (or each streamed item) is, for `describe`; `None` for nothing.
     described: Option<Type>,
@@ -80,8 +81,9 @@ fn expand(block: &mut ItemImpl) -> syn::Result<TokenStream2> {
 
     let arms = methods
         .iter()
-        .filter(|m| !matches!(m.returns, Returns::Stream(_)))
+        .filter(|m| !matches!(m.returns, Returns::Stream(_)) && !m.uploads())
         .map(dispatch_arm);
+    let upload_arms = methods.iter().filter(|m| m.uploads()).map(dispatch_arm);
     let stream_arms = methods
         .iter()
         .filter(|m| matches!(m.returns, Returns::Stream(_)))
@@ -133,6 +135,21 @@ fn expand(block: &mut ItemImpl) -> syn::Result<TokenStream2> {
             > {
                 let _ = (&__ctx, &__cursor);
                 #(#stream_arms)*
+                ::core::result::Result::Err(::hubhost_sdk::__private::method_not_found())
+            }
+
+            fn upload(
+                __ctx: &::hubhost_sdk::Context,
+                __method: &str,
+                __args: &str,
+                __event: ::hubhost_sdk::__private::UploadEvent,
+                __state: ::core::option::Option<::std::string::String>,
+            ) -> ::core::result::Result<
+                ::hubhost_sdk::__private::UploadStep,
+                ::hubhost_sdk::HubError,
+            > {
+                let _ = (&__ctx, &__event, &__state);
+                #(#upload_arms)*
                 ::core::result::Result::Err(::hubhost_sdk::__private::method_not_found())
             }
 
@@ -257,7 +274,14 @@ fn method(func: &ImplItemFn, name_override: Option<String>) -> syn::Result<Metho
             Pat::Ident(p) => p.ident.clone(),
             _ => format_ident!("arg{}", index),
         };
-        args.push((ident, (*arg.ty).clone()));
+        let upload = named(&arg.ty, "Upload");
+        if upload && args.iter().any(|(_, _, u)| *u) {
+            return Err(syn::Error::new(
+                arg.ty.span(),
+                "a hub method takes at most one `Upload`",
+            ));
+        }
+        args.push((ident, (*arg.ty).clone(), upload));
     }
     let (returns, described) = match &func.sig.output {
         ReturnType::Default => (Returns::Nothing, None),
@@ -274,6 +298,12 @@ fn method(func: &ImplItemFn, name_override: Option<String>) -> syn::Result<Metho
             ty => (Returns::Value, Some(ty.clone())),
         },
     };
+    if matches!(returns, Returns::Stream(_)) && args.iter().any(|(_, _, upload)| *upload) {
+        return Err(syn::Error::new(
+            func.sig.output.span(),
+            "a hub method cannot both take an `Upload` and return a `HubStream`",
+        ));
+    }
     Ok(Method {
         wire_name: name_override.unwrap_or_else(|| pascal_case(&func.sig.ident.to_string())),
         ident: func.sig.ident.clone(),
@@ -326,12 +356,19 @@ fn doc_text(attrs: &[Attribute]) -> String {
 fn description(m: &Method) -> TokenStream2 {
     let name = &m.wire_name;
     let doc = &m.doc;
-    let params = m.args.iter().map(|(ident, ty)| {
+    let params = m.args.iter().map(|(ident, ty, upload)| {
         let label = ident.to_string();
+        // An upload describes its items.
+        let ty = if *upload {
+            first_argument(ty).unwrap_or_else(|| ty.clone())
+        } else {
+            ty.clone()
+        };
         quote! {
             ::hubhost_sdk::__private::param_info(
                 #label,
                 (&::hubhost_sdk::__private::SchemaProbe::<#ty>::new()).schema(),
+                #upload,
             )
         }
     });
@@ -352,6 +389,13 @@ fn description(m: &Method) -> TokenStream2 {
             #returns,
             #streaming,
         )
+    }
+}
+
+impl Method {
+    /// Whether it takes an `Upload`.
+    fn uploads(&self) -> bool {
+        self.args.iter().any(|(_, _, upload)| *upload)
     }
 }
 
@@ -384,14 +428,20 @@ fn dispatch_arm(m: &Method) -> TokenStream2 {
         span,
         ..
     } = m;
-    let count = args.len();
-    let decode = args.iter().map(|(name, ty)| {
+    let count = args.iter().filter(|(_, _, upload)| !upload).count();
+    let decode = args.iter().map(|(name, ty, upload)| {
         let label = name.to_string();
-        quote_spanned! {ty.span()=>
-            let #name: #ty = __a.next(#label)?;
+        if *upload {
+            quote_spanned! {ty.span()=>
+                let #name: #ty = ::hubhost_sdk::Upload::__new(__event, __state);
+            }
+        } else {
+            quote_spanned! {ty.span()=>
+                let #name: #ty = __a.next(#label)?;
+            }
         }
     });
-    let names = args.iter().map(|(name, _)| name);
+    let names = args.iter().map(|(name, _, _)| name);
     let ctx = takes_context.then(|| quote!(__ctx,));
     let call = quote_spanned!(*span=> Self::#ident(#ctx #(#names),*));
     let ret = match returns {
@@ -405,6 +455,11 @@ fn dispatch_arm(m: &Method) -> TokenStream2 {
         Returns::Stream(true) => {
             quote!(::hubhost_sdk::__private::stream_of(#call)?.__step(__cursor))
         }
+    };
+    let ret = if m.uploads() {
+        quote!(::hubhost_sdk::__private::upload_step({ #ret }))
+    } else {
+        ret
     };
     quote! {
         if __method.eq_ignore_ascii_case(#wire_name) {

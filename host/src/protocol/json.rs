@@ -89,6 +89,10 @@ struct Fields<'a> {
     stream_ids: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    item: Option<&'a RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
 }
 
 fn typed<T: DeserializeOwned>(
@@ -108,6 +112,10 @@ fn required<T: DeserializeOwned>(
     expected: &'static str,
 ) -> Result<T, ProtocolError> {
     typed(raw, property, expected)?.ok_or(ProtocolError::MissingProperty(property))
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
 /// The `arguments` of an invocation: required, and an array.
@@ -151,9 +159,13 @@ pub fn decode(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
         }
         2 => ClientMessage::StreamItem {
             invocation_id: id(&fields)?,
+            // A missing item is null, as ASP.NET binds it.
+            item: Ok(fields.item.map_or_else(null, ToOwned::to_owned)),
         },
         3 => ClientMessage::Completion {
             invocation_id: id(&fields)?,
+            error: typed(fields.error, "error", "String")?,
+            result: fields.result.map(ToOwned::to_owned),
         },
         4 => ClientMessage::StreamInvocation {
             invocation_id: id(&fields)?,

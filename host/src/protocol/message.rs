@@ -31,10 +31,21 @@ pub enum ClientMessage {
         /// Client-to-server streams.
         stream_ids: Vec<String>,
     },
-    /// Type 2: an item of a client-to-server stream.
-    StreamItem { invocation_id: String },
-    /// Type 3: the result of a server-to-client invocation.
-    Completion { invocation_id: String },
+    /// Type 2: an item of a client-to-server stream (`invocation_id` is the stream's id).
+    StreamItem {
+        invocation_id: String,
+        /// The item as JSON, or why it could not be read (MessagePack that has no JSON form).
+        item: Result<Box<RawValue>, String>,
+    },
+    /// Type 3: the end of a client-to-server stream, or the result of a server-to-client
+    /// invocation.
+    Completion {
+        invocation_id: String,
+        /// The client's error text, if it failed.
+        error: Option<String>,
+        /// Its result as JSON, if it has one.
+        result: Option<Box<RawValue>>,
+    },
     /// Type 5: the client gives up on a stream invocation.
     CancelInvocation { invocation_id: String },
     /// Type 6: keep-alive.

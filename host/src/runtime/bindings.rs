@@ -21,7 +21,7 @@ pub(super) mod v2 {
     });
 
     pub(in crate::runtime) use self::exports::hubhost::hub::handler::{
-        HubError, MethodInfo, StreamStep,
+        HubError, MethodInfo, StreamStep, UploadEvent, UploadStep,
     };
     pub(in crate::runtime) use self::hubhost::hub::types::{Context, GroupExcept, Level, Target};
 }
@@ -94,10 +94,29 @@ impl From<v2::MethodInfo> for MethodInfo {
                 .map(|p| ParamInfo {
                     name: p.name,
                     schema: p.schema,
+                    upload: p.upload,
                 })
                 .collect(),
             returns: info.returns,
             streaming: info.streaming,
+        }
+    }
+}
+
+impl From<v2::UploadStep> for super::UploadStep {
+    fn from(step: v2::UploadStep) -> Self {
+        match step {
+            v2::UploadStep::Pending(state) => Self::Pending(state),
+            v2::UploadStep::Done(result) => Self::Done(result),
+        }
+    }
+}
+
+impl<'a> From<super::UploadEvent<'a>> for v2::UploadEvent {
+    fn from(event: super::UploadEvent<'a>) -> Self {
+        match event {
+            super::UploadEvent::Item(item) => Self::Item(item.to_owned()),
+            super::UploadEvent::End(error) => Self::End(error.map(str::to_owned)),
         }
     }
 }

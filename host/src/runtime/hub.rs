@@ -13,11 +13,14 @@ use super::bindings::{v1, v2};
 use super::host::HubState;
 use super::native::{self, NativeHub};
 use super::pool::{IdlePool, Slots};
-use super::{Answer, Call, CallError, CallOutcome, HubLimits, MethodInfo, RuntimeConfig};
+use super::{
+    Answer, Call, CallError, CallOutcome, HubLimits, MethodInfo, RuntimeConfig, UploadStep,
+};
 use crate::state::StateStore;
 use crate::types::{Caller, HubName};
 
-/// Largest stream cursor a hub may hand back: the host keeps one per open stream.
+/// Largest stream cursor or upload state a hub may hand back: the host keeps one per open
+/// stream.
 const MAX_CURSOR_BYTES: usize = 64 << 10;
 
 /// Instances are recycled after this many calls so slow leaks in a hub's memory are bounded.
@@ -199,12 +202,12 @@ impl LoadedHub {
                 "The hub returned a result that is not one JSON value: {e}"
             )));
         }
-        if let Ok(Answer::Step(step)) = &outcome.result
-            && step
-                .next
-                .as_ref()
-                .is_some_and(|n| n.cursor.len() > MAX_CURSOR_BYTES)
-        {
+        let state = match &outcome.result {
+            Ok(Answer::Step(step)) => step.next.as_ref().map(|n| n.cursor.len()),
+            Ok(Answer::Upload(UploadStep::Pending(state))) => Some(state.len()),
+            _ => None,
+        };
+        if state.is_some_and(|len| len > MAX_CURSOR_BYTES) {
             outcome.result = Err(CallError::InvalidResult(format!(
                 "The hub returned a stream state over {MAX_CURSOR_BYTES} bytes."
             )));
@@ -348,7 +351,8 @@ fn invalid_json(answer: &Answer) -> Option<serde_json::Error> {
     match answer {
         Answer::Value(Some(result)) => check(result),
         Answer::Step(step) => step.items.iter().find_map(|item| check(item)),
-        Answer::Value(None) | Answer::Methods(_) => None,
+        Answer::Upload(UploadStep::Done(Some(result))) => check(result),
+        Answer::Value(None) | Answer::Methods(_) | Answer::Upload(_) => None,
     }
 }
 
@@ -382,6 +386,15 @@ async fn run(
                     .call_stream_items(store, &ctx, method, arguments, cursor)
                     .await?
                     .map(|step| Answer::Step(step.into())),
+                Call::Upload {
+                    method,
+                    arguments,
+                    event,
+                    state,
+                } => handler
+                    .call_upload(store, &ctx, method, arguments, &event.into(), state)
+                    .await?
+                    .map(|step| Answer::Upload(step.into())),
                 Call::Describe => Ok(Answer::Methods(
                     handler
                         .call_describe(store)
@@ -407,7 +420,7 @@ async fn run(
                     .await?
                     .map(value),
                 // Contract 0.1 has no streams and describes nothing: the dispatcher does not ask.
-                Call::Stream { .. } => Err(v1::HubError::MethodNotFound),
+                Call::Stream { .. } | Call::Upload { .. } => Err(v1::HubError::MethodNotFound),
                 Call::Describe => Ok(Answer::Methods(Vec::new())),
             };
             Ok(answer.map_err(Into::into))

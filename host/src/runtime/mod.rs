@@ -93,8 +93,34 @@ pub enum Call<'a> {
         arguments: &'a str,
         cursor: Option<&'a str>,
     },
+    /// An event of the stream a client sends to `method` (an upload), with the state the
+    /// previous event returned (none for the first).
+    Upload {
+        method: &'a str,
+        arguments: &'a str,
+        event: UploadEvent<'a>,
+        state: Option<&'a str>,
+    },
     /// The hub's method list (contract 0.2).
     Describe,
+}
+
+/// What happened on a stream a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadEvent<'a> {
+    /// Its next item, one JSON value.
+    Item(&'a str),
+    /// Its end; with the client's error text if it failed.
+    End(Option<&'a str>),
+}
+
+/// How a method taking an upload goes on after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadStep {
+    /// It waits for the next event, with this state.
+    Pending(String),
+    /// It is done, with its result (`None`: void).
+    Done(Option<String>),
 }
 
 /// What a successful call answered.
@@ -106,6 +132,8 @@ pub enum Answer {
     Step(StreamStep),
     /// What `describe` answered.
     Methods(Vec<MethodInfo>),
+    /// How a method taking an upload goes on.
+    Upload(UploadStep),
 }
 
 /// One step of a stream to the caller.
@@ -140,12 +168,21 @@ pub struct MethodInfo {
     pub streaming: bool,
 }
 
+impl MethodInfo {
+    /// How many streams the client sends it (its upload parameters).
+    pub fn uploads(&self) -> usize {
+        self.params.iter().filter(|p| p.upload).count()
+    }
+}
+
 /// A hub method's argument.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ParamInfo {
     pub name: String,
-    /// Its JSON Schema, as JSON text.
+    /// Its JSON Schema, as JSON text (of each item, for an upload).
     pub schema: String,
+    /// A stream the client sends, not part of the arguments.
+    pub upload: bool,
 }
 
 /// Why a hub refused or failed a call, as the hub said it.

@@ -12,7 +12,8 @@ use super::invocations::{Finished, Invocations, Running};
 use super::rate_limit::RateLimiter;
 use super::registration::Registration;
 use super::streams::{self, Streams};
-use super::{Connection, Inbound, SessionContext, TransportFeatures};
+use super::uploads::{self, Uploads};
+use super::{Connection, Inbound, SessionContext, TransportFeatures, Uploaded};
 use crate::metrics::Metrics;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
@@ -63,6 +64,7 @@ impl End {
 struct Work<'a> {
     invocations: &'a mut Invocations,
     streams: &'a mut Streams,
+    uploads: &'a mut Uploads,
 }
 
 pub(super) struct Session<I> {
@@ -196,18 +198,21 @@ where
         let settings = &context.settings;
         let mut invocations = Invocations::new(settings.max_parallel_invocations);
         let mut streams = Streams::default();
+        let mut uploads = Uploads::default();
         // Like ASP.NET Core, the client timeout starts with the client's first Ping: clients
         // that never ping are not expected to. It is paused while the session does not read.
         let mut timeout_armed = false;
         let mut last_received = Instant::now();
         let end = 'session: loop {
-            // Messages already received go first, up to an invocation that must wait.
-            while !invocations.is_blocked() {
+            // Messages already received go first, up to an invocation or upload item that must
+            // wait.
+            while !invocations.is_blocked() && !uploads.is_blocked() {
                 match protocol.decode(&mut self.buffer, self.max_message_size) {
                     Ok(Some(message)) => {
                         let work = Work {
                             invocations: &mut invocations,
                             streams: &mut streams,
+                            uploads: &mut uploads,
                         };
                         if let Some(end) = self.handle(protocol, message, work, &mut timeout_armed)
                         {
@@ -218,7 +223,7 @@ where
                     Err(error) => break 'session End::protocol_error(&error),
                 }
             }
-            let reading = !invocations.is_blocked();
+            let reading = !invocations.is_blocked() && !uploads.is_blocked();
             let idle_deadline = last_received + settings.client_timeout;
             tokio::select! {
                 biased;
@@ -238,6 +243,14 @@ where
                 }
                 ended = streams.next(), if streams.is_running() => {
                     if self.stream_ended(protocol, ended) {
+                        break End::ABORTED;
+                    }
+                }
+                finished = uploads.next(), if uploads.is_running() => {
+                    // `None`: an item that waited for room was taken; reading goes on.
+                    if let Some(finished) = finished
+                        && self.complete(protocol, finished)
+                    {
                         break End::ABORTED;
                     }
                 }
@@ -262,6 +275,7 @@ where
         // within its deadline), and their callers get their completions while the transport
         // lasts; one still waiting for a slot is not started.
         drop(streams);
+        drop(uploads);
         invocations.drop_waiting();
         while invocations.is_running() {
             let finished = invocations.next().await;
@@ -282,6 +296,7 @@ where
         let Work {
             invocations,
             streams,
+            uploads,
         } = work;
         Metrics::inc(&self.context.metrics.messages_in);
         match message {
@@ -290,11 +305,22 @@ where
                 target,
                 arguments,
                 stream_ids,
-            } => match self.refusal(&target, &stream_ids) {
-                Some(error) => {
+            } => match (self.refusal(&target), stream_ids.first()) {
+                (Some(error), _) => {
                     self.complete(protocol, Finished::refused(invocation_id, error));
                 }
-                None => invocations.start(self.invocation(invocation_id, target, arguments)),
+                (None, None) => {
+                    invocations.start(self.invocation(invocation_id, target, arguments));
+                }
+                (None, Some(stream_id)) => {
+                    let start = uploads::Start {
+                        hubs: self.context.hubs.clone(),
+                        caller: self.caller.clone(),
+                    };
+                    let (stream_id, sent) = (stream_id.clone(), stream_ids.len());
+                    let arguments = arguments.get().into();
+                    uploads.start(start, invocation_id, target, arguments, stream_id, sent);
+                }
             },
             ClientMessage::BindingFailure {
                 invocation_id,
@@ -316,8 +342,14 @@ where
                     Some(format!(
                         "Invocation ID '{invocation_id}' is already in use."
                     ))
+                } else if !stream_ids.is_empty() {
+                    // Streams both ways in one invocation are not served.
+                    Some(format!(
+                        "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
+                        stream_ids.len()
+                    ))
                 } else {
-                    self.refusal(&target, &stream_ids)
+                    self.refusal(&target)
                 };
                 match refusal {
                     Some(error) => {
@@ -344,9 +376,29 @@ where
             }
             ClientMessage::Ping => *timeout_armed = true,
             ClientMessage::Close { error } => return Some(End::ClientClosed(error)),
-            ClientMessage::StreamItem { invocation_id }
-            | ClientMessage::Completion { invocation_id } => {
-                tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a message for an unknown invocation");
+            ClientMessage::StreamItem {
+                invocation_id,
+                item,
+            } => {
+                let event = match item {
+                    Ok(item) => Uploaded::Item(item),
+                    // As ASP.NET's binding failure of a stream item: the stream fails.
+                    Err(error) => {
+                        Uploaded::End(Some(format!("Failed to bind Stream message. {error}")))
+                    }
+                };
+                if !uploads.deliver(&invocation_id, event) {
+                    tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored an item of no open stream");
+                }
+            }
+            ClientMessage::Completion {
+                invocation_id,
+                error,
+                result: _,
+            } => {
+                if !uploads.deliver(&invocation_id, Uploaded::End(error)) {
+                    tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a completion of no open stream");
+                }
             }
             ClientMessage::AckOrSequence => {}
             ClientMessage::Unknown(kind) => {
@@ -378,19 +430,13 @@ where
         })
     }
 
-    /// Why an invocation (plain or streaming) is refused before reaching the hub, if it is.
-    fn refusal(&mut self, target: &str, stream_ids: &[String]) -> Option<String> {
+    /// Why an invocation is refused before reaching the hub (the rate limit), if it is.
+    fn refusal(&mut self, target: &str) -> Option<String> {
         if self.limiter.as_mut().is_some_and(|l| !l.allow()) {
             Metrics::inc(&self.context.metrics.rate_limited);
             return Some(format!(
                 "Failed to invoke '{target}' due to an error on the server. HubException: Rate limit exceeded: at most {} invocations per second per connection.",
                 self.context.settings.rate_limit
-            ));
-        }
-        if !stream_ids.is_empty() {
-            return Some(format!(
-                "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
-                stream_ids.len()
             ));
         }
         None

@@ -28,6 +28,7 @@ mod registration;
 mod streams;
 #[cfg(test)]
 mod tests;
+mod uploads;
 mod writer;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::registry::outbox;
 use crate::router::Router;
+use crate::runtime::{UploadEvent, UploadStep};
 use crate::types::Caller;
 
 /// Protocol settings of every connection.
@@ -90,12 +92,39 @@ pub trait HubCalls: Send + Sync + 'static {
         cursor: Option<String>,
     ) -> BoxFuture<'static, Replied<Streamed>>;
 
+    /// Checks that `method` takes `sent` streams from the client before its upload starts.
+    fn check_upload(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        sent: usize,
+    ) -> BoxFuture<'static, Result<(), ErrorText>>;
+
+    /// One event of an upload, with the state the previous one returned.
+    fn upload(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        arguments: Arc<str>,
+        event: Uploaded,
+        state: Option<String>,
+    ) -> BoxFuture<'static, Replied<UploadStep>>;
+
     /// Tells the hub a client left (`error` says why when it was not clean).
     fn disconnected(
         self: Arc<Self>,
         caller: Arc<Caller>,
         error: Option<String>,
     ) -> BoxFuture<'static, ()>;
+}
+
+/// What a client sent on a stream it uploads.
+#[derive(Debug)]
+pub enum Uploaded {
+    /// Its next item, as JSON.
+    Item(Box<RawValue>),
+    /// Its end; with the client's error text if it failed.
+    End(Option<String>),
 }
 
 impl HubCalls for Dispatcher {
@@ -124,6 +153,32 @@ impl HubCalls for Dispatcher {
     ) -> BoxFuture<'static, Replied<Streamed>> {
         Box::pin(async move {
             Dispatcher::stream(&self, &caller, &method, &arguments, cursor.as_deref()).await
+        })
+    }
+
+    fn check_upload(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        sent: usize,
+    ) -> BoxFuture<'static, Result<(), ErrorText>> {
+        Box::pin(async move { Dispatcher::check_upload(&self, &caller, &method, sent).await })
+    }
+
+    fn upload(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        arguments: Arc<str>,
+        event: Uploaded,
+        state: Option<String>,
+    ) -> BoxFuture<'static, Replied<UploadStep>> {
+        Box::pin(async move {
+            let event = match &event {
+                Uploaded::Item(item) => UploadEvent::Item(item.get()),
+                Uploaded::End(error) => UploadEvent::End(error.as_deref()),
+            };
+            Dispatcher::upload(&self, &caller, &method, &arguments, event, state.as_deref()).await
         })
     }
 

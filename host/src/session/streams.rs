@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +101,17 @@ impl Streams {
 
     /// The next stream to end. Pending forever when none runs (guard with
     /// [`Streams::is_running`]).
-    pub(super) async fn next(&mut self) -> Ended {
+    ///
+    /// Boxed while streams run: the session's loop makes this future on every turn, and inline
+    /// it would make every connection's session future larger.
+    pub(super) fn next(&mut self) -> Either<std::future::Pending<Ended>, BoxFuture<'_, Ended>> {
+        match self.0.is_some() {
+            true => Either::Right(Box::pin(self.progress())),
+            false => Either::Left(std::future::pending()),
+        }
+    }
+
+    async fn progress(&mut self) -> Ended {
         let Some(running) = self.0.as_mut() else {
             return std::future::pending().await;
         };

@@ -17,8 +17,8 @@ use super::*;
 use crate::backplane::memory::MemoryBackplane;
 use crate::registry::LocalRegistry;
 use crate::runtime::{
-    Answer, Call, HubError, HubRuntime, MethodInfo, NativeHost, NativeHub, RuntimeConfig,
-    StreamNext, StreamStep,
+    Answer, Call, HubError, HubRuntime, MethodInfo, NativeHost, NativeHub, ParamInfo,
+    RuntimeConfig, StreamNext, StreamStep, UploadEvent, UploadStep,
 };
 use crate::state::memory::MemoryState;
 use crate::types::{ConnectionId, Envelope, HubName, Target};
@@ -120,19 +120,46 @@ impl NativeHub for TestHub {
                     StreamStep::default()
                 }))
             }
+            // `Sum(upload)` adds the items up; it stops early once past 1000.
+            Call::Upload { event, state, .. } => {
+                self.steps.fetch_add(1, Ordering::SeqCst);
+                let total: i64 = state.map_or(0, |s| s.parse().unwrap_or(0));
+                Ok(Answer::Upload(match event {
+                    UploadEvent::Item(item) => {
+                        let total = total + item.parse::<i64>().unwrap_or(0);
+                        if total > 1000 {
+                            UploadStep::Done(Some(total.to_string()))
+                        } else {
+                            UploadStep::Pending(total.to_string())
+                        }
+                    }
+                    UploadEvent::End(None) => UploadStep::Done(Some(total.to_string())),
+                    UploadEvent::End(Some(error)) => {
+                        return Err(HubError::Rejected(format!("the client failed: {error}")));
+                    }
+                }))
+            }
             Call::Describe => {
-                let method = |name: &str, streaming| MethodInfo {
+                let method = |name: &str, streaming, upload: bool| MethodInfo {
                     name: name.into(),
                     doc: None,
-                    params: Vec::new(),
+                    params: upload
+                        .then(|| ParamInfo {
+                            name: "numbers".into(),
+                            schema: "{}".into(),
+                            upload: true,
+                        })
+                        .into_iter()
+                        .collect(),
                     returns: None,
                     streaming,
                 };
                 Ok(Answer::Methods(vec![
-                    method("Echo", false),
-                    method("Bye", false),
-                    method("Count", true),
-                    method("Quit", true),
+                    method("Echo", false, false),
+                    method("Bye", false, false),
+                    method("Count", true, false),
+                    method("Quit", true, false),
+                    method("Sum", false, true),
                 ]))
             }
         }
@@ -185,6 +212,37 @@ impl HubCalls for Paced {
         self.dispatcher
             .clone()
             .stream(caller, method, arguments, cursor)
+    }
+
+    fn check_upload(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        sent: usize,
+    ) -> BoxFuture<'static, Result<(), ErrorText>> {
+        self.dispatcher.clone().check_upload(caller, method, sent)
+    }
+
+    fn upload(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        method: Arc<str>,
+        arguments: Arc<str>,
+        event: Uploaded,
+        state: Option<String>,
+    ) -> BoxFuture<'static, Replied<UploadStep>> {
+        // `Hold` gates every upload event, to fill the buffer.
+        let gate = self.gate.clone();
+        let dispatcher = self.dispatcher.clone();
+        let held = caller.connection_id.as_str() == "held";
+        Box::pin(async move {
+            if held && let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            dispatcher
+                .upload(caller, method, arguments, event, state)
+                .await
+        })
     }
 
     fn disconnected(
@@ -383,6 +441,19 @@ impl Client {
                 return Some(record);
             }
         }
+    }
+
+    /// Invokes `method` with one client stream `stream`.
+    fn invoke_upload(&self, id: &str, method: &str, stream: &str) {
+        self.send(&format!(
+            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{method}\",\"arguments\":[],\"streamIds\":[\"{stream}\"]}}\u{1e}"
+        ));
+    }
+
+    fn item(&self, stream: &str, item: &str) {
+        self.send(&format!(
+            "{{\"type\":2,\"invocationId\":\"{stream}\",\"item\":{item}}}\u{1e}"
+        ));
     }
 
     fn stream(&self, id: &str, method: &str, arguments: &str) {
@@ -829,4 +900,105 @@ async fn an_abort_sends_the_completion_then_closes_without_reconnect() {
         Some("{\"type\":7}")
     );
     assert_eq!(streamer.next_not_ping().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_gets_its_items_in_order_and_answers_at_its_end() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke_upload("1", "Sum", "s");
+    for n in [1, 2, 3] {
+        client.item("s", &n.to_string());
+    }
+    client.send("{\"type\":3,\"invocationId\":\"s\"}\u{1e}");
+    assert_eq!(client.next_not_ping().await, Some(completion("1", "6")));
+    // An item for a stream nobody opened is ignored, as ASP.NET does; the connection goes on.
+    client.item("nobody", "5");
+    client.invoke("2", "Echo", "7");
+    assert_eq!(client.next_not_ping().await, Some(completion("2", "7")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_can_finish_early_and_later_items_are_dropped() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke_upload("1", "Sum", "s");
+    client.item("s", "999");
+    client.item("s", "5");
+    assert_eq!(client.next_not_ping().await, Some(completion("1", "1004")));
+    client.item("s", "1");
+    client.send("{\"type\":3,\"invocationId\":\"s\"}\u{1e}");
+    client.invoke("2", "Echo", "1");
+    assert_eq!(client.next_not_ping().await, Some(completion("2", "1")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_failing_its_stream_fails_the_call() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke_upload("1", "Sum", "s");
+    client.item("s", "1");
+    client.send("{\"type\":3,\"invocationId\":\"s\",\"error\":\"gave up\"}\u{1e}");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"1\",\"error\":\"An unexpected error occurred invoking 'Sum' on the server. HubException: the client failed: gave up\"}"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_counts_that_do_not_match_get_aspnets_text() {
+    let h = harness(settings());
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.invoke("1", "Sum", "");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"1\",\"error\":\"An unexpected error occurred invoking 'Sum' on the server. HubException: Client sent 0 stream(s), Hub method expects 1.\"}"
+        )
+    );
+    client.invoke_upload("2", "Echo", "s");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"2\",\"error\":\"An unexpected error occurred invoking 'Echo' on the server. HubException: Client sent 1 stream(s), Hub method expects 0.\"}"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_upload_buffer_stops_the_read_loop_until_the_hub_takes_an_item() {
+    let h = harness(settings());
+    let mut client = start(&h, "held", false);
+    client.handshake().await;
+    client.invoke_upload("1", "Sum", "s");
+    // The hub takes the first item and is held there; ten more fill the buffer; the twelfth
+    // waits in the session, which then reads nothing more.
+    for _ in 0..12 {
+        client.item("s", "1");
+    }
+    client.invoke("e", "Echo", "1");
+    // Paused time moves on only once every task waits: the session is as stuck as it gets.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.hub.steps.load(Ordering::SeqCst), 0, "the hub is held");
+    while let Ok(Out::Frame(text)) = client.out.try_recv() {
+        assert!(
+            text.split('\u{1e}').all(|r| r.is_empty() || r == PING),
+            "nothing but pings while blocked: {text}"
+        );
+    }
+    // Let every event through: the items are summed, and the read loop goes on to the Echo.
+    h.paced.gate.add_permits(1000);
+    client.send("{\"type\":3,\"invocationId\":\"s\"}\u{1e}");
+    let mut answers = vec![
+        client.next_not_ping().await.expect("answer"),
+        client.next_not_ping().await.expect("answer"),
+    ];
+    answers.sort();
+    assert_eq!(answers, [completion("1", "12"), completion("e", "1")]);
 }

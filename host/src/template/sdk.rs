@@ -52,6 +52,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/stream.rs"),
     ),
     (
+        "src/upload.rs",
+        include_str!("../../../guest-sdk/src/upload.rs"),
+    ),
+    (
         "wit/hub.wit",
         include_str!("../../../guest-sdk/wit/hub.wit"),
     ),

@@ -142,25 +142,40 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
         2 => {
             r.headers()?;
             let invocation_id = id(&mut r, "StreamItem")?;
-            r.skip()?;
-            ClientMessage::StreamItem { invocation_id }
+            let mut json = String::new();
+            let item = match r.json(&mut json, 0) {
+                Ok(()) => RawValue::from_string(json).map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            ClientMessage::StreamItem {
+                invocation_id,
+                item,
+            }
         }
         3 => {
             r.headers()?;
             let invocation_id = id(&mut r, "Completion")?;
-            match r.int("resultKind")? {
-                1 => {
-                    r.optional_string("error")?;
+            let (error, result) = match r.int("resultKind")? {
+                1 => (r.optional_string("error")?, None),
+                2 => (None, None),
+                3 => {
+                    let mut json = String::new();
+                    r.json(&mut json, 0)?;
+                    let result = RawValue::from_string(json)
+                        .map_err(|e| ProtocolError::InvalidData(e.to_string()))?;
+                    (None, Some(result))
                 }
-                2 => {}
-                3 => r.skip()?,
                 _ => {
                     return Err(ProtocolError::InvalidData(
                         "Invalid invocation result kind.".into(),
                     ));
                 }
+            };
+            ClientMessage::Completion {
+                invocation_id,
+                error,
+                result,
             }
-            ClientMessage::Completion { invocation_id }
         }
         4 => {
             r.headers()?;

@@ -66,7 +66,17 @@ fn decodes_the_other_messages() {
     ));
     assert!(matches!(
         decode_one(&[0x95, 0x03, 0x80, 0xa1, b'1', 0x03, 0x2a]),
-        Ok(Some(ClientMessage::Completion { invocation_id })) if invocation_id == "1"
+        Ok(Some(ClientMessage::Completion { invocation_id, error: None, result: Some(result) }))
+            if invocation_id == "1" && result.get() == "42"
+    ));
+    assert!(matches!(
+        decode_one(&[0x95, 0x03, 0x80, 0xa1, b'1', 0x01, 0xa1, b'e']),
+        Ok(Some(ClientMessage::Completion { error: Some(e), result: None, .. })) if e == "e"
+    ));
+    assert!(matches!(
+        decode_one(&[0x94, 0x02, 0x80, 0xa1, b's', 0x92, 0x05, 0xa1, b'x']),
+        Ok(Some(ClientMessage::StreamItem { invocation_id, item: Ok(item) }))
+            if invocation_id == "s" && item.get() == r#"[5,"x"]"#
     ));
     assert!(matches!(
         decode_one(&[0x91, 0x63]),

@@ -113,6 +113,25 @@ impl Features {
         })
     }
 
+    /// The words the caller streams, in the order they came.
+    fn words(words: Upload<String>) -> HubResult<Vec<String>> {
+        words.collect()
+    }
+
+    /// Adds up the caller's streamed integers, then tells everyone the total; stops early, and
+    /// answers, once the total passes `limit`.
+    fn sum_up_to(limit: i64, numbers: Upload<i64>) -> HubResult<i64> {
+        let total = numbers.fold(0, |total, n| {
+            let total = total + n;
+            if total > limit {
+                return Err(HubError::new(format!("Past {limit}.")));
+            }
+            Ok(total)
+        })?;
+        Clients::all().send("summed", (total,))?;
+        Ok(total)
+    }
+
     /// Adds two numbers.
     fn add(a: i64, b: f64) -> f64 {
         a as f64 + b
