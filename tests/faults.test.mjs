@@ -234,7 +234,7 @@ describe("faulty hub, detailed errors", () => {
       message: `${generic("Allocate")} OutOfMemoryException: The hub exceeded its memory limit of 16 MiB.`,
     });
     await assert.rejects(a.invoke("Fail"), {
-      message: `${generic("Fail")} Exception: invalid digit found in string`,
+      message: `${generic("Fail")} ParseIntError: invalid digit found in string`,
     });
     const trap = await a.invoke("Trap").catch((e) => e);
     assert.match(trap.message, new RegExp(`^${generic("Trap").replace(/[.()']/g, "\\$&")} WasmTrap: `));

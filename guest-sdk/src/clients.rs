@@ -178,19 +178,25 @@ impl Clients {
     /// # }
     /// ```
     pub fn send(&self, method: &str, arguments: impl Serialize) -> HubResult {
-        let json = if is_unit(&arguments) {
-            "[]".to_owned()
-        } else {
-            serde_json::to_string(&arguments)?
-        };
-        if !json.starts_with('[') {
-            return Err(HubError::unexpected(format!(
-                "the arguments of '{method}' must serialize to a JSON array (use a tuple such as `(value,)`), not {json}"
-            )));
-        }
+        let json = arguments_json(method, &arguments)?;
         wit::send(&self.target, method, &json);
         Ok(())
     }
+}
+
+/// A client method's arguments as the JSON array the host takes.
+pub(crate) fn arguments_json(method: &str, arguments: &impl Serialize) -> HubResult<String> {
+    let json = if is_unit(arguments) {
+        "[]".to_owned()
+    } else {
+        serde_json::to_string(arguments)?
+    };
+    if !json.starts_with('[') {
+        return Err(HubError::unexpected(format!(
+            "the arguments of '{method}' must serialize to a JSON array (use a tuple such as `(value,)`), not {json}"
+        )));
+    }
+    Ok(json)
 }
 
 /// `()` serializes as `null`; for sends it means "no arguments".

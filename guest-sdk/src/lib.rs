@@ -64,6 +64,7 @@
 // The generated bindings refer to this crate by name, also from inside it.
 extern crate self as hubhost_sdk;
 
+mod client;
 mod clients;
 mod context;
 mod error;
@@ -94,6 +95,7 @@ pub mod __bindings {
     });
 }
 
+pub use client::{Client, ClientError};
 pub use clients::Clients;
 pub use context::Context;
 pub use error::{HubError, HubResult};
@@ -141,6 +143,7 @@ pub use hubhost_sdk_macros::hub;
 pub mod prelude {
     pub use crate::log;
     pub use crate::{
-        Clients, Context, Groups, HubError, HubResult, HubStream, Request, State, Step, Upload, hub,
+        Client, Clients, Context, Groups, HubError, HubResult, HubStream, Request, State, Step,
+        Upload, hub,
     };
 }

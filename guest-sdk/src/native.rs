@@ -54,6 +54,7 @@ use crate::Context;
 /// What `#[hub]` implements: the type [`call`] takes.
 pub use crate::__private::Hub;
 
+pub use crate::__bindings::hubhost::hub::results::AskError;
 pub use crate::__bindings::hubhost::hub::state::StateError;
 pub use crate::__bindings::hubhost::hub::types::{
     Exception as WireException, GroupExcept, HttpRequest as WireRequest, HubError as WireError,
@@ -94,6 +95,17 @@ pub trait Host {
             query: Vec::new(),
             cookies: Vec::new(),
         }
+    }
+    /// `results.ask`: run `method` on connection `connection_id` and return its result. By
+    /// default there is no such connection.
+    fn ask(
+        &mut self,
+        _connection_id: &str,
+        _method: &str,
+        _arguments: &str,
+        _timeout_ms: u32,
+    ) -> Result<String, AskError> {
+        Err(AskError::Gone)
     }
     /// `caller.abort`: close the caller's connection after the call. A harness that has no
     /// connection to close may leave it at this default, which only logs it.
@@ -359,6 +371,19 @@ pub(crate) mod imports {
         }
         pub(crate) fn abort() {
             host(|h| h.abort());
+        }
+    }
+
+    pub(crate) mod results {
+        use super::super::host;
+        pub(crate) use crate::__bindings::hubhost::hub::results::AskError;
+        pub(crate) fn ask(
+            connection_id: &str,
+            method: &str,
+            arguments: &str,
+            timeout_ms: u32,
+        ) -> Result<String, AskError> {
+            host(|h| h.ask(connection_id, method, arguments, timeout_ms))
         }
     }
 

@@ -82,6 +82,7 @@ fn streams(methods: Option<&[crate::runtime::MethodInfo]>, method: &str) -> Opti
 
 impl Dispatcher {
     pub fn new(runtime: Arc<HubRuntime>, router: Router, detailed_errors: bool) -> Self {
+        runtime.set_router(router.clone());
         Self {
             runtime,
             router,

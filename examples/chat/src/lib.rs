@@ -109,6 +109,12 @@ impl Chat {
         numbers.fold(0.0, |total, n| Ok(total + n))
     }
 
+    /// Asks connection `connection_id` (on any server) to answer `question` with its
+    /// `Answer(question)` handler, and returns the answer to the caller.
+    fn ask(connection_id: String, question: String) -> HubResult<String> {
+        Ok(Client::new(connection_id).invoke("Answer", (question,))?)
+    }
+
     /// Sends `privateMessage(from, message)` to one connection.
     fn send_to_connection(ctx: &Context, connection_id: String, message: String) -> HubResult {
         Clients::client(connection_id).send("privateMessage", (ctx.connection_id(), message))

@@ -2,7 +2,8 @@
 //!
 //! `{prefix}:{hub}:all`, `{prefix}:{hub}:group:{name}`, `{prefix}:{hub}:connection:{id}`,
 //! `{prefix}:{hub}:user:{id}`, and the internal `{prefix}:internal:groups` (group changes for
-//! connections on another server) and `{prefix}:internal:ack:{server}` (their acknowledgements).
+//! connections on another server), `{prefix}:internal:ack:{server}` (their acknowledgements) and
+//! `{prefix}:internal:return:{server}` (answers to the client-result questions a server asked).
 //! The prefix plays the role of SignalR's "AppName": deployments with different prefixes share a
 //! Redis without seeing each other.
 
@@ -47,6 +48,11 @@ impl Channels {
 
     pub fn acks(&self, server: &str) -> String {
         format!("{}:internal:ack:{server}", self.prefix)
+    }
+
+    /// Where answers to a server's client-result questions go (ASP.NET's `internal:return`).
+    pub fn returns(&self, server: &str) -> String {
+        format!("{}:internal:return:{server}", self.prefix)
     }
 
     /// The channel that carries messages for an interest.

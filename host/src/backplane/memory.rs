@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Backplane, BackplaneError, BackplaneStats};
 use crate::registry::LocalRegistry;
-use crate::types::{Envelope, GroupChange, InterestChange};
+use crate::types::{Answered, Envelope, GroupChange, InterestChange, Question, Reply};
 
 /// The single-server backplane.
 pub struct MemoryBackplane {
@@ -46,6 +46,25 @@ impl Backplane for MemoryBackplane {
     fn update_interest(&self, _changes: Vec<InterestChange>) -> BoxFuture<'_, ()> {
         // Everything is local: there is nothing to subscribe to.
         Box::pin(async {})
+    }
+
+    fn ask(&self, question: Question) {
+        if !self.registry.deliver_question(&question) {
+            // One server: a connection that is not here is nowhere.
+            self.registry.asks().resolve(Answered {
+                invocation_id: question.invocation_id,
+                connection: question.connection,
+                reply: Reply::Gone,
+            });
+        }
+    }
+
+    fn answer(&self, answered: Answered) {
+        self.registry.asks().resolve(answered);
+    }
+
+    fn server_name(&self) -> &str {
+        "local"
     }
 
     fn is_ready(&self) -> bool {

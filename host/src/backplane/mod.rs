@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::registry::LocalRegistry;
-use crate::types::{Envelope, GroupChange, InterestChange};
+use crate::types::{Answered, Envelope, GroupChange, InterestChange, Question};
 
 /// Why a group change for a connection on another server could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,16 @@ pub trait Backplane: Send + Sync + 'static {
     /// Follows this server's interests (subscribes and unsubscribes), resolving once the
     /// transport has confirmed them, so a message sent after a join reaches the new member.
     fn update_interest(&self, changes: Vec<InterestChange>) -> BoxFuture<'_, ()>;
+
+    /// Delivers a client-result question to the asked connection, here or on the server that
+    /// holds it. Where no server can hold it (one server, and not here), answers "gone".
+    fn ask(&self, question: Question);
+
+    /// Takes an answer back to the server that asked (named in its invocation id).
+    fn answer(&self, answered: Answered);
+
+    /// This server's name on the backplane, which invocation ids of its questions start with.
+    fn server_name(&self) -> &str;
 
     /// Whether the backplane can carry messages now (for `/readyz`).
     fn is_ready(&self) -> bool;

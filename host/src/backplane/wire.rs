@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Envelope, GroupChange};
+use crate::types::{Answered, Envelope, GroupChange, Question};
 
 /// The format version written first in every payload.
 const VERSION: u8 = 2;
@@ -31,6 +31,11 @@ pub enum WireMessage {
     },
     /// A group command was carried out.
     Ack { id: u64 },
+    /// A hub asks a connection for a result; on that connection's channel. (Variants are
+    /// appended: postcard numbers them, and older hosts ignore what they cannot read.)
+    Ask(Question),
+    /// The answer to an [`WireMessage::Ask`], on the asking server's return channel.
+    Answer(Answered),
 }
 
 /// Who sent a packet, and its place in that sender's sequence.

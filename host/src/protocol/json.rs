@@ -196,9 +196,19 @@ fn push_quoted(out: &mut String, text: &str) {
 /// runtime checks what hubs produce).
 fn encode(message: &ServerMessage<'_>) -> String {
     match *message {
-        ServerMessage::Invocation { target, arguments } => {
+        ServerMessage::Invocation {
+            invocation_id,
+            target,
+            arguments,
+        } => {
             let mut out = String::with_capacity(40 + target.len() + arguments.len());
-            out.push_str("{\"type\":1,\"target\":");
+            out.push_str("{\"type\":1,");
+            if let Some(id) = invocation_id {
+                out.push_str("\"invocationId\":");
+                push_quoted(&mut out, id);
+                out.push(',');
+            }
+            out.push_str("\"target\":");
             push_quoted(&mut out, target);
             out.push_str(",\"arguments\":");
             out.push_str(arguments);
@@ -389,10 +399,19 @@ mod tests {
     fn encodes_frames() {
         assert_eq!(
             text(ServerMessage::Invocation {
+                invocation_id: None,
                 target: "broadcastMessage",
                 arguments: r#"["a","b\"c"]"#
             }),
             "{\"type\":1,\"target\":\"broadcastMessage\",\"arguments\":[\"a\",\"b\\\"c\"]}\u{1e}"
+        );
+        assert_eq!(
+            text(ServerMessage::Invocation {
+                invocation_id: Some("a.1"),
+                target: "Answer",
+                arguments: "[1]"
+            }),
+            "{\"type\":1,\"invocationId\":\"a.1\",\"target\":\"Answer\",\"arguments\":[1]}\u{1e}"
         );
         let completion = |completion| ServerMessage::Completion {
             invocation_id: "7",
@@ -433,6 +452,7 @@ mod tests {
     fn encoded_frames_are_valid_json() {
         for message in [
             ServerMessage::Invocation {
+                invocation_id: None,
                 target: "x\u{2028}",
                 arguments: "[1,2]",
             },

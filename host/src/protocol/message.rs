@@ -61,9 +61,13 @@ pub enum ClientMessage {
 /// A message to a client. Borrowed: the caller keeps the data, the protocol encodes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerMessage<'a> {
-    /// Type 1 without an invocation id: call a client method, expecting no answer.
-    /// `arguments` is a JSON array.
-    Invocation { target: &'a str, arguments: &'a str },
+    /// Type 1: call a client method; with an invocation id the client answers with a
+    /// Completion (a client result). `arguments` is a JSON array.
+    Invocation {
+        invocation_id: Option<&'a str>,
+        target: &'a str,
+        arguments: &'a str,
+    },
     /// Type 2: an item of a stream the client asked for; `item` is one JSON value.
     StreamItem {
         invocation_id: &'a str,

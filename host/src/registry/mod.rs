@@ -6,6 +6,7 @@
 //! (the first local member of a hub, connection, group or user appears, or the last one leaves)
 //! so a backplane spanning servers knows what to subscribe to.
 
+pub mod asks;
 mod hub;
 pub mod outbox;
 
@@ -16,7 +17,10 @@ use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Frame, HubProtocol, ServerMessage};
-use crate::types::{ConnectionId, Envelope, GroupChange, HubName, Interest, InterestChange};
+use crate::types::{
+    ConnectionId, Envelope, GroupChange, HubName, Interest, InterestChange, Question,
+};
+use asks::Asks;
 use hub::HubConnections;
 pub use outbox::{OfferError, OutboxReceiver, OutboxSender, outbox};
 
@@ -110,6 +114,8 @@ pub struct LocalRegistry {
     hubs: RwLock<HashMap<HubName, HubConnections>>,
     /// Frames queued to connections by deliveries (for `/metrics`).
     delivered: AtomicU64,
+    /// Client results in flight.
+    asks: Asks,
 }
 
 /// Group figures of this server, for `/metrics`.
@@ -169,6 +175,7 @@ impl LocalRegistry {
             return DeliveryStats::default();
         };
         let mut encoded = Encoded::new(ServerMessage::Invocation {
+            invocation_id: None,
             target: &envelope.method,
             arguments: &envelope.arguments,
         });
@@ -183,6 +190,34 @@ impl LocalRegistry {
         self.delivered
             .fetch_add(stats.delivered as u64, Ordering::Relaxed);
         stats
+    }
+
+    /// Delivers a question to the asked connection if it lives here (and remembers it, so the
+    /// connection answers "gone" if it leaves first); `false` if it does not live here.
+    pub fn deliver_question(&self, question: &Question) -> bool {
+        let hubs = self.hubs.read();
+        let Some(conns) = hubs.get(&question.hub) else {
+            return false;
+        };
+        let target = crate::types::Target::Connection(question.connection.clone());
+        let mut found = false;
+        conns.for_each_recipient(&target, |handle| {
+            found = true;
+            let frame = handle.protocol.encode(&ServerMessage::Invocation {
+                invocation_id: Some(&question.invocation_id),
+                target: &question.method,
+                arguments: &question.arguments,
+            });
+            self.asks
+                .delivered(&question.connection, &question.invocation_id);
+            handle.offer(Outbound::Frame(frame));
+        });
+        found
+    }
+
+    /// Client results in flight on this server.
+    pub fn asks(&self) -> &Asks {
+        &self.asks
     }
 
     /// Sends every connection of `hub` a Close message with `error` (not allowing reconnect),

@@ -6,20 +6,95 @@
 //! which waits for the owning server's acknowledgement.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::backplane::{Backplane, BackplaneError};
 use crate::registry::{ConnectionHandle, LocalRegistry};
-use crate::types::{ConnectionId, Envelope, GroupChange, HubName};
+use crate::types::{Answered, ConnectionId, Envelope, GroupChange, HubName, Question, Reply};
 
 /// Routes hub effects. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
     backplane: Arc<dyn Backplane>,
+    /// Numbers this server's client-result questions.
+    questions: Arc<AtomicU64>,
+}
+
+/// Why a client-result question got no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AskError {
+    /// The client answered with an error: its text.
+    Client(String),
+    /// No answer in time.
+    Timeout,
+    /// The connection is gone (or was never there).
+    Gone,
 }
 
 impl Router {
     pub fn new(backplane: Arc<dyn Backplane>) -> Self {
-        Self { backplane }
+        Self {
+            backplane,
+            questions: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Asks connection `connection` of `hub` (on any server) to run client method `method` with
+    /// `arguments` (a JSON array) and waits, at most `timeout`, for its result (a JSON value).
+    pub async fn ask(
+        &self,
+        hub: &HubName,
+        connection: &str,
+        method: &str,
+        arguments: &str,
+        timeout: Duration,
+    ) -> Result<String, AskError> {
+        let n = self.questions.fetch_add(1, Ordering::Relaxed);
+        let invocation_id = format!("{}.{n}", self.backplane.server_name());
+        let asks = self.registry().asks();
+        let reply = asks.expect(invocation_id.clone(), connection.to_owned());
+        self.backplane.ask(Question {
+            hub: hub.clone(),
+            connection: connection.to_owned(),
+            invocation_id: invocation_id.clone(),
+            method: method.to_owned(),
+            arguments: arguments.to_owned(),
+        });
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(Reply::Result(result))) => Ok(result),
+            Ok(Ok(Reply::Error(error))) => Err(AskError::Client(error)),
+            Ok(Ok(Reply::Gone) | Err(_)) => Err(AskError::Gone),
+            Err(_) => {
+                asks.forget(&invocation_id);
+                Err(AskError::Timeout)
+            }
+        }
+    }
+
+    /// A local connection answered a question (a Completion for an invocation id it was
+    /// given); `false` if it was asked no such thing.
+    pub fn answer(&self, connection: &ConnectionId, invocation_id: &str, reply: Reply) -> bool {
+        if !self
+            .registry()
+            .asks()
+            .answered(connection.as_str(), invocation_id)
+        {
+            return false;
+        }
+        self.backplane.answer(Answered {
+            invocation_id: invocation_id.to_owned(),
+            connection: connection.as_str().to_owned(),
+            reply,
+        });
+        true
+    }
+
+    /// The questions a leaving connection will never answer are answered "gone".
+    fn answer_gone(&self, id: &ConnectionId) {
+        for answered in self.registry().asks().left(id.as_str()) {
+            self.backplane.answer(answered);
+        }
     }
 
     /// Fans a message out through the backplane.
@@ -36,6 +111,7 @@ impl Router {
 
     /// Forgets a local connection, with its groups, and drops the subscriptions no one needs.
     pub async fn disconnect(&self, hub: &HubName, id: &ConnectionId) {
+        self.answer_gone(id);
         let changes = self.registry().remove(hub, id);
         self.backplane.update_interest(changes).await;
     }
@@ -43,6 +119,7 @@ impl Router {
     /// [`Router::disconnect`] from a context that cannot wait (a drop): the connection is
     /// forgotten at once, the subscriptions are updated by a spawned task.
     pub fn disconnect_now(&self, hub: &HubName, id: &ConnectionId) {
+        self.answer_gone(id);
         let changes = self.registry().remove(hub, id);
         if changes.is_empty() {
             return;

@@ -6,7 +6,8 @@
 //! Exports are async so a call runs on a fiber that yields to tokio at every epoch tick: a hub
 //! that loops cannot pin a runtime thread, and the deadline check happens on those ticks.
 //! Imports are trappable, so the host can end a call that misuses them. Those that only record
-//! effects stay synchronous; `state` is async because it may wait for Redis.
+//! effects stay synchronous; `state` (which may wait for Redis) and `results` (which waits for a
+//! client) are async.
 
 /// Contract 0.2.
 pub(super) mod v2 {
@@ -15,6 +16,7 @@ pub(super) mod v2 {
         world: "hub",
         imports: {
             "hubhost:hub/state": async | trappable,
+            "hubhost:hub/results": async | trappable,
             default: trappable,
         },
         exports: { default: async },

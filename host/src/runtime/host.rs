@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Effect;
 use super::bindings;
+use crate::router::{AskError, Router};
 use crate::state::{self, Quota, StateOp, StateStore, StateValue};
 use crate::types::{Envelope, GroupChange, HubName, Request, Target};
 
@@ -70,6 +71,8 @@ pub(super) struct HubState {
     quota: Quota,
     /// The request that opened the calling connection, for `caller.request`.
     pub(super) request: Option<Arc<Request>>,
+    /// Where client-result questions go (`results.ask`); none in a runtime without a router.
+    router: Option<Router>,
 }
 
 impl HubState {
@@ -79,6 +82,7 @@ impl HubState {
         max_effect_bytes: usize,
         state: Arc<dyn StateStore>,
         quota: Quota,
+        router: Option<Router>,
     ) -> Self {
         // An empty WASI context: no preopened directories, no environment, no inherited stdio,
         // no sockets. The guest's std links against WASI, but every such call finds nothing.
@@ -100,6 +104,7 @@ impl HubState {
             state,
             quota,
             request: None,
+            router,
         }
     }
 
@@ -329,6 +334,37 @@ impl bindings::v2::hubhost::hub::caller::Host for HubState {
 
     fn abort(&mut self) -> wasmtime::Result<()> {
         self.record(Effect::Abort, 0)
+    }
+}
+
+impl bindings::v2::hubhost::hub::results::Host for HubState {
+    async fn ask(
+        &mut self,
+        connection_id: String,
+        method: String,
+        arguments: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<String, bindings::v2::hubhost::hub::results::AskError>> {
+        use bindings::v2::hubhost::hub::results::AskError as Wit;
+        if !is_json_array(&arguments) {
+            return Err(wasmtime::Error::msg(format!(
+                "results.ask('{method}') was given arguments that are not a JSON array"
+            )));
+        }
+        let Some(router) = self.router.clone() else {
+            return Ok(Err(Wit::Gone));
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = std::time::Duration::from_millis(timeout_ms.into()).min(left);
+        let hub = self.hub.clone();
+        let answer = router
+            .ask(&hub, &connection_id, &method, &arguments, timeout)
+            .await;
+        Ok(answer.map_err(|e| match e {
+            AskError::Client(text) => Wit::Client(text),
+            AskError::Timeout => Wit::Timeout,
+            AskError::Gone => Wit::Gone,
+        }))
     }
 }
 

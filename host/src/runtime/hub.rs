@@ -74,7 +74,7 @@ pub struct LoadedHub {
 }
 
 enum Code {
-    Wasm(Wasm),
+    Wasm(Box<Wasm>),
     Native(Arc<dyn NativeHub>),
 }
 
@@ -82,11 +82,21 @@ struct Wasm {
     path: PathBuf,
     pre: Pre,
     config: Arc<RuntimeConfig>,
+    /// Where client-result questions go, once the server has a router.
+    router: Arc<std::sync::OnceLock<crate::router::Router>>,
     /// Instances kept for reuse, each holding one of the slots all hubs share.
     idle: Arc<IdlePool<Instance>>,
     slots: Arc<Slots<Instance>>,
     /// Bounds this hub's calls in progress (so its instances alive at once).
     permits: Semaphore,
+}
+
+/// What every Wasm hub of a runtime shares.
+pub(super) struct Shared {
+    pub(super) config: Arc<RuntimeConfig>,
+    pub(super) state: Arc<dyn StateStore>,
+    pub(super) slots: Arc<Slots<Instance>>,
+    pub(super) router: Arc<std::sync::OnceLock<crate::router::Router>>,
 }
 
 impl LoadedHub {
@@ -95,20 +105,25 @@ impl LoadedHub {
         path: PathBuf,
         pre: Pre,
         limits: HubLimits,
-        config: Arc<RuntimeConfig>,
-        state: Arc<dyn StateStore>,
-        slots: Arc<Slots<Instance>>,
+        shared: Shared,
     ) -> Self {
+        let Shared {
+            config,
+            state,
+            slots,
+            router,
+        } = shared;
         Self {
             name,
-            code: Code::Wasm(Wasm {
+            code: Code::Wasm(Box::new(Wasm {
                 path,
                 pre,
                 config,
+                router,
                 idle: slots.pool(),
                 slots,
                 permits: Semaphore::new(limits.instances as usize),
-            }),
+            })),
             limits,
             state,
             methods: tokio::sync::OnceCell::new(),
@@ -300,6 +315,7 @@ impl LoadedHub {
             wasm.config.max_effect_bytes,
             self.state.clone(),
             self.limits.state,
+            wasm.router.get().cloned(),
         );
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -285,6 +285,8 @@ pub struct HubRuntime {
     /// Hubs compiled into the binary: looked up before components, untouched by reloads.
     natives: RwLock<HashMap<HubName, Arc<LoadedHub>>>,
     state: Arc<dyn StateStore>,
+    /// Where hubs' client-result questions go ([`HubRuntime::set_router`]).
+    router: Arc<std::sync::OnceLock<crate::router::Router>>,
 }
 
 impl HubRuntime {
@@ -315,7 +317,14 @@ impl HubRuntime {
             hubs: RwLock::new(HashMap::new()),
             natives: RwLock::new(HashMap::new()),
             state,
+            router: Arc::new(std::sync::OnceLock::new()),
         })
+    }
+
+    /// Lets hubs ask clients for results (`results.ask`) through `router`. Without it (a
+    /// runtime on its own, as `hubhost describe` makes), every question finds the client gone.
+    pub fn set_router(&self, router: crate::router::Router) {
+        let _ = self.router.set(router);
     }
 
     /// Compiles and links a component, checking that it implements the hub world; its limits
@@ -350,9 +359,12 @@ impl HubRuntime {
             path.to_owned(),
             pre,
             limits,
-            self.config.clone(),
-            self.state.clone(),
-            self.slots.clone(),
+            hub::Shared {
+                config: self.config.clone(),
+                state: self.state.clone(),
+                slots: self.slots.clone(),
+                router: self.router.clone(),
+            },
         ))
     }
 

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
 use crate::registry::{ConnectionHandle, OfferError, Outbound, OutboxSender};
-use crate::types::Caller;
+use crate::types::{Caller, Reply};
 
 /// How a session ended.
 enum End {
@@ -394,10 +394,21 @@ where
             ClientMessage::Completion {
                 invocation_id,
                 error,
-                result: _,
+                result,
             } => {
-                if !uploads.deliver(&invocation_id, Uploaded::End(error)) {
-                    tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a completion of no open stream");
+                // The end of a stream the client sends, or its answer to a question a hub
+                // asked it (a client result).
+                if uploads.deliver(&invocation_id, Uploaded::End(error.clone())) {
+                    return None;
+                }
+                let reply = match (error, result) {
+                    (Some(error), _) => Reply::Error(error),
+                    (None, Some(result)) => Reply::Result(result.get().to_owned()),
+                    (None, None) => Reply::Result("null".to_owned()),
+                };
+                let router = &self.context.router;
+                if !router.answer(&self.caller.connection_id, &invocation_id, reply) {
+                    tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a completion of nothing asked");
                 }
             }
             ClientMessage::AckOrSequence => {}

@@ -65,3 +65,44 @@ impl GroupChange {
         }
     }
 }
+
+/// A hub asks one connection for a result (SignalR's client results): an Invocation with an
+/// id, whose Completion goes back to the server that asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    pub hub: HubName,
+    pub connection: String,
+    /// Unique over servers: it names the asking server (`{server}.{n}`), where the answer goes.
+    pub invocation_id: String,
+    pub method: String,
+    /// A JSON array.
+    pub arguments: String,
+}
+
+impl Question {
+    /// The server that asked, from the invocation id.
+    pub fn asker(invocation_id: &str) -> Option<&str> {
+        invocation_id.split_once('.').map(|(server, _)| server)
+    }
+}
+
+/// What became of a [`Question`], on its way back to the server that asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    pub invocation_id: String,
+    /// The connection that answered: only the asked one may.
+    pub connection: String,
+    pub reply: Reply,
+}
+
+/// A client's answer to a question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Its result, a JSON value.
+    Result(String),
+    /// It answered with an error (the official client's `Client didn't provide a result.`, a
+    /// handler's exception message).
+    Error(String),
+    /// It disconnected before answering.
+    Gone,
+}

@@ -13,5 +13,5 @@ mod request;
 pub use caller::Caller;
 pub use ids::{ConnectionId, HubName, hub_file_stem, random_id};
 pub use interest::{Interest, InterestChange};
-pub use message::{Envelope, GroupChange, Target};
+pub use message::{Answered, Envelope, GroupChange, Question, Reply, Target};
 pub use request::Request;

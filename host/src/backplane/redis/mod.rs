@@ -45,7 +45,7 @@ use super::channels::Channels;
 use super::wire::{self, WireMessage};
 use super::{Backplane, BackplaneError, BackplaneStats};
 use crate::registry::LocalRegistry;
-use crate::types::{Envelope, GroupChange, InterestChange, Target};
+use crate::types::{Answered, Envelope, GroupChange, InterestChange, Question, Target};
 use broker::Broker;
 pub use client::{RedisBroker, RedisSetupError};
 use groups::PendingAcks;
@@ -179,7 +179,11 @@ impl<B: Broker> RedisBackplane<B> {
             name: format!("{origin:016x}"),
         };
         let channels = Channels::new(prefix);
-        let always = [channels.group_commands(), channels.acks(&server.name)];
+        let always = [
+            channels.group_commands(),
+            channels.acks(&server.name),
+            channels.returns(&server.name),
+        ];
         let (queue, receiver) = PublishQueue::new();
         let inner = Arc::new(Inner {
             health: Health::new(broker.describe()),
@@ -274,6 +278,13 @@ impl<B: Broker> Inner<B> {
                 change,
             } => groups::serve(self, id, reply_to, &change),
             WireMessage::Ack { id } => self.acks.complete(id),
+            WireMessage::Ask(question) => {
+                // Only the server holding the connection listens on its channel.
+                self.registry.deliver_question(&question);
+            }
+            WireMessage::Answer(answered) => {
+                self.registry.asks().resolve(answered);
+            }
         }
     }
 
@@ -318,6 +329,38 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
                 .subscriptions
                 .update(&self.inner.channels, changes),
         )
+    }
+
+    fn ask(&self, question: Question) {
+        let inner = &self.inner;
+        if inner.registry.deliver_question(&question) {
+            return;
+        }
+        let channel = inner
+            .channels
+            .connection(&question.hub, &question.connection);
+        inner.send(vec![(channel, WireMessage::Ask(question))]);
+    }
+
+    fn answer(&self, answered: Answered) {
+        let inner = &self.inner;
+        match Question::asker(&answered.invocation_id) {
+            Some(server) if server == inner.server.name => {
+                inner.registry.asks().resolve(answered);
+            }
+            Some(server) => {
+                let channel = inner.channels.returns(server);
+                inner.send(vec![(channel, WireMessage::Answer(answered))]);
+            }
+            None => tracing::debug!(
+                invocation_id = answered.invocation_id,
+                "an answer to no question of a server"
+            ),
+        }
+    }
+
+    fn server_name(&self) -> &str {
+        &self.inner.server.name
     }
 
     fn is_ready(&self) -> bool {

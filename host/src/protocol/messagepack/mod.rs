@@ -251,12 +251,19 @@ fn arguments(r: &mut Reader<'_>) -> Result<Box<RawValue>, String> {
 fn encode(message: &ServerMessage<'_>) -> Vec<u8> {
     let mut out = Out::new();
     match *message {
-        ServerMessage::Invocation { target, arguments } => {
+        ServerMessage::Invocation {
+            invocation_id,
+            target,
+            arguments,
+        } => {
             // Six elements, the last the (empty) stream ids, as ASP.NET writes it.
             out.array(6);
             out.uint(1);
             out.map(0);
-            out.nil();
+            match invocation_id {
+                Some(id) => out.str(id),
+                None => out.nil(),
+            }
             out.str(target);
             out.json_text(arguments);
             out.array(0);

@@ -243,6 +243,7 @@ fn encodes_what_the_official_client_reads() {
     assert_eq!(encoded(ServerMessage::Ping), [0x02, 0x91, 0x06]);
     assert_eq!(
         encoded(ServerMessage::Invocation {
+            invocation_id: None,
             target: "m",
             arguments: r#"["a",1]"#
         }),

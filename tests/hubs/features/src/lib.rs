@@ -132,6 +132,25 @@ impl Features {
         Ok(total)
     }
 
+    /// Asks `connection_id` to `Answer(question)`, giving it `timeout_ms`.
+    fn ask_within(connection_id: String, question: String, timeout_ms: u64) -> HubResult<String> {
+        let client = Client::new(connection_id).timeout(Duration::from_millis(timeout_ms));
+        Ok(client.invoke("Answer", (question,))?)
+    }
+
+    /// Asks the caller itself to `Answer(question)`.
+    fn ask_caller(ctx: &Context, question: String) -> HubResult<String> {
+        Ok(Client::new(ctx.connection_id()).invoke("Answer", (question,))?)
+    }
+
+    /// Asks `connection_id` for a number, and tells how the asking went instead of failing.
+    fn ask_number(connection_id: String) -> String {
+        match Client::new(connection_id).invoke::<i64>("Number", ()) {
+            Ok(n) => format!("got {n}"),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
     /// Adds two numbers.
     fn add(a: i64, b: f64) -> f64 {
         a as f64 + b
