@@ -148,9 +148,22 @@ impl Dispatcher {
             )),
             Err(e) => Err(e),
         };
+        self.replied(reply, abort, method, caller, &hub)
+    }
+
+    /// A call's reply for the client: failures logged and worded as ASP.NET words a failed
+    /// invocation.
+    fn replied<T>(
+        &self,
+        reply: Result<T, CallError>,
+        abort: bool,
+        method: &str,
+        caller: &Caller,
+        hub: &LoadedHub,
+    ) -> Replied<T> {
         Replied {
             reply: reply.map_err(|e| {
-                self.log_failure(&e, method, caller, &hub);
+                self.log_failure(&e, method, caller, hub);
                 self.error_text(&e, method)
             }),
             abort,
@@ -266,13 +279,7 @@ impl Dispatcher {
             )),
             Err(e) => Err(e),
         };
-        Replied {
-            reply: reply.map_err(|e| {
-                self.log_failure(&e, method, caller, &hub);
-                self.error_text(&e, method)
-            }),
-            abort,
-        }
+        self.replied(reply, abort, method, caller, &hub)
     }
 
     /// The hub's methods as it describes them (`None`: it describes nothing, as 0.1 hubs).

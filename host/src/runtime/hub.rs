@@ -372,28 +372,38 @@ fn invalid_json(answer: &Answer) -> Option<serde_json::Error> {
     }
 }
 
+/// The calls both contract versions answer alike, then the version's own (`$rest`).
+macro_rules! calls {
+    ($handler:ident, $store:ident, $ctx:ident, $call:expr, { $($rest:tt)* }) => {
+        match $call {
+            Call::Connected => $handler
+                .call_on_connected($store, &$ctx)
+                .await?
+                .map(|()| Answer::Value(None)),
+            Call::Disconnected { error } => $handler
+                .call_on_disconnected($store, &$ctx, error)
+                .await?
+                .map(|()| Answer::Value(None)),
+            Call::Invoke { method, arguments } => $handler
+                .call_invoke($store, &$ctx, method, arguments)
+                .await?
+                .map(Answer::Value),
+            $($rest)*
+        }
+    };
+}
+
 async fn run(
     instance: &mut Instance,
     caller: &Caller,
     call: Call<'_>,
 ) -> wasmtime::Result<Result<Answer, super::HubError>> {
     let store = &mut instance.store;
-    let value = |r: Option<String>| Answer::Value(r);
-    let nothing = |()| Answer::Value(None);
     match &instance.bindings {
         Bindings::V2(bindings) => {
             let handler = bindings.hubhost_hub_handler();
             let ctx = v2::Context::from(caller);
-            let answer = match call {
-                Call::Connected => handler.call_on_connected(store, &ctx).await?.map(nothing),
-                Call::Disconnected { error } => handler
-                    .call_on_disconnected(store, &ctx, error)
-                    .await?
-                    .map(nothing),
-                Call::Invoke { method, arguments } => handler
-                    .call_invoke(store, &ctx, method, arguments)
-                    .await?
-                    .map(value),
+            let answer = calls!(handler, store, ctx, call, {
                 Call::Stream {
                     method,
                     arguments,
@@ -419,26 +429,17 @@ async fn run(
                         .map(Into::into)
                         .collect(),
                 )),
-            };
+            });
             Ok(answer.map_err(Into::into))
         }
         Bindings::V1(bindings) => {
             let handler = bindings.hubhost_hub_handler();
             let ctx = v1::Context::from(caller);
-            let answer = match call {
-                Call::Connected => handler.call_on_connected(store, &ctx).await?.map(nothing),
-                Call::Disconnected { error } => handler
-                    .call_on_disconnected(store, &ctx, error)
-                    .await?
-                    .map(nothing),
-                Call::Invoke { method, arguments } => handler
-                    .call_invoke(store, &ctx, method, arguments)
-                    .await?
-                    .map(value),
+            let answer = calls!(handler, store, ctx, call, {
                 // Contract 0.1 has no streams and describes nothing: the dispatcher does not ask.
                 Call::Stream { .. } | Call::Upload { .. } => Err(v1::HubError::MethodNotFound),
                 Call::Describe => Ok(Answer::Methods(Vec::new())),
-            };
+            });
             Ok(answer.map_err(Into::into))
         }
     }

@@ -14,6 +14,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/__private.rs"),
     ),
     (
+        "src/client.rs",
+        include_str!("../../../guest-sdk/src/client.rs"),
+    ),
+    (
         "src/clients.rs",
         include_str!("../../../guest-sdk/src/clients.rs"),
     ),

@@ -188,6 +188,7 @@ async fn subscribes_to_what_local_members_need_and_no_more() {
         let mut all: Vec<String> = [
             "p:internal:groups".to_owned(),
             format!("p:internal:ack:{}", a.backplane.server_id()),
+            format!("p:internal:return:{}", a.backplane.server_id()),
         ]
         .into_iter()
         .chain(extra.iter().map(|s| (*s).to_owned()))

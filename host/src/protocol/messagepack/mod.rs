@@ -117,8 +117,8 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
                 .optional_string("invocationId")?
                 .filter(|id| !id.is_empty());
             let target = r.required_string("target", "target for Invocation message")?;
-            let arguments = match arguments(&mut r) {
-                Ok(arguments) => arguments,
+            let (arguments, stream_ids) = match invocation_tail(&mut r, count)? {
+                Ok(tail) => tail,
                 Err(error) => {
                     return Ok(ClientMessage::BindingFailure {
                         invocation_id,
@@ -126,11 +126,6 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
                         error,
                     });
                 }
-            };
-            let stream_ids = if count > 5 {
-                r.stream_ids()?
-            } else {
-                Vec::new()
             };
             ClientMessage::Invocation {
                 invocation_id,
@@ -181,8 +176,8 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
             r.headers()?;
             let invocation_id = id(&mut r, "StreamInvocation")?;
             let target = r.required_string("target", "target for StreamInvocation message")?;
-            let arguments = match arguments(&mut r) {
-                Ok(arguments) => arguments,
+            let (arguments, stream_ids) = match invocation_tail(&mut r, count)? {
+                Ok(tail) => tail,
                 Err(error) => {
                     return Ok(ClientMessage::BindingFailure {
                         invocation_id: Some(invocation_id),
@@ -190,11 +185,6 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
                         error,
                     });
                 }
-            };
-            let stream_ids = if count > 5 {
-                r.stream_ids()?
-            } else {
-                Vec::new()
             };
             ClientMessage::StreamInvocation {
                 invocation_id,
@@ -229,6 +219,24 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
 
 /// An invocation's arguments, as the JSON array hubs receive; or, when they cannot be read,
 /// ASP.NET's text for the binding failure.
+/// An invocation's arguments (as JSON) and stream ids, or why the arguments cannot be read.
+type Tail = Result<(Box<RawValue>, Vec<String>), String>;
+
+/// The arguments and stream ids that end an invocation (plain or streaming); `Ok(Err(text))` when
+/// the arguments cannot be read, which ASP.NET answers as a binding failure.
+fn invocation_tail(r: &mut Reader<'_>, count: usize) -> Result<Tail, ProtocolError> {
+    let arguments = match arguments(r) {
+        Ok(arguments) => arguments,
+        Err(error) => return Ok(Err(error)),
+    };
+    let stream_ids = if count > 5 {
+        r.stream_ids()?
+    } else {
+        Vec::new()
+    };
+    Ok(Ok((arguments, stream_ids)))
+}
+
 fn arguments(r: &mut Reader<'_>) -> Result<Box<RawValue>, String> {
     let count = r.array_len("arguments").map_err(|e| e.to_string())?;
     let mut json = String::from("[");
