@@ -208,6 +208,20 @@ describe("streams on hosts sharing Redis", () => {
     assert.deepEqual(heard, [["ana", "hi"]]);
     await Promise.all([a.stop(), b.stop()]);
   });
+
+  it("an upload on one host, its result announced on both", async () => {
+    const a = await connect(`${hosts[0].url}/features`);
+    const b = await connectOver(`${hosts[1].url}/features`, { protocol: "messagepack" });
+    const heard = record(a, "summed");
+    const subject = new signalR.Subject();
+    const total = b.invoke("SumUpTo", 1000, subject);
+    for (let i = 1; i <= 30; i++) subject.next(i);
+    subject.complete();
+    assert.equal(await total, 465);
+    await waitUntil(() => heard.length === 1, "the total through Redis");
+    assert.deepEqual(heard, [[465]]);
+    await Promise.all([a.stop(), b.stop()]);
+  });
 });
 
 describe("Context.Abort()", () => {

@@ -130,7 +130,9 @@ pub use upload::Upload;
 ///
 /// Methods take no `self` (hubs are transient), their arguments must be owned types (`String`,
 /// not `&str`), and a method can be given a different wire name with
-/// `#[hub(name = "OldName")]`.
+/// `#[hub(name = "OldName")]`. A method that returns a [`HubStream`] (or a `HubResult` of one)
+/// streams to the caller; one that takes an [`Upload`] receives the caller's stream. The doc
+/// comments, parameter names and types become what `hubhost describe` and `hubhost types` show.
 pub use hubhost_sdk_macros::hub;
 
 /// Everything a hub usually needs, in one import.

@@ -49,7 +49,10 @@ pub fn text(description: &Description) -> String {
         description.hub, description.contract
     );
     let Some(methods) = &description.methods else {
-        out.push_str("  (a hub built against contract 0.1 does not describe its methods)\n");
+        out.push_str(match description.contract {
+            "0.1" => "  (a hub built against contract 0.1 does not describe its methods)\n",
+            _ => "  (the hub failed to describe its methods)\n",
+        });
         return out;
     };
     for method in methods {
