@@ -181,10 +181,11 @@ fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
             .args(["--quick", "--host-bin"])
             .arg(root.join("target/debug/hubhost")))?;
     }
-    if !root
-        .join("node_modules/@microsoft/signalr-protocol-msgpack")
-        .exists()
-    {
+    // The newest of package.json's packages tell whether node_modules is up to date.
+    let installed = ["@microsoft/signalr-protocol-msgpack", "typescript"]
+        .iter()
+        .all(|package| root.join("node_modules").join(package).exists());
+    if !installed {
         run(Command::new("npm").arg("ci").current_dir(root))?;
     }
     let python = python_client(root)?;
