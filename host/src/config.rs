@@ -106,6 +106,12 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_MAX_PARALLEL_INVOCATIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_parallel_invocations: u32,
 
+    /// Streams one connection may have open at once, to it (`connection.stream`) and from it
+    /// (uploads) together; further ones are refused with an error completion. ASP.NET sets no
+    /// such limit, but each open stream costs a hub call per step.
+    #[arg(long, env = "HUBHOST_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams: u32,
+
     /// Negotiated connections that may wait for their transport at once; past it, negotiate
     /// answers 503 (a flood of negotiations cannot grow memory without bound).
     #[arg(long, env = "HUBHOST_MAX_PENDING_NEGOTIATIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]

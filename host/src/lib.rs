@@ -253,6 +253,7 @@ pub async fn run_with_native_hubs(
             outbox_capacity: config.outbox as usize,
             rate_limit: config.rate_limit,
             max_parallel_invocations: config.max_parallel_invocations as usize,
+            max_streams: config.max_streams as usize,
         },
         shutdown: stop.clone(),
         draining: CancellationToken::new(),

@@ -305,7 +305,13 @@ where
                 target,
                 arguments,
                 stream_ids,
-            } => match (self.refusal(&target), stream_ids.first()) {
+            } => match (
+                self.refusal(&target).or_else(|| {
+                    let opening = !stream_ids.is_empty();
+                    self.too_many_streams(&target, opening, streams.len() + uploads.len())
+                }),
+                stream_ids.first(),
+            ) {
                 (Some(error), _) => {
                     self.complete(protocol, Finished::refused(invocation_id, error));
                 }
@@ -349,7 +355,9 @@ where
                         stream_ids.len()
                     ))
                 } else {
-                    self.refusal(&target)
+                    self.refusal(&target).or_else(|| {
+                        self.too_many_streams(&target, true, streams.len() + uploads.len())
+                    })
                 };
                 match refusal {
                     Some(error) => {
@@ -451,6 +459,16 @@ where
             ));
         }
         None
+    }
+
+    /// The refusal of a stream past `--max-streams` (`open` run already), if `opening` one.
+    fn too_many_streams(&self, target: &str, opening: bool, open: usize) -> Option<String> {
+        let limit = self.context.settings.max_streams;
+        (opening && open >= limit).then(|| {
+            format!(
+                "An unexpected error occurred invoking '{target}' on the server. HubException: Too many streams: at most {limit} may be open at once per connection."
+            )
+        })
     }
 
     /// Queues the Completion of a stream that ended; `true` if the hub aborted the connection.

@@ -66,6 +66,8 @@ pub struct Settings {
     /// Invocations of one connection running at once (ASP.NET's
     /// `MaximumParallelInvocationsPerClient`, default 1).
     pub max_parallel_invocations: usize,
+    /// Streams (to the client and from it) one connection may have open at once.
+    pub max_streams: usize,
 }
 
 /// The hub side of a session: what it asks when a client connects, invokes and leaves. The

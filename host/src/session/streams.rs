@@ -65,6 +65,11 @@ impl Streams {
         self.0.is_some()
     }
 
+    /// How many run.
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |r| r.cancels.len())
+    }
+
     /// Starts streaming `method(arguments)` to the client under `invocation_id`.
     pub(super) fn start(
         &mut self,

@@ -34,6 +34,7 @@ fn settings() -> Settings {
         outbox_capacity: 64,
         rate_limit: 0,
         max_parallel_invocations: 1,
+        max_streams: 100,
     }
 }
 
@@ -1001,4 +1002,33 @@ async fn a_full_upload_buffer_stops_the_read_loop_until_the_hub_takes_an_item() 
     ];
     answers.sort();
     assert_eq!(answers, [completion("1", "12"), completion("e", "1")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_past_the_limit_are_refused_and_others_go_on() {
+    let h = harness(Settings {
+        max_streams: 2,
+        ..settings()
+    });
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    client.stream("a", "Count", "5, 60000");
+    client.invoke_upload("b", "Sum", "s");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("a", "0")));
+    client.stream("c", "Count", "5, 60000");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some(
+            "{\"type\":3,\"invocationId\":\"c\",\"error\":\"An unexpected error occurred invoking 'Count' on the server. HubException: Too many streams: at most 2 may be open at once per connection.\"}"
+        )
+    );
+    // Plain invocations are not streams.
+    client.invoke("e", "Echo", "1");
+    assert_eq!(client.next_not_ping().await, Some(completion("e", "1")));
+    // Once one ends, another may open.
+    client.send("{\"type\":3,\"invocationId\":\"s\"}\u{1e}");
+    assert_eq!(client.next_not_ping().await, Some(completion("b", "0")));
+    client.stream("d", "Count", "1");
+    assert_eq!(client.next_not_ping().await, Some(stream_item("d", "0")));
+    assert_eq!(client.next_not_ping().await, Some(void_completion("d")));
 }

@@ -48,6 +48,11 @@ impl Uploads {
         self.0.is_some()
     }
 
+    /// How many run.
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |r| r.futures.len())
+    }
+
     /// Whether an event waits for room (and the session must not read more).
     pub(super) fn is_blocked(&self) -> bool {
         self.0.as_ref().is_some_and(|r| r.waiting.is_some())
