@@ -156,3 +156,18 @@ fn a_hub_asking_for_more_instances_than_the_host_has_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn only_hubs_whose_code_reads_the_request_get_it_kept() {
+    let runtime =
+        HubRuntime::new(RuntimeConfig::default(), Arc::new(MemoryState::new())).expect("runtime");
+    let chat = runtime
+        .compile(HubName::new("chat"), &chat_wasm())
+        .expect("chat");
+    assert!(!chat.reads_request(), "chat never calls ctx.request()");
+    let features = chat_wasm().with_file_name("../test-hubs/features.wasm");
+    let features = runtime
+        .compile(HubName::new("features"), &features)
+        .expect("features (cargo xtask hubs builds it)");
+    assert!(features.reads_request());
+}

@@ -68,6 +68,9 @@ pub struct LoadedHub {
     code: Code,
     limits: HubLimits,
     state: Arc<dyn StateStore>,
+    /// Whether its code can read the request that opened a connection (it imports `caller`):
+    /// connections keep the request only for such hubs.
+    reads_request: bool,
     /// What `describe` answered, asked once on first need; `None` for a hub that describes
     /// nothing (contract 0.1, a native hub) or failed to.
     methods: tokio::sync::OnceCell<Option<Arc<[MethodInfo]>>>,
@@ -105,6 +108,7 @@ impl LoadedHub {
         path: PathBuf,
         pre: Pre,
         limits: HubLimits,
+        reads_request: bool,
         shared: Shared,
     ) -> Self {
         let Shared {
@@ -126,6 +130,7 @@ impl LoadedHub {
             })),
             limits,
             state,
+            reads_request,
             methods: tokio::sync::OnceCell::new(),
         }
     }
@@ -141,6 +146,8 @@ impl LoadedHub {
             code: Code::Native(code),
             limits,
             state,
+            // Native hubs (loadgen's) read no request.
+            reads_request: false,
             methods: tokio::sync::OnceCell::new(),
         }
     }
@@ -160,6 +167,11 @@ impl LoadedHub {
             Code::Wasm(wasm) => Some(&wasm.path),
             Code::Native(_) => None,
         }
+    }
+
+    /// Whether the hub's code can read a connection's opening request (`ctx.request()`).
+    pub fn reads_request(&self) -> bool {
+        self.reads_request
     }
 
     /// The contract version the hub was built against (`native` for a native hub).

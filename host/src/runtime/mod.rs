@@ -334,6 +334,12 @@ impl HubRuntime {
         let component = Component::from_file(&self.engine, path)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        // Connections keep their opening request only for hubs that can read it: the
+        // component imports `caller` only if its code calls into it.
+        let reads_request = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("hubhost:hub/caller@"));
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -359,6 +365,7 @@ impl HubRuntime {
             path.to_owned(),
             pre,
             limits,
+            reads_request,
             hub::Shared {
                 config: self.config.clone(),
                 state: self.state.clone(),

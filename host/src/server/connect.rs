@@ -45,7 +45,7 @@ fn connection(
     connection_id: ConnectionId,
     identity: Identity,
     transport: Transport,
-    request: Arc<Request>,
+    request: Option<Arc<Request>>,
 ) -> Connection {
     Connection {
         caller: Caller {
@@ -53,7 +53,7 @@ fn connection(
             connection_id,
             user_id: identity.user_id,
             claims: identity.claims,
-            request: Some(request),
+            request,
         },
         max_message_size: loaded.limits().max_message_size,
         transport: transport.features(),
@@ -91,12 +91,15 @@ pub(super) async fn connect(
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
-    // Kept for hubs that read it (`caller.request`); built only when a connection starts.
+    // Kept only for hubs that can read it (`caller.request`), built when a connection starts:
+    // every connection holds it for its whole life.
     let request = || {
-        Arc::new(Request::new(
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-            raw_query.as_deref().unwrap_or_default(),
-        ))
+        loaded.reads_request().then(|| {
+            Arc::new(Request::new(
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+                raw_query.as_deref().unwrap_or_default(),
+            ))
+        })
     };
     let transport = if upgrade.is_ok() {
         Transport::WebSockets
