@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::runtime::{
-    Answer, Call, CallError, CallOutcome, Effect, HubError, HubRuntime, LoadedHub, StreamNext,
-    UploadEvent, UploadStep,
+    Answer, Call, CallError, CallOutcome, Effect, HubError, HubRuntime, LoadedHub, MethodInfo,
+    StreamNext, UploadEvent, UploadStep,
 };
 use crate::types::Caller;
 
@@ -51,15 +51,8 @@ pub struct Streamed {
     pub error: Option<ErrorText>,
 }
 
-/// ASP.NET's refusal when a client sends `sent` streams to a method that takes another number.
-fn expects_uploads(
-    methods: Option<&[crate::runtime::MethodInfo]>,
-    method: &str,
-    sent: usize,
-) -> Result<(), ErrorText> {
-    let expected = methods
-        .and_then(|m| m.iter().find(|m| m.name.eq_ignore_ascii_case(method)))
-        .map_or(0, crate::runtime::MethodInfo::uploads);
+/// ASP.NET's refusal when a client sends `sent` streams to a method that takes `expected`.
+fn expects_uploads(method: &str, expected: usize, sent: usize) -> Result<(), ErrorText> {
     if sent == expected {
         return Ok(());
     }
@@ -68,15 +61,37 @@ fn expects_uploads(
     ))
 }
 
-/// Whether the hub's description names `method` as streaming: `Some(true)` streaming,
-/// `Some(false)` plain, `None` no such method. Hubs that describe nothing stream nothing.
-fn streams(methods: Option<&[crate::runtime::MethodInfo]>, method: &str) -> Option<bool> {
-    match methods {
-        None => Some(false),
-        Some(methods) => methods
-            .iter()
-            .find(|m| m.name.eq_ignore_ascii_case(method))
-            .map(|m| m.streaming),
+/// What a hub's description says of one method.
+enum Described<'a> {
+    /// The hub describes nothing (contract 0.1): plain methods only, none known by name.
+    Nothing,
+    /// The hub has no such method.
+    Missing,
+    Method(&'a MethodInfo),
+}
+
+impl<'a> Described<'a> {
+    /// Looks `method` up in what the hub described, matching names as SignalR does.
+    fn find(methods: Option<&'a [MethodInfo]>, method: &str) -> Self {
+        let Some(methods) = methods else {
+            return Self::Nothing;
+        };
+        match methods.iter().find(|m| m.name.eq_ignore_ascii_case(method)) {
+            Some(info) => Self::Method(info),
+            None => Self::Missing,
+        }
+    }
+
+    fn streams(&self) -> bool {
+        matches!(self, Self::Method(info) if info.streaming)
+    }
+
+    /// How many streams the method takes from the client.
+    fn uploads(&self) -> usize {
+        match self {
+            Self::Method(info) => info.uploads(),
+            Self::Nothing | Self::Missing => 0,
+        }
     }
 }
 
@@ -129,12 +144,13 @@ impl Dispatcher {
             return Replied::error(method_not_found(method));
         };
         let methods = hub.methods(caller).await;
-        if streams(methods.as_deref(), method) == Some(true) {
+        let described = Described::find(methods.as_deref(), method);
+        if described.streams() {
             return Replied::error(format!(
                 "The client attempted to invoke the streaming '{method}' method with a non-streaming invocation."
             ));
         }
-        if let Err(error) = expects_uploads(methods.as_deref(), method, 0) {
+        if let Err(error) = expects_uploads(method, described.uploads(), 0) {
             return Replied::error(error);
         }
         let outcome = self
@@ -182,14 +198,15 @@ impl Dispatcher {
         let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
             return Replied::error(method_not_found(method));
         };
-        match streams(hub.methods(caller).await.as_deref(), method) {
-            Some(true) => {}
-            Some(false) => {
+        let methods = hub.methods(caller).await;
+        match Described::find(methods.as_deref(), method) {
+            Described::Missing => return Replied::error(method_not_found(method)),
+            described if !described.streams() => {
                 return Replied::error(format!(
                     "The client attempted to invoke the non-streaming '{method}' method with a streaming invocation."
                 ));
             }
-            None => return Replied::error(method_not_found(method)),
+            _ => {}
         }
         let call = Call::Stream {
             method,
@@ -239,13 +256,10 @@ impl Dispatcher {
             return Err(method_not_found(method));
         };
         let methods = hub.methods(caller).await;
-        if methods
-            .as_deref()
-            .is_some_and(|m| !m.iter().any(|m| m.name.eq_ignore_ascii_case(method)))
-        {
-            return Err(method_not_found(method));
+        match Described::find(methods.as_deref(), method) {
+            Described::Missing => Err(method_not_found(method)),
+            described => expects_uploads(method, described.uploads(), sent),
         }
-        expects_uploads(methods.as_deref(), method, sent)
     }
 
     /// One event of an upload to `method`, with the state the previous one returned.
@@ -283,7 +297,7 @@ impl Dispatcher {
     }
 
     /// The hub's methods as it describes them (`None`: it describes nothing, as 0.1 hubs).
-    pub async fn methods(&self, caller: &Caller) -> Option<Arc<[crate::runtime::MethodInfo]>> {
+    pub async fn methods(&self, caller: &Caller) -> Option<Arc<[MethodInfo]>> {
         self.runtime.hub(caller.hub.as_str())?.methods(caller).await
     }
 
