@@ -40,6 +40,21 @@ fn admit(
     Ok((loaded, identity))
 }
 
+/// The hub and the connection token of a request about a connection already started (a POST,
+/// a DELETE), or the answer that refuses it.
+fn admit_token<'q>(
+    app: &AppState,
+    hub: &str,
+    headers: &HeaderMap,
+    query: &'q HashMap<String, String>,
+) -> Result<(Arc<LoadedHub>, &'q String), Box<Response>> {
+    let (loaded, _) = admit(app, hub, headers, query)?;
+    let token = query
+        .get("id")
+        .ok_or_else(|| Box::new(text(StatusCode::BAD_REQUEST, ID_REQUIRED)))?;
+    Ok((loaded, token))
+}
+
 fn connection(
     loaded: &LoadedHub,
     connection_id: ConnectionId,
@@ -209,12 +224,9 @@ pub(super) async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (loaded, _) = match admit(&app, &hub, &headers, &query) {
+    let (loaded, token) = match admit_token(&app, &hub, &headers, &query) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
-    };
-    let Some(token) = query.get("id") else {
-        return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
     };
     let inbox = match app.connections.find(loaded.name(), token) {
         Found::Unknown => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
@@ -251,12 +263,9 @@ pub(super) async fn end(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (loaded, _) = match admit(&app, &hub, &headers, &query) {
+    let (loaded, token) = match admit_token(&app, &hub, &headers, &query) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
-    };
-    let Some(token) = query.get("id") else {
-        return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
     };
     match app.connections.find(loaded.name(), token) {
         Found::Unknown => text(StatusCode::NOT_FOUND, NO_CONNECTION),
