@@ -164,6 +164,17 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_NO_DEMO")]
     pub no_demo: bool,
 
+    /// Serve this folder's files at `/` instead of the demo page (an application's own page,
+    /// from the same origin as its hubs, as IIS served it).
+    #[arg(long = "static", env = "HUBHOST_STATIC", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Secret that signs SignalR 2 connection tokens (`/signalr`). Hosts behind one load
+    /// balancer need the same, so a client's requests may reach any of them. Default: a key
+    /// of this process only.
+    #[arg(long, env = "HUBHOST_SIGNALR2_TOKEN_KEY", hide_env_values = true)]
+    pub signalr2_token_key: Option<String>,
+
     /// Log format.
     #[arg(long, env = "HUBHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -40,6 +40,16 @@ impl<T> Replied<T> {
     }
 }
 
+/// Why an invocation failed, before it is worded for a client.
+#[derive(Debug)]
+pub enum Failure {
+    /// The call failed (or the hub has no such method).
+    Call(CallError),
+    /// The invocation does not fit the method (a streaming one called plainly, one that takes
+    /// uploads called without them); ASP.NET's text.
+    Refused(ErrorText),
+}
+
 /// One step of a stream, ready for the client.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Streamed {
@@ -140,18 +150,42 @@ impl Dispatcher {
         method: &str,
         arguments: &str,
     ) -> Replied<Option<String>> {
+        let (reply, abort) = self.invoke_unworded(caller, method, arguments).await;
+        Replied {
+            reply: reply.map_err(|failure| match failure {
+                Failure::Call(e) => self.error_text(&e, method),
+                Failure::Refused(text) => text,
+            }),
+            abort,
+        }
+    }
+
+    /// Invokes a hub method and gives its failure as it is (logged), for a dialect that words
+    /// failures its own way (SignalR 2); the flag is the hub's abort.
+    pub async fn invoke_unworded(
+        &self,
+        caller: &Caller,
+        method: &str,
+        arguments: &str,
+    ) -> (Result<Option<String>, Failure>, bool) {
         let Some(hub) = self.runtime.hub(caller.hub.as_str()) else {
-            return Replied::error(method_not_found(method));
+            return (
+                Err(Failure::Call(CallError::Hub(HubError::MethodNotFound))),
+                false,
+            );
         };
         let methods = hub.methods(caller).await;
         let described = Described::find(methods.as_deref(), method);
         if described.streams() {
-            return Replied::error(format!(
-                "The client attempted to invoke the streaming '{method}' method with a non-streaming invocation."
-            ));
+            return (
+                Err(Failure::Refused(format!(
+                    "The client attempted to invoke the streaming '{method}' method with a non-streaming invocation."
+                ))),
+                false,
+            );
         }
         if let Err(error) = expects_uploads(method, described.uploads(), 0) {
-            return Replied::error(error);
+            return (Err(Failure::Refused(error)), false);
         }
         let outcome = self
             .call(&hub, caller, Call::Invoke { method, arguments })
@@ -164,7 +198,16 @@ impl Dispatcher {
             )),
             Err(e) => Err(e),
         };
-        self.replied(reply, abort, method, caller, &hub)
+        let reply = reply.map_err(|e| {
+            self.log_failure(&e, method, caller, &hub);
+            Failure::Call(e)
+        });
+        (reply, abort)
+    }
+
+    /// Whether callers see the causes of unexpected failures (`--detailed-errors`).
+    pub fn detailed_errors(&self) -> bool {
+        self.detailed_errors
     }
 
     /// A call's reply for the client: failures logged and worded as ASP.NET words a failed

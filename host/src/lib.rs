@@ -56,6 +56,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod signalr2;
 pub mod state;
 pub mod template;
 pub mod transport;
@@ -84,6 +85,8 @@ use runtime::{HubRuntime, RuntimeConfig};
 use server::public_url::PublicUrl;
 use server::{AppState, LongPollingSettings};
 use session::{SessionContext, Settings};
+use signalr2::Signalr2;
+use signalr2::token::TokenKey;
 use state::memory::MemoryState;
 use state::redis::RedisState;
 use state::{Quota, StateStore};
@@ -244,7 +247,7 @@ pub async fn run_with_native_hubs(
     ));
     let sessions = Arc::new(SessionContext {
         metrics: dispatcher.metrics().clone(),
-        hubs: dispatcher,
+        hubs: dispatcher.clone(),
         router: router.clone(),
         settings: Settings {
             keep_alive: config.keep_alive,
@@ -279,6 +282,22 @@ pub async fn run_with_native_hubs(
             disconnect_timeout: config.disconnect_timeout,
         },
         auth: authenticator(&config)?,
+        signalr2: Signalr2::new(
+            dispatcher,
+            signalr2::Settings {
+                keep_alive: config.keep_alive,
+                disconnect_timeout: config.disconnect_timeout,
+                poll_timeout: config.long_polling_timeout,
+                max_message_size: config.max_message_size,
+                outbox_capacity: config.outbox as usize,
+            },
+            config
+                .signalr2_token_key
+                .as_deref()
+                .map_or_else(TokenKey::random, TokenKey::from_secret),
+            sessions.draining.clone(),
+            sessions.sessions.clone(),
+        ),
     });
 
     let sweeper = {
@@ -295,11 +314,18 @@ pub async fn run_with_native_hubs(
         })
     };
 
-    let routes = server::routes(app, !config.no_demo, &config.allowed_origins);
+    let site = match (&config.static_dir, config.no_demo) {
+        (Some(dir), _) => server::Site::Static(dir.clone()),
+        (None, false) => server::Site::Demo,
+        (None, true) => server::Site::Nothing,
+    };
+    let routes = server::routes(app, site, &config.allowed_origins);
     let address = listener.local_addr().context("listener has no address")?;
     tracing::info!(%address, hubs = ?loaded.iter().map(|h| h.as_str()).collect::<Vec<_>>(), "hubhost listening");
-    if !config.no_demo {
-        tracing::info!("demo page: http://{address}/");
+    match &config.static_dir {
+        Some(dir) => tracing::info!("serving {} at http://{address}/", dir.display()),
+        None if !config.no_demo => tracing::info!("demo page: http://{address}/"),
+        None => {}
     }
     // Small frames must not wait for the previous one's acknowledgement (Nagle's algorithm
     // and the peer's delayed ACK would hold them up to 40 ms).

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub long_polling: LongPollingSettings,
     /// Checks bearer tokens.
     pub auth: Authenticator,
+    /// The SignalR 2 endpoints' connections.
+    pub signalr2: Arc<crate::signalr2::Signalr2>,
 }
 
 /// Timeouts of long polling (ASP.NET's defaults: 90 s and 15 s).
@@ -50,8 +52,18 @@ pub struct LongPollingSettings {
     pub disconnect_timeout: std::time::Duration,
 }
 
+/// What `/` serves.
+#[derive(Debug, Clone)]
+pub enum Site {
+    /// The demo chat page.
+    Demo,
+    /// A folder of static files (`--static`), as IIS serves an application's own pages.
+    Static(std::path::PathBuf),
+    Nothing,
+}
+
 /// Builds the routes. `origins` lists the browser origins allowed (empty: any).
-pub fn routes(app: Arc<AppState>, demo: bool, origins: &[String]) -> Router {
+pub fn routes(app: Arc<AppState>, site: Site, origins: &[String]) -> Router {
     // Browsers send credentials and SignalR's own headers on negotiate, so the allowed origin is
     // echoed rather than `*`.
     let allowed: Vec<HeaderValue> = origins
@@ -73,14 +85,41 @@ pub fn routes(app: Arc<AppState>, demo: bool, origins: &[String]) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/{hub}/negotiate", post(negotiate::negotiate))
+        .route("/signalr/{action}", any(crate::signalr2::routes::handle))
         .route(
             "/{hub}",
             get(connect::connect)
                 .post(connect::send)
                 .delete(connect::end),
         );
-    if demo {
-        router = router.route("/", get(|| async { Html(DEMO_PAGE) }));
+    match site {
+        Site::Demo => router = router.route("/", get(|| async { Html(DEMO_PAGE) })),
+        Site::Static(dir) => {
+            let files = tower_http::services::ServeDir::new(dir);
+            router = router.fallback_service(files.clone());
+            // A top-level file (`/app.js`) has the shape of a hub's path (`/{hub}`): it is a
+            // file unless a hub has that name.
+            let runtime = app.runtime.clone();
+            let files_first = axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let files = files.clone();
+                    let runtime = runtime.clone();
+                    async move {
+                        if is_top_level_file(&request, &runtime) {
+                            use tower::ServiceExt;
+                            match files.oneshot(request).await {
+                                Ok(response) => response.into_response(),
+                                Err(never) => match never {},
+                            }
+                        } else {
+                            next.run(request).await
+                        }
+                    }
+                },
+            );
+            router = router.layer(files_first);
+        }
+        Site::Nothing => {}
     }
     let origin_check = axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -98,6 +137,20 @@ pub fn routes(app: Arc<AppState>, demo: bool, origins: &[String]) -> Router {
         },
     );
     router.layer(origin_check).layer(cors).with_state(app)
+}
+
+/// A GET for `/{name}` where no hub is named `name` (and no route of the host's own).
+fn is_top_level_file(request: &axum::extract::Request, runtime: &HubRuntime) -> bool {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return false;
+    }
+    let Some(name) = request.uri().path().strip_prefix('/') else {
+        return false;
+    };
+    !name.is_empty()
+        && !name.contains('/')
+        && !matches!(name, "healthz" | "readyz" | "metrics")
+        && runtime.hub(name).is_none()
 }
 
 async fn healthz() -> &'static str {
@@ -343,7 +396,7 @@ fn bearer<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Opt
 }
 
 /// 401 for a token that does not verify (or a missing one), with ASP.NET's challenge.
-fn unauthorized(error: &AuthError) -> Response {
+pub(crate) fn unauthorized(error: &AuthError) -> Response {
     tracing::debug!("refused a token: {error}");
     let challenge = HeaderValue::from_str(&error.challenge())
         .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));

@@ -1,0 +1,355 @@
+//! A SignalR 2 connection: it outlives the requests that carry it.
+//!
+//! In SignalR 2 a connection is not a socket: it starts at `/connect`, may go through several
+//! transport requests (reconnects, long polls), and ends at `/abort` or when no request has
+//! been attached to it for the disconnect timeout. A [`Persistent`] connection holds what
+//! those requests share: its [`Mailbox`] (what it was sent, numbered, so a reconnecting
+//! client gets what it missed), the queue of its invocations, and who is attached.
+//!
+//! Its task ([`run`]) registers it with the router in each hub it listed in `connectionData`,
+//! runs the hubs' `on-connected` at `/start`, runs invocations one at a time in the order
+//! they came, and unregisters it (running `on-disconnected`) when it ends. A pump moves what
+//! the registry delivers into the mailbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Signalr2;
+use super::mailbox::Mailbox;
+use super::message::{self, HubRequest, Outcome};
+use super::names;
+use super::protocol::Signalr2Protocol;
+use crate::dispatcher::Failure;
+use crate::protocol::Frame;
+use crate::registry::{ConnectionHandle, Outbound, OutboxReceiver, OutboxSender, outbox};
+use crate::runtime::{CallError, HubError};
+use crate::types::{Caller, ConnectionId, HubName};
+
+/// Invocations queued for one connection before `/send` and the WebSocket wait.
+const QUEUED_REQUESTS: usize = 16;
+
+/// What a connection's requests ask of its task.
+#[derive(Debug)]
+pub enum Request {
+    /// `/start`: run the hubs' `on-connected` (once), then answer.
+    Start {
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A hub invocation; its response goes to `reply` (`/send`) or into the mailbox
+    /// (WebSockets).
+    Invoke {
+        request: HubRequest,
+        reply: Option<oneshot::Sender<String>>,
+    },
+}
+
+/// One SignalR 2 connection.
+pub struct Persistent {
+    pub id: ConnectionId,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    pub claims: Vec<(String, String)>,
+    /// The hubs it named in `connectionData`: it receives their client calls.
+    pub hubs: Vec<HubName>,
+    pub mailbox: Mailbox,
+    requests: mpsc::Sender<Request>,
+    /// Cancelled when the connection ends, whatever ended it.
+    pub ended: CancellationToken,
+    presence: Mutex<Presence>,
+    presence_changed: Notify,
+}
+
+/// Who is attached: requests carrying the connection now, and since when none has been.
+struct Presence {
+    attached: usize,
+    idle_since: Instant,
+    /// The newest request's token: a newer request ends the older one, as in SignalR 2.
+    newest: CancellationToken,
+}
+
+/// A transport request carrying the connection; dropping it detaches it.
+pub struct Attachment {
+    connection: Arc<Persistent>,
+    /// Cancelled when a newer request takes the connection over.
+    pub superseded: CancellationToken,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let mut presence = self.connection.presence.lock();
+        presence.attached -= 1;
+        if presence.attached == 0 {
+            presence.idle_since = Instant::now();
+        }
+        drop(presence);
+        self.connection.presence_changed.notify_waiters();
+    }
+}
+
+/// Why a request could not be handed to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection has ended")]
+pub struct Ended;
+
+impl Persistent {
+    /// A connection and the receiving end of its requests (for [`run`]).
+    pub fn new(
+        id: ConnectionId,
+        user: Option<String>,
+        claims: Vec<(String, String)>,
+        hubs: Vec<HubName>,
+    ) -> (Arc<Self>, mpsc::Receiver<Request>) {
+        let (requests, receiver) = mpsc::channel(QUEUED_REQUESTS);
+        let connection = Arc::new(Self {
+            id,
+            user,
+            claims,
+            hubs,
+            mailbox: Mailbox::new(),
+            requests,
+            ended: CancellationToken::new(),
+            presence: Mutex::new(Presence {
+                attached: 0,
+                idle_since: Instant::now(),
+                newest: CancellationToken::new(),
+            }),
+            presence_changed: Notify::new(),
+        });
+        (connection, receiver)
+    }
+
+    /// Attaches a transport request, superseding the one attached before it.
+    pub fn attach(self: &Arc<Self>) -> Attachment {
+        let superseded = CancellationToken::new();
+        let mut presence = self.presence.lock();
+        presence.attached += 1;
+        let older = std::mem::replace(&mut presence.newest, superseded.clone());
+        drop(presence);
+        older.cancel();
+        self.presence_changed.notify_waiters();
+        Attachment {
+            connection: self.clone(),
+            superseded,
+        }
+    }
+
+    /// Hands a request to the connection's task, waiting for room (so a client that sends
+    /// faster than its hub answers is slowed, not buffered without bound).
+    pub async fn request(&self, request: Request) -> Result<(), Ended> {
+        tokio::select! {
+            sent = self.requests.send(request) => sent.map_err(|_| Ended),
+            () = self.ended.cancelled() => Err(Ended),
+        }
+    }
+
+    /// The caller of a hub call made for this connection.
+    fn caller(&self, hub: &HubName) -> Caller {
+        Caller {
+            hub: hub.clone(),
+            connection_id: self.id.clone(),
+            user_id: self.user.clone(),
+            claims: self.claims.clone(),
+            request: None,
+        }
+    }
+
+    /// Returns once no request has been attached for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.presence_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let idle_since = {
+                let presence = self.presence.lock();
+                (presence.attached == 0).then_some(presence.idle_since)
+            };
+            match idle_since {
+                Some(since) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(since + timeout) => return,
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// `/abort`, the hub's abort, or the hub went away.
+    Ended,
+    TimedOut,
+    ShuttingDown,
+}
+
+/// Serves a connection to its end.
+pub async fn run(
+    service: Arc<Signalr2>,
+    connection: Arc<Persistent>,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    let (sender, receiver) = outbox(service.settings.outbox_capacity);
+    for hub in &connection.hubs {
+        let legacy = names::legacy_name(hub);
+        let handle = ConnectionHandle {
+            id: connection.id.clone(),
+            user: connection.user.clone(),
+            protocol: Signalr2Protocol::for_hub(&legacy),
+            outbox: sender.clone(),
+            cancel: connection.ended.clone(),
+        };
+        Box::pin(service.router.connect(hub, handle)).await;
+    }
+    let pump = tokio::spawn(pump(receiver, connection.clone()));
+    let mut started = false;
+    let end = loop {
+        tokio::select! {
+            () = connection.ended.cancelled() => break End::Ended,
+            () = service.draining.cancelled() => break End::ShuttingDown,
+            () = connection.idle_for(service.settings.disconnect_timeout) => break End::TimedOut,
+            request = requests.recv() => match request {
+                None => break End::Ended,
+                Some(Request::Start { done }) => {
+                    let result = if started { Ok(()) } else { start(&service, &connection).await };
+                    started = result.is_ok();
+                    let _ = done.send(result);
+                }
+                Some(Request::Invoke { request, reply }) => {
+                    let (response, abort) = invoke(&service, &connection, &request).await;
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(response);
+                        }
+                        None => respond(&sender, response).await,
+                    }
+                    if abort {
+                        break End::Ended;
+                    }
+                }
+            },
+        }
+    };
+    tracing::debug!(connection = %connection.id, ?end, "SignalR 2 connection ended");
+    connection.ended.cancel();
+    service.forget(&connection);
+    for hub in &connection.hubs {
+        Box::pin(service.router.disconnect(hub, &connection.id)).await;
+    }
+    if started {
+        for hub in &connection.hubs {
+            service
+                .dispatcher
+                .disconnected(&connection.caller(hub), None)
+                .await;
+        }
+    }
+    pump.abort();
+}
+
+/// Runs `on-connected` of each hub the connection named.
+async fn start(service: &Signalr2, connection: &Persistent) -> Result<(), String> {
+    for hub in &connection.hubs {
+        service
+            .dispatcher
+            .connected(&connection.caller(hub))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Queues a response behind what the hub sent during the call, so the client sees them in
+/// the order they happened.
+async fn respond(sender: &OutboxSender, response: String) {
+    sender.room(1).await;
+    let _ = sender.try_send(Outbound::Frame(Frame::text(response)));
+}
+
+/// Runs one invocation; the response, and whether the hub aborted the connection.
+async fn invoke(
+    service: &Signalr2,
+    connection: &Persistent,
+    request: &HubRequest,
+) -> (String, bool) {
+    let hubs = service.dispatcher.runtime().hub_names();
+    let Some(hub) = names::resolve(&hubs, &request.hub) else {
+        // SignalR 2 throws (no response at all); an error response tells the caller why.
+        let outcome = Outcome::Error {
+            text: format!("'{}' Hub could not be resolved.", request.hub),
+            hub_exception: false,
+        };
+        return (message::hub_response(&request.id, &outcome), false);
+    };
+    let caller = connection.caller(&hub);
+    let (reply, abort) = service
+        .dispatcher
+        .invoke_unworded(&caller, &request.method, request.arguments.get())
+        .await;
+    let outcome = match reply {
+        Ok(None) => Outcome::Void,
+        Ok(Some(value)) => Outcome::Value(value),
+        Err(Failure::Call(CallError::Hub(HubError::Rejected(text)))) => Outcome::Error {
+            text,
+            hub_exception: true,
+        },
+        Err(failure) => Outcome::Error {
+            text: error_text(&failure, request, service.dispatcher.detailed_errors()),
+            hub_exception: false,
+        },
+    };
+    (message::hub_response(&request.id, &outcome), abort)
+}
+
+/// A failure as SignalR 2 words it: one masked text unless detailed errors are on.
+fn error_text(failure: &Failure, request: &HubRequest, detailed: bool) -> String {
+    let method = &request.method;
+    if !detailed {
+        return format!(
+            "There was an error invoking Hub method '{}.{method}'.",
+            request.hub
+        );
+    }
+    match failure {
+        Failure::Call(CallError::Hub(HubError::MethodNotFound)) => {
+            format!("'{method}' method could not be resolved. No method found with that name.")
+        }
+        Failure::Call(CallError::Hub(HubError::InvalidArguments(text))) => {
+            format!("'{method}' method could not be resolved: {text}")
+        }
+        Failure::Call(CallError::Hub(HubError::Failed(exception))) => exception.message.clone(),
+        Failure::Call(other) => other.to_string(),
+        Failure::Refused(text) => text.clone(),
+    }
+}
+
+/// Moves what the registry delivers into the mailbox; a Close (the hub went away) ends the
+/// connection.
+async fn pump(mut receiver: OutboxReceiver, connection: Arc<Persistent>) {
+    let mut batch = Vec::new();
+    while receiver.recv_batch(&mut batch, 64).await {
+        for outbound in batch.drain(..) {
+            match outbound {
+                Outbound::Frame(frame) => connection.mailbox.push(frame.bytes()),
+                Outbound::KeepAlive(_) => {}
+                Outbound::Close(_) => connection.ended.cancel(),
+            }
+        }
+    }
+}
+
+/// The init response and what follows a cursor share this: frames in, persistent response out.
+pub fn persistent(cursor: &str, messages: &[Bytes], flags: message::Flags) -> Bytes {
+    Bytes::from(message::persistent_response(
+        cursor,
+        messages.iter().map(|m| &m[..]),
+        flags,
+    ))
+}
