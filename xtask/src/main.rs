@@ -182,9 +182,14 @@ fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
             .arg(root.join("target/debug/hubhost")))?;
     }
     // The newest of package.json's packages tell whether node_modules is up to date.
-    let installed = ["@microsoft/signalr-protocol-msgpack", "typescript"]
-        .iter()
-        .all(|package| root.join("node_modules").join(package).exists());
+    let installed = [
+        "@microsoft/signalr-protocol-msgpack",
+        "typescript",
+        "signalr",
+        "jquery",
+    ]
+    .iter()
+    .all(|package| root.join("node_modules").join(package).exists());
     if !installed {
         run(Command::new("npm").arg("ci").current_dir(root))?;
     }

@@ -1,0 +1,230 @@
+// The SignalR 2 endpoints (/signalr/...) with a raw client: the exact answers of SignalR 2 to
+// good and bad requests, and other clients unaffected by the bad ones.
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+
+import WebSocket from "ws";
+
+import { connect } from "./support/client.mjs";
+import { startHost } from "./support/host.mjs";
+import { jwt } from "./support/jwt.mjs";
+import { CLIENT_PROTOCOL, hubsData, negotiate, openLongPolling, openWebSocket, query } from "./support/signalr2.mjs";
+
+const SECRET = "signalr2-test-secret";
+const token = (sub) => jwt({ sub, exp: Math.floor(Date.now() / 1000) + 600 }, SECRET);
+
+describe("SignalR 2 endpoints", () => {
+  let host;
+  let detailed;
+  let other;
+
+  before(async () => {
+    [host, detailed, other] = await Promise.all([
+      startHost({ hubs: ["chat"], args: ["--jwt-secret", SECRET] }),
+      startHost({ hubs: ["chat"], args: ["--detailed-errors"] }),
+      startHost({ hubs: ["chat"] }),
+    ]);
+  });
+  after(async () => {
+    await Promise.all([host, detailed, other].map((h) => h?.stop()));
+  });
+
+  it("negotiate answers as SignalR 2 does", async () => {
+    const response = await fetch(`${host.url}/signalr/negotiate?${query({ clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("chatHub"), _: Date.now() })}`);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "application/json; charset=UTF-8");
+    const body = await response.json();
+    assert.deepEqual(Object.keys(body).sort(), [
+      "ConnectionId", "ConnectionTimeout", "ConnectionToken", "DisconnectTimeout", "KeepAliveTimeout",
+      "LongPollDelay", "ProtocolVersion", "TransportConnectTimeout", "TryWebSockets", "Url",
+    ]);
+    assert.equal(body.Url, "/signalr");
+    assert.equal(body.ProtocolVersion, "2.0");
+    assert.equal(body.TryWebSockets, true);
+    assert.equal(body.KeepAliveTimeout, 30);
+    assert.match(body.ConnectionId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    const ping = await fetch(`${host.url}/signalr/ping?_=1`);
+    assert.deepEqual(await ping.json(), { Response: "pong" });
+  });
+
+  it("serves the hubs proxy script naming chat.wasm chatHub, with its server methods", async () => {
+    for (const path of ["hubs", "js"]) {
+      const response = await fetch(`${host.url}/signalr/${path}`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("content-type"), "application/javascript; charset=UTF-8");
+      const script = await response.text();
+      assert.match(script, /proxies\["chatHub"\] = this\.createHubProxy\("chatHub"\);/);
+      assert.match(script, /"send": serverMethod\(proxies\["chatHub"\], "Send"\)/);
+      assert.match(script, /"joinRoom": serverMethod\(proxies\["chatHub"\], "JoinRoom"\)/);
+      assert.match(script, /\$\.hubConnection\("\/signalr", \{ useDefaultPath: false \}\)/);
+    }
+  });
+
+  it("long polling: connect, start, send and poll; hub responses, results and errors", async () => {
+    const ana = await openLongPolling(other.url);
+    assert.equal(ana.init.S, 1);
+    assert.deepEqual(ana.init.M, []);
+    assert.deepEqual(ana.started, { Response: "started" });
+    assert.deepEqual(await ana.send("Echo", ["hi"]), { I: "0", R: "hi" });
+    assert.deepEqual(await ana.send("send", ["ana", "lower-case method"]), { I: "1" });
+    const calls = await ana.pollUntil((m) => m.M === "broadcastMessage");
+    assert.deepEqual(calls.find((m) => m.M === "broadcastMessage"), { H: "ChatHub", M: "broadcastMessage", A: ["ana", "lower-case method"] });
+    // A hub's own refusal is a HubException: its text, and H.
+    assert.deepEqual(await ana.send("JoinRoom", [""]), { I: "2", E: "Room names must have 1 to 100 characters.", H: true });
+    // Anything else is masked, naming hub and method as sent.
+    assert.deepEqual(await ana.send("NoSuchMethod", []), { I: "3", E: "There was an error invoking Hub method 'chathub.NoSuchMethod'." });
+    assert.deepEqual(await ana.send("Echo", [1, 2, 3]), { I: "4", E: "There was an error invoking Hub method 'chathub.Echo'." });
+    assert.deepEqual(await ana.send("Echo", ["x"], { hubName: "nohub" }), { I: "5", E: "'nohub' Hub could not be resolved." });
+    assert.deepEqual(await ana.send("Echo", ["still here"]), { I: "6", R: "still here" });
+  });
+
+  it("detailed errors say why, as SignalR 2's do", async () => {
+    const ana = await openLongPolling(detailed.url);
+    assert.deepEqual(await ana.send("NoSuchMethod", []), { I: "0", E: "'NoSuchMethod' method could not be resolved. No method found with that name." });
+    const wrong = await ana.send("Echo", [1, 2, 3]);
+    assert.equal(wrong.I, "1");
+    assert.match(wrong.E, /^'Echo' method could not be resolved: /);
+    assert.deepEqual(await ana.send("JoinRoom", [""]), { I: "2", E: "Room names must have 1 to 100 characters.", H: true });
+  });
+
+  it("a poll is held until a message comes, and a cursor returns what came after it", async () => {
+    const ana = await openLongPolling(other.url);
+    const ben = await openLongPolling(other.url);
+    const start = ana.cursor;
+    // Polls (held while there is nothing) until the message comes.
+    const held = ana.pollUntil((m) => m.M === "broadcastMessage" && m.A[1] === "one");
+    await ben.send("Send", ["ben", "one"]);
+    await held;
+    await ben.send("Send", ["ben", "two"]);
+    // From the start again: both, in order (what a reconnecting client missed).
+    const again = await ana.poll(start);
+    const texts = again.M.filter((m) => m.M === "broadcastMessage").map((m) => m.A[1]);
+    assert.deepEqual(texts, ["one", "two"]);
+    // A cursor this connection never gave means "from now": the next message only.
+    const unknown = ana.poll("d-1B6FE5B1-B,3");
+    await ben.send("Send", ["ben", "three"]);
+    const fromNow = await unknown;
+    assert.deepEqual(fromNow.M.filter((m) => m.M === "broadcastMessage").map((m) => m.A[1]), ["three"]);
+  });
+
+  it("WebSockets: init, invocations as frames, responses and client calls in persistent responses", async () => {
+    const ana = await openWebSocket(other.url);
+    const ben = await openLongPolling(other.url);
+    try {
+      assert.deepEqual(ana.started, { Response: "started" });
+      const echo = ana.invoke("Echo", ["over ws"]);
+      assert.deepEqual(await ana.response(echo), { I: echo, R: "over ws" });
+      await ben.send("Send", ["ben", "to ws"]);
+      const call = await ana.call((c) => c.M === "broadcastMessage" && c.A[1] === "to ws");
+      assert.deepEqual(call, { H: "ChatHub", M: "broadcastMessage", A: ["ben", "to ws"] });
+      // A frame that is no invocation is ignored; the connection goes on.
+      ana.socket.send("{not json");
+      ana.socket.send(JSON.stringify({ H: "chathub", M: "Echo" }));
+      const after = ana.invoke("Echo", ["after bad frames"]);
+      assert.deepEqual(await ana.response(after), { I: after, R: "after bad frames" });
+    } finally {
+      ana.socket.close();
+    }
+  });
+
+  it("refuses bad requests with SignalR 2's answers, and the connection and others go on", async () => {
+    const ana = await openLongPolling(other.url);
+    const watcher = await connect(`${other.url}/chat`);
+    const seen = [];
+    watcher.on("broadcastMessage", (_name, message) => seen.push(message));
+    const base = { clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("chathub") };
+    const get = async (path, params) => {
+      const response = await fetch(`${other.url}/signalr/${path}?${query(params)}`);
+      return { status: response.status, text: await response.text() };
+    };
+    const good = ana.negotiated.ConnectionToken;
+    try {
+      assert.deepEqual(await get("start", { ...base, connectionToken: good }), { status: 400, text: "Protocol error: Unknown transport." });
+      assert.deepEqual(await get("start", { ...base, transport: "carrierPigeon", connectionToken: good }), { status: 400, text: "Protocol error: Unknown transport." });
+      assert.deepEqual(await get("start", { ...base, transport: "longPolling" }), { status: 400, text: "Protocol error: Missing connection token." });
+      // A token whose id is someone else's, with this token's signature.
+      const [, signature] = good.split(".");
+      const forged = `${Buffer.from("someone-else:").toString("base64url")}.${signature}`;
+      assert.deepEqual(await get("start", { ...base, transport: "longPolling", connectionToken: forged }), { status: 400, text: "The ConnectionId is in the incorrect format." });
+      assert.deepEqual(await get("start", { ...base, transport: "longPolling", connectionToken: "garbage" }), { status: 400, text: "The ConnectionId is in the incorrect format." });
+      // A token from a host with another key (or one signed before the key changed).
+      const foreign = (await negotiate(host.url)).ConnectionToken;
+      assert.deepEqual(await get("start", { ...base, transport: "longPolling", connectionToken: foreign }), { status: 400, text: "The ConnectionId is in the incorrect format." });
+      // Internet Explorer's forever frame is refused, so IE falls back to long polling.
+      assert.deepEqual(await get("connect", { ...base, transport: "foreverFrame", connectionToken: good }), { status: 400, text: "Protocol error: The foreverFrame transport is not supported." });
+      assert.deepEqual(await get("connect", { ...base, transport: "webSockets", connectionToken: good }), { status: 400, text: "Not a valid web socket request." });
+      // Unknown and duplicate hubs in connectionData: SignalR 2's 500s, on negotiate and after.
+      assert.deepEqual(await get("negotiate", { clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("nohub") }), { status: 500, text: "'nohub' Hub could not be resolved." });
+      assert.deepEqual(await get("start", { clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("chathub", "nohub"), transport: "longPolling", connectionToken: good }), { status: 500, text: "'nohub' Hub could not be resolved." });
+      assert.deepEqual(await get("negotiate", { clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("chathub", "chat") }), { status: 500, text: "Duplicate Hub names found." });
+      // Malformed /send bodies.
+      const sendRaw = async (body) => {
+        const response = await ana.post("send", body);
+        return { status: response.status, text: await response.text() };
+      };
+      assert.deepEqual(await sendRaw(""), { status: 400, text: "Invalid hub request: the form has no 'data'." });
+      const notJson = await sendRaw("data=%7Bnope");
+      assert.equal(notJson.status, 400);
+      assert.match(notJson.text, /^Invalid hub request: /);
+      assert.deepEqual(await sendRaw(`data=${encodeURIComponent(JSON.stringify({ H: "chathub", M: "Echo", A: ["x"] }))}`), { status: 400, text: "Invalid hub request: missing 'I'" });
+      assert.deepEqual(await sendRaw(`data=${encodeURIComponent(JSON.stringify({ H: "chathub", M: "Echo", A: "x", I: 1 }))}`), { status: 400, text: "Invalid hub request: 'A' must be an array" });
+      // Oversized (over --max-message-size, 32 KiB by default).
+      const big = JSON.stringify({ H: "chathub", M: "Send", A: ["big", "x".repeat(40 * 1024)], I: 9 });
+      assert.deepEqual(await sendRaw(`data=${encodeURIComponent(big)}`), { status: 413, text: "The message is larger than the limit of 32768 bytes." });
+      // Nothing of that reached anyone; the connection still works, and the sentinel arrives.
+      assert.deepEqual(await ana.send("Send", ["ana", "sentinel"]), { I: "0" });
+      await waitFor(() => seen.includes("sentinel"));
+      assert.deepEqual(seen, ["sentinel"]);
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  it("an oversized WebSocket message closes the socket with 1009, as SignalR 2 does", async () => {
+    const ana = await openWebSocket(other.url);
+    ana.socket.send(JSON.stringify({ H: "chathub", M: "Send", A: ["big", "x".repeat(40 * 1024)], I: 0 }));
+    const closed = await ana.closed;
+    assert.equal(closed.code, 1009);
+  });
+
+  it("a token belongs to its user: another user's requests get SignalR 2's 403", async () => {
+    const ana = await openLongPolling(host.url, { qs: { access_token: token("ana") } });
+    assert.deepEqual(await ana.send("WhoamiUser", []), { I: "0", R: "ana" });
+    const asBen = await fetch(`${host.url}/signalr/start?${ana.params({ access_token: token("ben") })}`);
+    assert.equal(asBen.status, 403);
+    assert.equal(await asBen.text(), "Unrecognized user identity.  The user identity cannot change during an active SignalR connection.");
+    const anonymous = await fetch(`${host.url}/signalr/start?${ana.params({ access_token: "" })}`);
+    assert.equal(anonymous.status, 403);
+    // The user's name is matched ignoring case, as in SignalR 2.
+    const anaAgain = await fetch(`${host.url}/signalr/start?${ana.params({ access_token: token("ANA") })}`);
+    assert.equal(anaAgain.status, 200);
+    const bad = await fetch(`${host.url}/signalr/negotiate?${query({ clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("chathub"), access_token: "not-a-jwt" })}`);
+    assert.equal(bad.status, 401);
+  });
+
+  it("abort ends the connection: the hub's on-disconnected runs", async () => {
+    const watcher = await connect(`${other.url}/chat`);
+    const online = [];
+    watcher.on("online", (n) => online.push(n));
+    try {
+      const ana = await openLongPolling(other.url);
+      await waitFor(() => online.length >= 1);
+      const before = online.at(-1);
+      const response = await ana.abort();
+      assert.equal(response.status, 200);
+      assert.equal(await response.text(), "");
+      await waitFor(() => online.at(-1) === before - 1);
+    } finally {
+      await watcher.stop();
+    }
+  });
+});
+
+async function waitFor(check, timeoutMs = 10_000) {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
