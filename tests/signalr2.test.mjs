@@ -7,7 +7,8 @@ import { after, before, describe, it } from "node:test";
 import WebSocket from "ws";
 
 import { connect } from "./support/client.mjs";
-import { startHost } from "./support/host.mjs";
+import { metric, startHost } from "./support/host.mjs";
+import { startRedis } from "./support/redis.mjs";
 import { jwt } from "./support/jwt.mjs";
 import { CLIENT_PROTOCOL, hubsData, negotiate, openLongPolling, openWebSocket, query } from "./support/signalr2.mjs";
 
@@ -204,26 +205,169 @@ describe("SignalR 2 endpoints", () => {
   });
 
   it("abort ends the connection: the hub's on-disconnected runs", async () => {
-    const watcher = await connect(`${other.url}/chat`);
+    // A host of its own: no other connection comes or goes meanwhile.
+    const alone = await startHost({ hubs: ["chat"] });
+    const watcher = await connect(`${alone.url}/chat`);
     const online = [];
     watcher.on("online", (n) => online.push(n));
     try {
-      const ana = await openLongPolling(other.url);
-      await waitFor(() => online.length >= 1);
-      const before = online.at(-1);
+      const ana = await openLongPolling(alone.url);
+      await waitFor(() => online.at(-1) === 2);
       const response = await ana.abort();
       assert.equal(response.status, 200);
       assert.equal(await response.text(), "");
-      await waitFor(() => online.at(-1) === before - 1);
+      await waitFor(() => online.at(-1) === 1);
+    } finally {
+      await watcher.stop();
+      await alone.stop();
+    }
+  });
+});
+
+describe("SignalR 2 and Core clients on hosts sharing Redis", () => {
+  const KEY = "shared-token-key";
+  let redis;
+  let hosts = [];
+  let stranger;
+
+  before(async () => {
+    redis = await startRedis();
+    const args = ["--redis", redis.url, "--jwt-secret", SECRET, "--signalr2-token-key", KEY];
+    hosts = await Promise.all([0, 1].map(() => startHost({ hubs: ["chat", "lobby"], args })));
+    stranger = await startHost({ hubs: ["chat"], args: ["--redis", redis.url, "--jwt-secret", SECRET] });
+  });
+  after(async () => {
+    await Promise.all([...hosts, stranger].map((h) => h?.stop()));
+    await redis?.stop();
+  });
+
+  it("groups, user sends and connection sends reach across generations and hosts", async () => {
+    const ana = await openWebSocket(hosts[0].url, { qs: { access_token: token("ana") } });
+    const ben = await connect(`${hosts[1].url}/chat`, { accessTokenFactory: () => token("ben") });
+    const benSaw = [];
+    ben.on("roomMessage", (room, name, message) => benSaw.push(["room", room, name, message]));
+    ben.on("privateMessage", (from, message) => benSaw.push(["private", from, message]));
+    try {
+      const joined = ana.invoke("JoinRoom", ["room1"]);
+      assert.deepEqual(await ana.response(joined), { I: joined });
+      await ben.invoke("JoinRoom", "room1");
+      await ben.invoke("SendToRoom", "room1", "ben", "to the room, from Core");
+      assert.deepEqual(
+        (await ana.call((c) => c.M === "roomMessage" && c.A[2] === "to the room, from Core")).A,
+        ["room1", "ben", "to the room, from Core"],
+      );
+      ana.invoke("SendToRoom", ["room1", "ana", "to the room, from 2.x"]);
+      await ben.invoke("SendToUser", "ana", "psst, ana");
+      assert.deepEqual((await ana.call((c) => c.M === "privateMessage" && c.A[1] === "psst, ana")).A, [ben.connectionId, "psst, ana"]);
+      ana.invoke("SendToUser", ["ben", "psst, ben"]);
+      await ben.invoke("SendToConnection", ana.negotiated.ConnectionId, "just you");
+      await ana.call((c) => c.M === "privateMessage" && c.A[1] === "just you");
+      await waitFor(() => benSaw.length === 3).catch(() => assert.fail(`Core client saw ${JSON.stringify(benSaw)}`));
+      assert.deepEqual(benSaw, [
+        ["room", "room1", "ben", "to the room, from Core"],
+        ["room", "room1", "ana", "to the room, from 2.x"],
+        ["private", ana.negotiated.ConnectionId, "psst, ben"],
+      ]);
+      // After leaving, the room's messages stop; the sentinel, sent after, arrives alone.
+      const left = ana.invoke("LeaveRoom", ["room1"]);
+      await ana.response(left);
+      await ben.invoke("SendToRoom", "room1", "ben", "after ana left");
+      await ben.invoke("SendToConnection", ana.negotiated.ConnectionId, "sentinel");
+      await ana.call((c) => c.M === "privateMessage" && c.A[1] === "sentinel");
+      assert.equal(ana.messages.flatMap((m) => m.M ?? []).filter((c) => c.A?.[2] === "after ana left").length, 0);
+    } finally {
+      ana.socket.close();
+      await ben.stop();
+    }
+  });
+
+  it("one connection with two hubs in connectionData gets the client calls of both", async () => {
+    const ana = await openWebSocket(hosts[0].url, { also: ["lobbyhub"] });
+    try {
+      const created = ana.invoke("CreateRoom", ["arena"], "lobbyhub");
+      assert.deepEqual((await ana.response(created)).R, ["arena"]);
+      assert.deepEqual((await ana.call((c) => c.M === "roomsChanged")).H, "LobbyHub");
+      ana.invoke("Send", ["ana", "in chat"]);
+      assert.deepEqual((await ana.call((c) => c.M === "broadcastMessage")).H, "ChatHub");
+    } finally {
+      ana.socket.close();
+    }
+  });
+
+  it("hosts sharing the token key take each other's connections; others refuse them", async () => {
+    const ana = await openLongPolling(hosts[1].url, { negotiateAt: hosts[0].url });
+    assert.deepEqual(ana.started, { Response: "started" });
+    const held = ana.pollUntil((m) => m.M === "broadcastMessage" && m.A[1] === "across hosts");
+    const ben = await connect(`${hosts[0].url}/chat`);
+    try {
+      await ben.invoke("Send", "ben", "across hosts");
+      await held;
+    } finally {
+      await ben.stop();
+    }
+    const elsewhere = await fetch(`${stranger.url}/signalr/start?${ana.params()}`);
+    assert.equal(elsewhere.status, 400);
+    assert.equal(await elsewhere.text(), "The ConnectionId is in the incorrect format.");
+  });
+});
+
+describe("SignalR 2 timings: keep-alive, disconnect timeout, shutdown", () => {
+  let host;
+
+  before(async () => {
+    host = await startHost({ hubs: ["chat"], args: ["--keep-alive", "1s", "--client-timeout", "3s", "--disconnect-timeout", "1s"] });
+  });
+  after(async () => {
+    await host?.stop();
+  });
+
+  it("a quiet WebSocket gets keep-alives ({}), as SignalR 2 sends them", async () => {
+    const ana = await openWebSocket(host.url);
+    try {
+      const negotiated = await negotiate(host.url);
+      assert.equal(negotiated.KeepAliveTimeout, 2);
+      assert.equal(negotiated.DisconnectTimeout, 1);
+      await ana.next((m) => Object.keys(m).length === 0, 5_000);
+    } finally {
+      ana.socket.close();
+    }
+  });
+
+  it("a connection no request carries for the disconnect timeout ends: on-disconnected runs", async () => {
+    const watcher = await connect(`${host.url}/chat`);
+    const online = [];
+    watcher.on("online", (n) => online.push(n));
+    try {
+      await openLongPolling(host.url);
+      await waitFor(() => online.length >= 1);
+      const peak = online.at(-1);
+      // No poll follows: the connection ends a second later.
+      await waitFor(() => online.at(-1) === peak - 1, 10_000);
+      await waitFor(async () => (await metric(host, "hubhost_signalr2_connections")) === 0);
     } finally {
       await watcher.stop();
     }
+  });
+
+  it("a host shutting down answers a held poll with T:1, so the client reconnects elsewhere", async () => {
+    const leaving = await startHost({ hubs: ["chat"], env: { HUBHOST_LOG: "info,hubhost::signalr2=debug" } });
+    const ana = await openLongPolling(leaving.url);
+    await ana.poll();
+    const waiting = () => leaving.logs.filter((l) => l.fields?.message === "long poll waiting").length;
+    const polls = waiting();
+    const held = ana.poll();
+    // Stopped once the server holds the poll (it says so in its log).
+    await waitFor(() => waiting() > polls);
+    await leaving.stop();
+    const answer = await held;
+    assert.equal(answer.T, 1);
+    assert.deepEqual(answer.M, []);
   });
 });
 
 async function waitFor(check, timeoutMs = 10_000) {
   const end = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > end) throw new Error("timed out");
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -26,9 +26,9 @@ export async function negotiate(base, { hubs = hubsData("chathub"), qs = {} } = 
  * A long-polling connection made by hand: negotiate, connect, start. `send(H, M, A)` invokes
  * and returns the hub response; `poll()` takes what came since the last poll.
  */
-export async function openLongPolling(base, { hub = "chathub", qs = {} } = {}) {
+export async function openLongPolling(base, { hub = "chathub", qs = {}, negotiateAt = base } = {}) {
   const hubs = hubsData(hub);
-  const negotiated = await negotiate(base, { hubs, qs });
+  const negotiated = await negotiate(negotiateAt, { hubs, qs });
   const params = (extra = {}) =>
     query({ transport: "longPolling", clientProtocol: CLIENT_PROTOCOL, connectionToken: negotiated.ConnectionToken, connectionData: hubs, ...qs, ...extra });
   const post = (path, body = "", extra = {}) =>
@@ -82,8 +82,8 @@ export async function openLongPolling(base, { hub = "chathub", qs = {} } = {}) {
  * A WebSocket connection made by hand (negotiate, connect, start). `messages` collects every
  * parsed message; `next(predicate)` waits for one.
  */
-export async function openWebSocket(base, { hub = "chathub", qs = {} } = {}) {
-  const hubs = hubsData(hub);
+export async function openWebSocket(base, { hub = "chathub", also = [], qs = {} } = {}) {
+  const hubs = hubsData(hub, ...also);
   const negotiated = await negotiate(base, { hubs, qs });
   const params = query({ transport: "webSockets", clientProtocol: CLIENT_PROTOCOL, connectionToken: negotiated.ConnectionToken, connectionData: hubs, ...qs });
   const socket = new WebSocket(`${base.replace(/^http/, "ws")}/signalr/connect?${params}&tid=1`);

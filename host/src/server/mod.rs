@@ -186,7 +186,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 23] = [
+    let samples: [(&str, &str, &str, u64); 24] = [
         (
             "hubhost_connections",
             gauge,
@@ -300,6 +300,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counter,
             "Times the backplane link was restored after a loss.",
             get(&stats.reconnects),
+        ),
+        (
+            "hubhost_signalr2_connections",
+            gauge,
+            "SignalR 2 connections held by this server (with a transport attached or not).",
+            app.signalr2.len() as u64,
         ),
         (
             "hubhost_sessions_running",

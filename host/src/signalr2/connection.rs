@@ -191,11 +191,12 @@ enum End {
     ShuttingDown,
 }
 
-/// Serves a connection to its end.
+/// Serves a connection to its end; a `revived` one (see [`Signalr2::open`]) starts at once.
 pub async fn run(
     service: Arc<Signalr2>,
     connection: Arc<Persistent>,
     mut requests: mpsc::Receiver<Request>,
+    revived: bool,
 ) {
     let (sender, receiver) = outbox(service.settings.outbox_capacity);
     for hub in &connection.hubs {
@@ -210,7 +211,7 @@ pub async fn run(
         Box::pin(service.router.connect(hub, handle)).await;
     }
     let pump = tokio::spawn(pump(receiver, connection.clone()));
-    let mut started = false;
+    let mut started = revived && start(&service, &connection).await.is_ok();
     let end = loop {
         tokio::select! {
             () = connection.ended.cancelled() => break End::Ended,

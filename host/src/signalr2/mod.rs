@@ -97,15 +97,17 @@ impl Signalr2 {
         self.connections.lock().get(id).cloned()
     }
 
-    /// The live connection with this id, or a new one (a first `/connect`, or a connection
-    /// this host does not hold: SignalR 2 connections live in their token, so a client that
-    /// reconnects after the server forgot it, or to another host, carries on). `None` while
-    /// shutting down.
+    /// The live connection with this id, or a new one: on a first `/connect`, or for a
+    /// connection this host does not hold (SignalR 2 connections live in their token, so a
+    /// client that comes back after the server forgot it, or to another host, carries on; as
+    /// it started before, it is `revived`: the hubs' `on-connected` runs at once, as the
+    /// `on-disconnected` ran where it was). `None` while shutting down.
     pub fn open(
         self: &Arc<Self>,
         id: &ConnectionId,
         identity: &crate::auth::Identity,
         hubs: Vec<HubName>,
+        revived: bool,
     ) -> Option<Arc<Persistent>> {
         if self.draining.is_cancelled() {
             return None;
@@ -122,8 +124,12 @@ impl Signalr2 {
         );
         connections.insert(id.clone(), connection.clone());
         drop(connections);
-        self.tasks
-            .spawn(connection::run(self.clone(), connection.clone(), requests));
+        self.tasks.spawn(connection::run(
+            self.clone(),
+            connection.clone(),
+            requests,
+            revived,
+        ));
         Some(connection)
     }
 

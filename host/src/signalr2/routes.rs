@@ -120,7 +120,8 @@ pub async fn handle(
         }
         return plain(StatusCode::OK, "");
     }
-    let Some(connection) = service.open(&id, &identity, hubs) else {
+    let revived = action != "connect";
+    let Some(connection) = service.open(&id, &identity, hubs, revived) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",

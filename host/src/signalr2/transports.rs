@@ -274,6 +274,7 @@ pub async fn poll(
 ) -> Response {
     let attachment = connection.attach();
     let from = start(connection, cursor);
+    tracing::debug!(connection = %connection.id, cursor = %from, "long poll waiting");
     match next(connection, &attachment, from, service.settings.poll_timeout).await {
         Next::Messages(response, _) => json(response),
         Next::Quiet => json(persistent(&from.to_string(), &[], Flags::default())),
