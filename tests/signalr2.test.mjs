@@ -24,7 +24,7 @@ describe("SignalR 2 endpoints", () => {
     [host, detailed, other] = await Promise.all([
       startHost({ hubs: ["chat"], args: ["--jwt-secret", SECRET] }),
       startHost({ hubs: ["chat"], args: ["--detailed-errors"] }),
-      startHost({ hubs: ["chat"] }),
+      startHost({ hubs: ["chat"], env: { HUBHOST_LOG: "info,hubhost::signalr2=debug" } }),
     ]);
   });
   after(async () => {
@@ -102,8 +102,11 @@ describe("SignalR 2 endpoints", () => {
     const again = await ana.poll(start);
     const texts = again.M.filter((m) => m.M === "broadcastMessage").map((m) => m.A[1]);
     assert.deepEqual(texts, ["one", "two"]);
-    // A cursor this connection never gave means "from now": the next message only.
+    // A cursor this connection never gave means "from now": the next message only. (Sent once
+    // the host holds the poll, as its log says.)
+    const polls = pollsWaiting(other);
     const unknown = ana.poll("d-1B6FE5B1-B,3");
+    await waitFor(() => pollsWaiting(other) > polls);
     await ben.send("Send", ["ben", "three"]);
     const fromNow = await unknown;
     assert.deepEqual(fromNow.M.filter((m) => m.M === "broadcastMessage").map((m) => m.A[1]), ["three"]);
@@ -334,18 +337,21 @@ describe("SignalR 2 timings: keep-alive, disconnect timeout, shutdown", () => {
   });
 
   it("a connection no request carries for the disconnect timeout ends: on-disconnected runs", async () => {
-    const watcher = await connect(`${host.url}/chat`);
+    // A host of its own: no other connection comes or goes meanwhile.
+    const alone = await startHost({ hubs: ["chat"], args: ["--disconnect-timeout", "1s"] });
+    const watcher = await connect(`${alone.url}/chat`);
     const online = [];
     watcher.on("online", (n) => online.push(n));
     try {
-      await openLongPolling(host.url);
-      await waitFor(() => online.length >= 1);
-      const peak = online.at(-1);
+      await openLongPolling(alone.url);
+      await waitFor(() => online.at(-1) === 2);
+      assert.equal(await metric(alone, "hubhost_signalr2_connections"), 1);
       // No poll follows: the connection ends a second later.
-      await waitFor(() => online.at(-1) === peak - 1, 10_000);
-      await waitFor(async () => (await metric(host, "hubhost_signalr2_connections")) === 0);
+      await waitFor(() => online.at(-1) === 1);
+      assert.equal(await metric(alone, "hubhost_signalr2_connections"), 0);
     } finally {
       await watcher.stop();
+      await alone.stop();
     }
   });
 
@@ -353,17 +359,21 @@ describe("SignalR 2 timings: keep-alive, disconnect timeout, shutdown", () => {
     const leaving = await startHost({ hubs: ["chat"], env: { HUBHOST_LOG: "info,hubhost::signalr2=debug" } });
     const ana = await openLongPolling(leaving.url);
     await ana.poll();
-    const waiting = () => leaving.logs.filter((l) => l.fields?.message === "long poll waiting").length;
-    const polls = waiting();
+    const polls = pollsWaiting(leaving);
     const held = ana.poll();
     // Stopped once the server holds the poll (it says so in its log).
-    await waitFor(() => waiting() > polls);
+    await waitFor(() => pollsWaiting(leaving) > polls);
     await leaving.stop();
     const answer = await held;
     assert.equal(answer.T, 1);
     assert.deepEqual(answer.M, []);
   });
 });
+
+/** How many long polls a host (logging SignalR 2 at debug) has held so far. */
+function pollsWaiting(host) {
+  return host.logs.filter((l) => l.fields?.message === "long poll waiting").length;
+}
 
 async function waitFor(check, timeoutMs = 10_000) {
   const end = Date.now() + timeoutMs;

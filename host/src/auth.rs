@@ -211,6 +211,21 @@ fn invariant_date(unix_seconds: i64) -> String {
     )
 }
 
+/// 401 for a token that does not verify (or a missing one), with ASP.NET's challenge.
+pub fn unauthorized(error: &AuthError) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    tracing::debug!("refused a token: {error}");
+    let challenge = HeaderValue::from_str(&error.challenge())
+        .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        "Unauthorized",
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::{EncodingKey, Header};

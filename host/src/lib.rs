@@ -27,21 +27,22 @@
 //! 1. [`config`]: flags, environment variables and the config file.
 //! 2. [`describe`]: `hubhost describe` and `hubhost types`: a hub's methods for people and TypeScript.
 //! 3. [`server`]: HTTP routes: negotiate, transports, health, metrics, the demo page.
-//! 4. [`reload`]: applies changes of the hubs directory while running.
-//! 5. [`transport`]: how a connection's messages travel (WebSockets).
-//! 6. [`session`]: one connection, generic over its transport and protocol.
-//! 7. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
-//! 8. [`runtime`]: the only module that knows wasmtime.
-//! 9. [`router`]: hands sends and group changes to the backplane.
-//! 10. [`backplane`]: fan-out between servers (memory or Redis).
-//! 11. [`registry`]: this server's connections, groups and users, and their outboxes.
-//! 12. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
-//! 13. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
-//! 14. [`auth`]: bearer tokens.
-//! 15. [`metrics`]: counters and histograms for `/metrics`.
-//! 16. [`template`]: the hub crate `hubhost new` writes.
-//! 17. [`units`]: durations and sizes as operators write them.
-//! 18. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
+//! 4. [`signalr2`]: the ASP.NET SignalR 2.x endpoints under `/signalr`, over the same hubs.
+//! 5. [`reload`]: applies changes of the hubs directory while running.
+//! 6. [`transport`]: how a connection's messages travel (WebSockets).
+//! 7. [`session`]: one connection, generic over its transport and protocol.
+//! 8. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
+//! 9. [`runtime`]: the only module that knows wasmtime.
+//! 10. [`router`]: hands sends and group changes to the backplane.
+//! 11. [`backplane`]: fan-out between servers (memory or Redis).
+//! 12. [`registry`]: this server's connections, groups and users, and their outboxes.
+//! 13. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
+//! 14. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
+//! 15. [`auth`]: bearer tokens.
+//! 16. [`metrics`]: counters and histograms for `/metrics`.
+//! 17. [`template`]: the hub crate `hubhost new` writes.
+//! 18. [`units`]: durations and sizes as operators write them.
+//! 19. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
 
 pub mod auth;
 pub mod backplane;
@@ -262,6 +263,7 @@ pub async fn run_with_native_hubs(
         draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
     });
+    let auth = Arc::new(authenticator(&config)?);
     let app = Arc::new(AppState {
         sessions: sessions.clone(),
         runtime,
@@ -281,7 +283,7 @@ pub async fn run_with_native_hubs(
             poll_timeout: config.long_polling_timeout,
             disconnect_timeout: config.disconnect_timeout,
         },
-        auth: authenticator(&config)?,
+        auth: auth.clone(),
         signalr2: Signalr2::new(
             dispatcher,
             signalr2::Settings {
@@ -295,6 +297,7 @@ pub async fn run_with_native_hubs(
                 .signalr2_token_key
                 .as_deref()
                 .map_or_else(TokenKey::random, TokenKey::from_secret),
+            auth,
             sessions.draining.clone(),
             sessions.sessions.clone(),
         ),

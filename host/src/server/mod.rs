@@ -15,6 +15,7 @@ use axum::routing::{any, get, post};
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+pub(crate) use crate::auth::unauthorized;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::metrics::Exposition;
 use crate::runtime::{HubRuntime, LoadedHub};
@@ -38,7 +39,7 @@ pub struct AppState {
     pub public_url: Option<PublicUrl>,
     pub long_polling: LongPollingSettings,
     /// Checks bearer tokens.
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
     /// The SignalR 2 endpoints' connections.
     pub signalr2: Arc<crate::signalr2::Signalr2>,
 }
@@ -85,7 +86,7 @@ pub fn routes(app: Arc<AppState>, site: Site, origins: &[String]) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/{hub}/negotiate", post(negotiate::negotiate))
-        .route("/signalr/{action}", any(crate::signalr2::routes::handle))
+        .route("/signalr/{action}", any(signalr2))
         .route(
             "/{hub}",
             get(connect::connect)
@@ -137,6 +138,15 @@ pub fn routes(app: Arc<AppState>, site: Site, origins: &[String]) -> Router {
         },
     );
     router.layer(origin_check).layer(cors).with_state(app)
+}
+
+/// `/signalr/{action}`: the SignalR 2 endpoints.
+async fn signalr2(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(action): axum::extract::Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    crate::signalr2::routes::handle(app.signalr2.clone(), &action, request).await
 }
 
 /// A GET for `/{name}` where no hub is named `name` (and no route of the host's own).
@@ -399,17 +409,4 @@ fn authorize(
 /// The bearer token a request carries, if any.
 fn bearer<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
     crate::auth::request_token(headers, query)
-}
-
-/// 401 for a token that does not verify (or a missing one), with ASP.NET's challenge.
-pub(crate) fn unauthorized(error: &AuthError) -> Response {
-    tracing::debug!("refused a token: {error}");
-    let challenge = HeaderValue::from_str(&error.challenge())
-        .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, challenge)],
-        "Unauthorized",
-    )
-        .into_response()
 }

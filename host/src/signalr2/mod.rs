@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::dispatcher::Dispatcher;
 use crate::router::Router;
 use crate::types::{ConnectionId, HubName};
@@ -66,6 +67,8 @@ pub struct Signalr2 {
     pub router: Router,
     pub settings: Settings,
     pub key: TokenKey,
+    /// Checks bearer tokens (the same as Core connections').
+    pub auth: Arc<Authenticator>,
     connections: Mutex<HashMap<ConnectionId, Arc<Persistent>>>,
     /// Cancelled when shutdown begins: connections end, so their clients reconnect elsewhere.
     pub draining: CancellationToken,
@@ -78,6 +81,7 @@ impl Signalr2 {
         dispatcher: Arc<Dispatcher>,
         settings: Settings,
         key: TokenKey,
+        auth: Arc<Authenticator>,
         draining: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
@@ -86,6 +90,7 @@ impl Signalr2 {
             dispatcher,
             settings,
             key,
+            auth,
             connections: Mutex::new(HashMap::new()),
             draining,
             tasks,

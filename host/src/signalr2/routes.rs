@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Request, State, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, WebSocketUpgrade};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,7 +22,6 @@ use super::connection::{Persistent, Request as ConnectionRequest};
 use super::message::HubRequest;
 use super::transports;
 use crate::auth::Identity;
-use crate::server::AppState;
 use crate::types::{ConnectionId, HubName};
 
 /// Largest form body read (a `/send` or a poll); larger messages are refused by size first.
@@ -61,12 +60,7 @@ fn plain(status: StatusCode, body: impl Into<String>) -> Response {
 }
 
 /// `/signalr/{action}`.
-pub async fn handle(
-    State(app): State<Arc<AppState>>,
-    Path(action): Path<String>,
-    request: Request,
-) -> Response {
-    let service = app.signalr2.clone();
+pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let query = parse_pairs(parts.uri.query().unwrap_or("").as_bytes());
     let action = action.to_ascii_lowercase();
@@ -82,16 +76,16 @@ pub async fn handle(
         }
         _ => {}
     }
-    let identity = match app.auth.identify(&parts.headers, &query) {
+    let identity = match service.auth.identify(&parts.headers, &query) {
         Ok(identity) => identity,
-        Err(error) => return crate::server::unauthorized(&error),
+        Err(error) => return crate::auth::unauthorized(&error),
     };
     let hubs = match connection_data(&service, &query) {
         Ok(hubs) => hubs,
         Err(refusal) => return refusal.into_response(),
     };
-    if identity.user_id.is_none() && requires_auth(&app, &hubs) {
-        return crate::server::unauthorized(&crate::auth::AuthError::Missing);
+    if identity.user_id.is_none() && requires_auth(&service, &hubs) {
+        return crate::auth::unauthorized(&crate::auth::AuthError::Missing);
     }
     if action == "negotiate" {
         return negotiate(&service, &parts.uri, &identity);
@@ -203,9 +197,11 @@ fn connection_data(
 }
 
 /// Whether one of `hubs` requires an authenticated user (its `NAME.toml`).
-fn requires_auth(app: &AppState, hubs: &[HubName]) -> bool {
+fn requires_auth(service: &Signalr2, hubs: &[HubName]) -> bool {
     hubs.iter().any(|hub| {
-        app.runtime
+        service
+            .dispatcher
+            .runtime()
             .hub(hub.as_str())
             .is_some_and(|loaded| loaded.limits().require_auth)
     })
