@@ -192,6 +192,25 @@ describe("SignalR 2 endpoints", () => {
     assert.equal(closed.code, 1009);
   });
 
+  it("--rate-limit applies to SignalR 2 clients too: excess invocations fail without reaching the hub", async () => {
+    const limited = await startHost({ hubs: ["chat"], args: ["--rate-limit", "2"] });
+    try {
+      const ana = await openLongPolling(limited.url);
+      // A burst of twice the rate passes; the next ones are refused, as a HubException.
+      const answers = [];
+      for (let i = 0; i < 6; i++) answers.push(await ana.send("Echo", [`call ${i}`]));
+      const refused = answers.filter((a) => a.E);
+      assert.ok(refused.length >= 1, JSON.stringify(answers));
+      for (const a of refused) {
+        assert.deepEqual(a, { I: a.I, E: "Rate limit exceeded: at most 2 invocations per second per connection.", H: true });
+      }
+      assert.deepEqual(answers.slice(0, 4).map((a) => a.R), ["call 0", "call 1", "call 2", "call 3"]);
+      assert.ok((await metric(limited, "hubhost_rate_limited_total")) >= 1);
+    } finally {
+      await limited.stop();
+    }
+  });
+
   it("a token belongs to its user: another user's requests get SignalR 2's 403", async () => {
     const ana = await openLongPolling(host.url, { qs: { access_token: token("ana") } });
     assert.deepEqual(await ana.send("WhoamiUser", []), { I: "0", R: "ana" });

@@ -146,17 +146,19 @@ pub(crate) async fn connect_hub(
     source: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Sender, Receiver)> {
     match dialect.transport {
+        Transport::Websockets if dialect.protocol == Protocol::Signalr2 => {
+            connect_signalr2(addr, hub, source).await
+        }
+        Transport::Longpolling if dialect.protocol == Protocol::Signalr2 => {
+            bail!("loadgen speaks SignalR 2 over WebSockets only")
+        }
         Transport::Websockets => connect_ws(addr, hub, dialect.protocol, source).await,
         Transport::Longpolling => connect_long_polling(addr, hub, dialect.protocol, source).await,
     }
 }
 
-async fn connect_ws(
-    addr: &str,
-    hub: &str,
-    protocol: Protocol,
-    source: Option<std::net::IpAddr>,
-) -> anyhow::Result<(Sender, Receiver)> {
+/// A TCP connection to `addr` from `source` (any local address if `None`).
+async fn tcp(addr: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<TcpStream> {
     let stream = match source {
         Some(ip) => {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -166,6 +168,65 @@ async fn connect_ws(
         None => TcpStream::connect(addr).await?,
     };
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A SignalR 2 connection over WebSockets, as the jQuery client makes it: negotiate, connect
+/// (waiting for the init response), start. `hub` is the file's stem (`chat` → `chathub`).
+async fn connect_signalr2(
+    addr: &str,
+    hub: &str,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<(Sender, Receiver)> {
+    // `[{"name":"chathub"}]`, URL-encoded.
+    let data = format!("%5B%7B%22name%22%3A%22{hub}hub%22%7D%5D");
+    let mut http = Http::connect(addr, source).await?;
+    let negotiated = http
+        .request(
+            "GET",
+            &format!("/signalr/negotiate?clientProtocol=2.1&connectionData={data}"),
+            &[],
+        )
+        .await?;
+    let body: serde_json::Value = serde_json::from_slice(&negotiated.body)
+        .with_context(|| format!("negotiate answered {}", negotiated.status))?;
+    // Tokens are base64url and a dot: nothing to escape.
+    let token = body["ConnectionToken"]
+        .as_str()
+        .context("negotiate gave no token")?;
+    let query = format!(
+        "transport=webSockets&clientProtocol=2.1&connectionToken={token}&connectionData={data}"
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/signalr/connect?{query}&tid=1"),
+        MaybeTlsStream::Plain(tcp(addr, source).await?),
+    )
+    .await
+    .context("WebSocket handshake")?;
+    let init = ws
+        .next()
+        .await
+        .context("closed before the init response")??;
+    if !init.into_data().windows(5).any(|w| w == b"\"S\":1") {
+        bail!("no init response");
+    }
+    let started = http
+        .request("GET", &format!("/signalr/start?{query}"), &[])
+        .await?;
+    if started.status != 200 {
+        bail!("start answered {}", started.status);
+    }
+    let (sink, stream) = ws.split();
+    Ok((Sender::Ws(sink, Protocol::Signalr2), Receiver::Ws(stream)))
+}
+
+async fn connect_ws(
+    addr: &str,
+    hub: &str,
+    protocol: Protocol,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<(Sender, Receiver)> {
+    let stream = tcp(addr, source).await?;
     let (mut ws, _) = tokio_tungstenite::client_async(
         format!("ws://{addr}/{hub}"),
         MaybeTlsStream::Plain(stream),

@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         args.repeat = 1;
         args.negotiations = 20_000;
         args.streams = 200;
-        args.protocol = vec![Protocol::Json, Protocol::Messagepack];
+        args.protocol = vec![Protocol::Json, Protocol::Messagepack, Protocol::Signalr2];
         args.transport = vec![Transport::Websockets, Transport::Longpolling];
     }
     let dialects: Vec<Dialect> = args
@@ -145,6 +145,8 @@ async fn main() -> anyhow::Result<()> {
                 protocol,
             })
         })
+        // loadgen speaks SignalR 2 over WebSockets only.
+        .filter(|d| d.protocol != Protocol::Signalr2 || d.transport == Transport::Websockets)
         .collect();
     raise_fd_limit();
     let bin = match &args.host_bin {
@@ -182,7 +184,8 @@ async fn main() -> anyhow::Result<()> {
             "rooms" => failed |= scenarios::rooms(&args, &bin).await?.lost > 0,
             "negotiate-flood" => scenarios::negotiate_flood(&args, &bin).await?,
             "streams" => {
-                for &dialect in &dialects {
+                // SignalR 2 has no streams.
+                for &dialect in dialects.iter().filter(|d| d.protocol != Protocol::Signalr2) {
                     failed |= scenarios::streams(&args, &bin, dialect).await?.stalled > 0;
                 }
             }

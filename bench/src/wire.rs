@@ -1,4 +1,6 @@
-//! The two hub protocols as loadgen speaks them: invocations out, events in.
+//! The hub protocols as loadgen speaks them: invocations out, events in. Besides ASP.NET
+//! Core's two, `signalr2` is the ASP.NET SignalR 2.x protocol of `/signalr` (over WebSockets:
+//! one JSON message per WebSocket message, client calls inside persistent responses).
 //!
 //! Only what the scenarios use: invocations with string arguments, and of what arrives, client
 //! method calls (with their last argument, where senders put their clock) and completions.
@@ -12,6 +14,7 @@ pub(crate) const RS: u8 = 0x1e;
 pub(crate) enum Protocol {
     Json,
     Messagepack,
+    Signalr2,
 }
 
 /// Something that arrived.
@@ -35,6 +38,7 @@ impl Protocol {
         match self {
             Self::Json => "json",
             Self::Messagepack => "messagepack",
+            Self::Signalr2 => "signalr2",
         }
     }
 
@@ -57,6 +61,8 @@ impl Protocol {
                 )
                 .into_bytes()
             }
+            // SignalR 2 has no streams; the scenario does not run it.
+            Self::Signalr2 => Vec::new(),
             Self::Messagepack => framed(&Value::Array(vec![
                 Value::from(4),
                 Value::Map(Vec::new()),
@@ -76,6 +82,13 @@ impl Protocol {
                     .map(|id| format!("\"invocationId\":\"{id}\","))
                     .unwrap_or_default();
                 format!("{{\"type\":1,{id}\"target\":\"{target}\",\"arguments\":{args}}}\u{1e}")
+                    .into_bytes()
+            }
+            // Every 2.x invocation has an id (a number); the chat hub is the one scenarios call.
+            Self::Signalr2 => {
+                let args = serde_json::to_string(args).unwrap_or_else(|_| "[]".into());
+                let id = id.and_then(|id| id.parse::<u64>().ok()).unwrap_or(0);
+                format!("{{\"H\":\"chathub\",\"M\":\"{target}\",\"A\":{args},\"I\":{id}}}")
                     .into_bytes()
             }
             Self::Messagepack => {
@@ -137,6 +150,11 @@ impl Decoder {
                     used += end + 1;
                 }
             }
+            // One persistent response per WebSocket message.
+            Protocol::Signalr2 => {
+                signalr2_events(&self.pending, &mut event);
+                used = self.pending.len();
+            }
             Protocol::Messagepack => {
                 while let Some((prefix, len)) = varint(&self.pending[used..]) {
                     let start = used + prefix;
@@ -193,6 +211,34 @@ fn json_event(record: &[u8]) -> Event {
     }
 }
 
+/// The events of a SignalR 2 message: `{"C":…,"M":[{"H":…,"M":"target","A":[…]}, {"I":"1"}]}`,
+/// or a hub response on its own.
+fn signalr2_events(message: &[u8], event: &mut impl FnMut(Event)) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(message) else {
+        return event(Event::Other);
+    };
+    let one = |m: &serde_json::Value| match (m.get("M").and_then(|t| t.as_str()), m.get("I")) {
+        (Some(target), _) => Event::Invocation {
+            target: target.to_owned(),
+            last: m
+                .get("A")
+                .and_then(|a| a.as_array())
+                .and_then(|a| a.last())
+                .and_then(|l| l.as_str())
+                .map(str::to_owned),
+        },
+        (None, Some(id)) => Event::Completion {
+            id: id.as_str().unwrap_or_default().to_owned(),
+            error: m.get("E").and_then(|e| e.as_str()).map(str::to_owned),
+        },
+        _ => Event::Other,
+    };
+    match value.get("M").and_then(|m| m.as_array()) {
+        Some(messages) => messages.iter().for_each(|m| event(one(m))),
+        None => event(one(&value)),
+    }
+}
+
 fn messagepack_event(message: &[u8]) -> Event {
     let Ok(Value::Array(items)) = rmpv::decode::read_value(&mut &message[..]) else {
         return Event::Other;
@@ -232,6 +278,9 @@ mod tests {
                 v.extend_from_slice(&[0xa1, b'a', 0xa1, b'b', 0x90]);
                 v
             }
+            Protocol::Signalr2 => {
+                br#"{"C":"x:1","M":[{"H":"ChatHub","M":"m","A":["a","b"]}]}"#.to_vec()
+            }
         };
         let mut bytes = server.clone();
         if protocol == Protocol::Json {
@@ -239,9 +288,14 @@ mod tests {
         }
         let mut decoder = Decoder::new(protocol);
         let mut events = Vec::new();
-        // Byte by byte: messages split anywhere still decode once complete.
-        for byte in &bytes {
-            decoder.feed(&[*byte], |e| events.push(e));
+        if protocol == Protocol::Signalr2 {
+            // WebSocket messages arrive whole.
+            decoder.feed(&bytes, |e| events.push(e));
+        } else {
+            // Byte by byte: messages split anywhere still decode once complete.
+            for byte in &bytes {
+                decoder.feed(&[*byte], |e| events.push(e));
+            }
         }
         assert_eq!(
             events,
@@ -255,8 +309,20 @@ mod tests {
     }
 
     #[test]
-    fn decodes_both_protocols() {
+    fn decodes_every_protocol() {
         round_trip(Protocol::Json);
         round_trip(Protocol::Messagepack);
+        round_trip(Protocol::Signalr2);
+        let mut events = Vec::new();
+        Decoder::new(Protocol::Signalr2).feed(br#"{"C":"x:2","M":[{"I":"7","E":"no"}]}"#, |e| {
+            events.push(e)
+        });
+        assert_eq!(
+            events,
+            [Event::Completion {
+                id: "7".into(),
+                error: Some("no".into())
+            }]
+        );
     }
 }

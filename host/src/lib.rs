@@ -292,6 +292,7 @@ pub async fn run_with_native_hubs(
                 poll_timeout: config.long_polling_timeout,
                 max_message_size: config.max_message_size,
                 outbox_capacity: config.outbox as usize,
+                rate_limit: config.rate_limit,
             },
             config
                 .signalr2_token_key

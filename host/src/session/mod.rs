@@ -23,7 +23,7 @@
 
 mod connection;
 mod invocations;
-mod rate_limit;
+pub(crate) mod rate_limit;
 mod registration;
 mod streams;
 #[cfg(test)]

@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 /// `rate` tokens a second, holding at most twice that (the burst).
 #[derive(Debug)]
-pub(super) struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     tokens: f64,
     last: Instant,
@@ -12,7 +12,7 @@ pub(super) struct RateLimiter {
 
 impl RateLimiter {
     /// `None` for 0 (no limit).
-    pub(super) fn new(rate: u32) -> Option<Self> {
+    pub(crate) fn new(rate: u32) -> Option<Self> {
         (rate > 0).then(|| Self {
             rate: f64::from(rate),
             tokens: f64::from(rate) * 2.0,
@@ -21,7 +21,7 @@ impl RateLimiter {
     }
 
     /// Takes a token if there is one.
-    pub(super) fn allow(&mut self) -> bool {
+    pub(crate) fn allow(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;

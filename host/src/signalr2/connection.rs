@@ -26,9 +26,11 @@ use super::message::{self, HubRequest, Outcome};
 use super::names;
 use super::protocol::Signalr2Protocol;
 use crate::dispatcher::Failure;
+use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::registry::{ConnectionHandle, Outbound, OutboxReceiver, OutboxSender, outbox};
 use crate::runtime::{CallError, HubError};
+use crate::session::rate_limit::RateLimiter;
 use crate::types::{Caller, ConnectionId, HubName};
 
 /// Invocations queued for one connection before `/send` and the WebSocket wait.
@@ -212,6 +214,7 @@ pub async fn run(
     }
     let pump = tokio::spawn(pump(receiver, connection.clone()));
     let mut started = revived && start(&service, &connection).await.is_ok();
+    let mut limiter = RateLimiter::new(service.settings.rate_limit);
     let end = loop {
         tokio::select! {
             () = connection.ended.cancelled() => break End::Ended,
@@ -225,7 +228,11 @@ pub async fn run(
                     let _ = done.send(result);
                 }
                 Some(Request::Invoke { request, reply }) => {
-                    let (response, abort) = invoke(&service, &connection, &request).await;
+                    let (response, abort) = if limiter.as_mut().is_some_and(|l| !l.allow()) {
+                        (rate_limited(&service, &request), false)
+                    } else {
+                        invoke(&service, &connection, &request).await
+                    };
                     match reply {
                         Some(reply) => {
                             let _ = reply.send(response);
@@ -272,6 +279,19 @@ async fn start(service: &Signalr2, connection: &Persistent) -> Result<(), String
 async fn respond(sender: &OutboxSender, response: String) {
     sender.room(1).await;
     let _ = sender.try_send(Outbound::Frame(Frame::text(response)));
+}
+
+/// The response to an invocation over `--rate-limit`, which does not reach the hub.
+fn rate_limited(service: &Signalr2, request: &HubRequest) -> String {
+    Metrics::inc(&service.dispatcher.metrics().rate_limited);
+    let outcome = Outcome::Error {
+        text: format!(
+            "Rate limit exceeded: at most {} invocations per second per connection.",
+            service.settings.rate_limit
+        ),
+        hub_exception: true,
+    };
+    message::hub_response(&request.id, &outcome)
 }
 
 /// Runs one invocation; the response, and whether the hub aborted the connection.

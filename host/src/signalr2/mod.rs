@@ -59,6 +59,8 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Frames queued between the registry and a connection's mailbox.
     pub outbox_capacity: usize,
+    /// Invocations per second per connection (`--rate-limit`; 0: unlimited).
+    pub rate_limit: u32,
 }
 
 /// The SignalR 2 service: its connections and what they share.
