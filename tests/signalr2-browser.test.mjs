@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { connect } from "./support/client.mjs";
+import { connectOver } from "./support/client.mjs";
 import { startHost } from "./support/host.mjs";
 import { startRedis } from "./support/redis.mjs";
 
@@ -79,12 +79,13 @@ describe("the SignalR 2 tutorial page on two hosts sharing Redis, with a Core cl
     if (site) rmSync(site, { recursive: true, force: true });
   });
 
-  for (const [file, expected] of [
-    ["", "webSockets"],
-    ["longPolling.html", "longPolling"],
-    ["serverSentEvents.html", "serverSentEvents"],
+  // Each page transport meets a Core client of another transport and protocol.
+  for (const [file, expected, coreDialect] of [
+    ["", "webSockets", { transport: "WebSockets", protocol: "json" }],
+    ["longPolling.html", "longPolling", { transport: "LongPolling", protocol: "messagepack" }],
+    ["serverSentEvents.html", "serverSentEvents", { transport: "ServerSentEvents", protocol: "json" }],
   ]) {
-    it(`${expected}: a message typed on one page appears on the other, and a Core client on host C takes part`, async () => {
+    it(`${expected}: a message typed on one page appears on the other, and a Core client (${coreDialect.protocol} over ${coreDialect.transport}) on host C takes part`, async () => {
       const [pageA, pageB] = await Promise.all([
         openChat(browser, hosts[0], file, `Ana (${expected})`),
         openChat(browser, hosts[1], file, `Ben (${expected})`),
@@ -92,7 +93,7 @@ describe("the SignalR 2 tutorial page on two hosts sharing Redis, with a Core cl
       for (const page of [pageA, pageB]) {
         assert.equal(await page.evaluate(() => $.connection.hub.transport.name), expected);
       }
-      const core = await connect(`${hosts[2].url}/chat`);
+      const core = await connectOver(`${hosts[2].url}/chat`, coreDialect);
       const coreSaw = [];
       core.on("broadcastMessage", (name, message) => coreSaw.push(`${name}: ${message}`));
       try {
@@ -133,7 +134,7 @@ describe("the SignalR 2 tutorial page on two hosts sharing Redis, with a Core cl
       window.reconnects = 0;
       $.connection.hub.reconnected(() => window.reconnects++);
     });
-    const core = await connect(`${hosts[1].url}/chat`);
+    const core = await connectOver(`${hosts[1].url}/chat`);
     try {
       const total = 60;
       for (let i = 0; i < total; i++) {

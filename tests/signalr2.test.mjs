@@ -211,6 +211,22 @@ describe("SignalR 2 endpoints", () => {
     }
   });
 
+  it("--transports applies to SignalR 2: negotiate stops offering WebSockets, and left-out transports are refused", async () => {
+    const pollingOnly = await startHost({ hubs: ["chat"], args: ["--transports", "longpolling"] });
+    try {
+      const ana = await openLongPolling(pollingOnly.url);
+      assert.equal(ana.negotiated.TryWebSockets, false);
+      assert.deepEqual(await ana.send("Echo", ["polling works"]), { I: "0", R: "polling works" });
+      for (const transport of ["webSockets", "serverSentEvents"]) {
+        const response = await fetch(`${pollingOnly.url}/signalr/connect?${ana.params({ transport })}`);
+        assert.equal(response.status, 400);
+        assert.equal(await response.text(), "Protocol error: Unknown transport.");
+      }
+    } finally {
+      await pollingOnly.stop();
+    }
+  });
+
   it("a token belongs to its user: another user's requests get SignalR 2's 403", async () => {
     const ana = await openLongPolling(host.url, { qs: { access_token: token("ana") } });
     assert.deepEqual(await ana.send("WhoamiUser", []), { I: "0", R: "ana" });

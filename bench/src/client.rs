@@ -157,6 +157,20 @@ pub(crate) async fn connect_hub(
     }
 }
 
+/// Negotiates with `method` on `path`; the connection token, from the answer's `field`.
+async fn negotiate(
+    http: &mut Http,
+    method: &str,
+    path: &str,
+    field: &str,
+) -> anyhow::Result<String> {
+    let negotiated = http.request(method, path, &[]).await?;
+    let body: serde_json::Value = serde_json::from_slice(&negotiated.body)
+        .with_context(|| format!("negotiate answered {}", negotiated.status))?;
+    let token = body[field].as_str().context("negotiate gave no token")?;
+    Ok(token.to_owned())
+}
+
 /// A TCP connection to `addr` from `source` (any local address if `None`).
 async fn tcp(addr: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<TcpStream> {
     let stream = match source {
@@ -181,19 +195,9 @@ async fn connect_signalr2(
     // `[{"name":"chathub"}]`, URL-encoded.
     let data = format!("%5B%7B%22name%22%3A%22{hub}hub%22%7D%5D");
     let mut http = Http::connect(addr, source).await?;
-    let negotiated = http
-        .request(
-            "GET",
-            &format!("/signalr/negotiate?clientProtocol=2.1&connectionData={data}"),
-            &[],
-        )
-        .await?;
-    let body: serde_json::Value = serde_json::from_slice(&negotiated.body)
-        .with_context(|| format!("negotiate answered {}", negotiated.status))?;
+    let path = format!("/signalr/negotiate?clientProtocol=2.1&connectionData={data}");
     // Tokens are base64url and a dot: nothing to escape.
-    let token = body["ConnectionToken"]
-        .as_str()
-        .context("negotiate gave no token")?;
+    let token = negotiate(&mut http, "GET", &path, "ConnectionToken").await?;
     let query = format!(
         "transport=webSockets&clientProtocol=2.1&connectionToken={token}&connectionData={data}"
     );
@@ -250,14 +254,8 @@ async fn connect_long_polling(
     source: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Sender, Receiver)> {
     let mut posts = Http::connect(addr, source).await?;
-    let negotiated = posts
-        .request("POST", &format!("/{hub}/negotiate?negotiateVersion=1"), &[])
-        .await?;
-    let body: serde_json::Value = serde_json::from_slice(&negotiated.body)
-        .with_context(|| format!("negotiate answered {}", negotiated.status))?;
-    let token = body["connectionToken"]
-        .as_str()
-        .context("negotiate gave no token")?;
+    let path = format!("/{hub}/negotiate?negotiateVersion=1");
+    let token = negotiate(&mut posts, "POST", &path, "connectionToken").await?;
     let path = format!("/{hub}?id={token}");
     let mut polls = Http::connect(addr, source).await?;
     if polls.request("GET", &path, &[]).await?.status != 200 {

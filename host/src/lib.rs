@@ -293,6 +293,7 @@ pub async fn run_with_native_hubs(
                 max_message_size: config.max_message_size,
                 outbox_capacity: config.outbox as usize,
                 rate_limit: config.rate_limit,
+                transports: config.transports.clone(),
             },
             config
                 .signalr2_token_key

@@ -44,9 +44,10 @@ pub enum Request {
         done: oneshot::Sender<Result<(), String>>,
     },
     /// A hub invocation; its response goes to `reply` (`/send`) or into the mailbox
-    /// (WebSockets).
+    /// (WebSockets). Boxed: the queue's slots are allocated up front, at the largest
+    /// request's size, for every connection.
     Invoke {
-        request: HubRequest,
+        request: Box<HubRequest>,
         reply: Option<oneshot::Sender<String>>,
     },
 }
@@ -100,12 +101,14 @@ impl Drop for Attachment {
 pub struct Ended;
 
 impl Persistent {
-    /// A connection and the receiving end of its requests (for [`run`]).
+    /// A connection and the receiving end of its requests (for [`run`]); what it is sent is
+    /// kept for replay for `replay_window`.
     pub fn new(
         id: ConnectionId,
         user: Option<String>,
         claims: Vec<(String, String)>,
         hubs: Vec<HubName>,
+        replay_window: Duration,
     ) -> (Arc<Self>, mpsc::Receiver<Request>) {
         let (requests, receiver) = mpsc::channel(QUEUED_REQUESTS);
         let connection = Arc::new(Self {
@@ -113,7 +116,7 @@ impl Persistent {
             user,
             claims,
             hubs,
-            mailbox: Mailbox::new(),
+            mailbox: Mailbox::new(replay_window),
             requests,
             ended: CancellationToken::new(),
             presence: Mutex::new(Presence {
@@ -213,7 +216,7 @@ pub async fn run(
         Box::pin(service.router.connect(hub, handle)).await;
     }
     let pump = tokio::spawn(pump(receiver, connection.clone()));
-    let mut started = revived && start(&service, &connection).await.is_ok();
+    let mut started = revived && Box::pin(start(&service, &connection)).await.is_ok();
     let mut limiter = RateLimiter::new(service.settings.rate_limit);
     let end = loop {
         tokio::select! {
@@ -222,8 +225,14 @@ pub async fn run(
             () = connection.idle_for(service.settings.disconnect_timeout) => break End::TimedOut,
             request = requests.recv() => match request {
                 None => break End::Ended,
+                // Hub calls are boxed: the task lives as long as the connection, idle or not,
+                // and should not keep their (large, short-lived) futures' room.
                 Some(Request::Start { done }) => {
-                    let result = if started { Ok(()) } else { start(&service, &connection).await };
+                    let result = if started {
+                        Ok(())
+                    } else {
+                        Box::pin(start(&service, &connection)).await
+                    };
                     started = result.is_ok();
                     let _ = done.send(result);
                 }
@@ -231,7 +240,7 @@ pub async fn run(
                     let (response, abort) = if limiter.as_mut().is_some_and(|l| !l.allow()) {
                         (rate_limited(&service, &request), false)
                     } else {
-                        invoke(&service, &connection, &request).await
+                        Box::pin(invoke(&service, &connection, &request)).await
                     };
                     match reply {
                         Some(reply) => {
@@ -254,10 +263,8 @@ pub async fn run(
     }
     if started {
         for hub in &connection.hubs {
-            service
-                .dispatcher
-                .disconnected(&connection.caller(hub), None)
-                .await;
+            let caller = connection.caller(hub);
+            Box::pin(service.dispatcher.disconnected(&caller, None)).await;
         }
     }
     pump.abort();
@@ -373,4 +380,55 @@ pub fn persistent(cursor: &str, messages: &[Bytes], flags: message::Flags) -> By
         messages.iter().map(|m| &m[..]),
         flags,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> Arc<Persistent> {
+        let window = Duration::from_secs(45);
+        Persistent::new(ConnectionId::new("c"), None, Vec::new(), Vec::new(), window).0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_after_the_timeout_with_nothing_attached() {
+        let connection = connection();
+        let timeout = Duration::from_secs(30);
+        let attachment = connection.attach();
+        // Attached: never idle, however long.
+        let waited = tokio::time::timeout(Duration::from_secs(300), connection.idle_for(timeout));
+        assert!(waited.await.is_err());
+        // Detached: idle once the timeout has passed since.
+        drop(attachment);
+        let detached = Instant::now();
+        connection.idle_for(timeout).await;
+        assert!(detached.elapsed() >= timeout);
+        // A request attached meanwhile restarts the clock when it detaches.
+        drop(connection.attach());
+        let waiting = tokio::spawn({
+            let connection = connection.clone();
+            async move { connection.idle_for(timeout).await }
+        });
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let attachment = connection.attach();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!waiting.is_finished());
+        drop(attachment);
+        let detached = Instant::now();
+        waiting.await.unwrap();
+        assert!(detached.elapsed() >= timeout);
+    }
+
+    #[tokio::test]
+    async fn a_newer_request_supersedes_the_older() {
+        let connection = connection();
+        let first = connection.attach();
+        let second = connection.attach();
+        assert!(first.superseded.is_cancelled());
+        assert!(!second.superseded.is_cancelled());
+        drop(first);
+        // The older one leaving does not detach the newer.
+        assert_eq!(connection.presence.lock().attached, 1);
+    }
 }

@@ -3,16 +3,21 @@
 //!
 //! SignalR 2 clients keep the cursor (`C`) of the last persistent response and send it back
 //! when they poll or reconnect; the server answers with everything after it. The mailbox
-//! keeps the newest messages (up to [`KEEP_MESSAGES`] and [`KEEP_BYTES`]); a cursor older than
-//! that gets what is left, a cursor it does not know (another host's, a restarted
-//! connection's) means "from now", as in SignalR 2.
+//! keeps the newest messages (up to [`KEEP_MESSAGES`] and [`KEEP_BYTES`]) for as long as a
+//! client could still come back for them (its replay window: a client notices a dead
+//! connection within the keep-alive timeout and has the disconnect timeout to come back); a
+//! cursor older than that gets what is left, a cursor it does not know (another host's, a
+//! restarted connection's) means "from now", as in SignalR 2. Messages of a fan-out share one
+//! buffer among the mailboxes holding them.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Messages kept for replay (SignalR 2 keeps 1000 per topic).
 pub const KEEP_MESSAGES: usize = 1000;
@@ -42,6 +47,8 @@ pub struct Batch {
 pub struct Mailbox {
     /// Distinguishes this mailbox's cursors from any other's.
     epoch: u32,
+    /// How long a message is kept.
+    keep_for: Duration,
     inner: Mutex<Inner>,
     arrived: Notify,
 }
@@ -50,20 +57,17 @@ pub struct Mailbox {
 struct Inner {
     /// The sequence number of the newest message (0: none yet).
     last: u64,
-    kept: VecDeque<(u64, Bytes)>,
+    /// Sequence number, arrival, message.
+    kept: VecDeque<(u64, Instant, Bytes)>,
     kept_bytes: usize,
 }
 
-impl Default for Mailbox {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Mailbox {
-    pub fn new() -> Self {
+    /// A mailbox keeping messages `keep_for` (and within the caps).
+    pub fn new(keep_for: Duration) -> Self {
         Self {
             epoch: rand::rng().random(),
+            keep_for,
             inner: Mutex::new(Inner::default()),
             arrived: Notify::new(),
         }
@@ -72,17 +76,21 @@ impl Mailbox {
     /// Adds a message and wakes the requests waiting for one.
     pub fn push(&self, message: Bytes) {
         {
+            let now = Instant::now();
             let mut inner = self.inner.lock();
             inner.last += 1;
             let sequence = inner.last;
             inner.kept_bytes += message.len();
-            inner.kept.push_back((sequence, message));
-            while inner.kept.len() > KEEP_MESSAGES
-                || (inner.kept_bytes > KEEP_BYTES && inner.kept.len() > 1)
-            {
-                if let Some((_, old)) = inner.kept.pop_front() {
-                    inner.kept_bytes -= old.len();
+            inner.kept.push_back((sequence, now, message));
+            // The oldest go while expired or over a cap; the newest always stays.
+            while let Some((_, arrived, oldest)) = inner.kept.front() {
+                let (expired, size) = (now.duration_since(*arrived) > self.keep_for, oldest.len());
+                let over = inner.kept.len() > KEEP_MESSAGES || inner.kept_bytes > KEEP_BYTES;
+                if !(expired || over) || inner.kept.len() == 1 {
+                    break;
                 }
+                inner.kept_bytes -= size;
+                inner.kept.pop_front();
             }
         }
         self.arrived.notify_waiters();
@@ -111,7 +119,7 @@ impl Mailbox {
         if from.sequence >= inner.last {
             return Batch::default();
         }
-        if let Some((first, _)) = inner.kept.front()
+        if let Some((first, _, _)) = inner.kept.front()
             && *first > from.sequence + 1
         {
             tracing::debug!(
@@ -119,11 +127,18 @@ impl Mailbox {
                 "a client asked for messages no longer kept"
             );
         }
+        // Sequence numbers are consecutive: the first one wanted is found by arithmetic, not
+        // by scanning what is kept (up to 1,000 messages, on every response).
+        let first = inner
+            .kept
+            .front()
+            .map_or(inner.last, |(sequence, _, _)| *sequence);
+        let skip = usize::try_from((from.sequence + 1).saturating_sub(first))
+            .map_or(inner.kept.len(), |skip| skip.min(inner.kept.len()));
         let messages = inner
             .kept
-            .iter()
-            .filter(|(sequence, _)| *sequence > from.sequence)
-            .map(|(_, message)| message.clone())
+            .range(skip..)
+            .map(|(_, _, message)| message.clone())
             .collect();
         Batch {
             messages,
@@ -153,13 +168,15 @@ impl Mailbox {
 mod tests {
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(3600);
+
     fn texts(batch: &Batch) -> Vec<&[u8]> {
         batch.messages.iter().map(|m| &m[..]).collect()
     }
 
     #[tokio::test]
     async fn a_cursor_gets_what_came_after_it() {
-        let mailbox = Mailbox::new();
+        let mailbox = Mailbox::new(LONG);
         let start = mailbox.cursor();
         assert!(mailbox.after(start).messages.is_empty());
         mailbox.push(Bytes::from_static(b"1"));
@@ -176,9 +193,9 @@ mod tests {
 
     #[test]
     fn unknown_cursors_mean_from_now() {
-        let mailbox = Mailbox::new();
+        let mailbox = Mailbox::new(LONG);
         mailbox.push(Bytes::from_static(b"1"));
-        let other = Mailbox::new();
+        let other = Mailbox::new(LONG);
         assert_eq!(mailbox.parse(&other.cursor().to_string()), None);
         assert_eq!(mailbox.parse("d-1B6FE5B1-B,3"), None);
         assert_eq!(mailbox.parse(""), None);
@@ -192,7 +209,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_messages_only() {
-        let mailbox = Mailbox::new();
+        let mailbox = Mailbox::new(LONG);
         let start = mailbox.cursor();
         for i in 0..KEEP_MESSAGES + 5 {
             mailbox.push(Bytes::from(i.to_string()));
@@ -200,7 +217,7 @@ mod tests {
         let batch = mailbox.after(start);
         assert_eq!(batch.messages.len(), KEEP_MESSAGES);
         assert_eq!(&batch.messages[0][..], b"5");
-        let big = Mailbox::new();
+        let big = Mailbox::new(LONG);
         let start = big.cursor();
         for _ in 0..10 {
             big.push(Bytes::from(vec![b'x'; KEEP_BYTES / 4]));
@@ -208,9 +225,21 @@ mod tests {
         assert_eq!(big.after(start).messages.len(), 4);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn messages_older_than_the_replay_window_go() {
+        let mailbox = Mailbox::new(Duration::from_secs(45));
+        let start = mailbox.cursor();
+        mailbox.push(Bytes::from_static(b"old"));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        mailbox.push(Bytes::from_static(b"recent"));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        mailbox.push(Bytes::from_static(b"new"));
+        assert_eq!(texts(&mailbox.after(start)), [&b"recent"[..], b"new"]);
+    }
+
     #[tokio::test]
     async fn a_waiting_request_wakes_on_a_message() {
-        let mailbox = std::sync::Arc::new(Mailbox::new());
+        let mailbox = std::sync::Arc::new(Mailbox::new(LONG));
         let start = mailbox.cursor();
         let waiting = tokio::spawn({
             let mailbox = mailbox.clone();

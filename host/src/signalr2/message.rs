@@ -140,7 +140,8 @@ pub fn persistent_response<'a>(
     out
 }
 
-fn json_string(text: &str) -> String {
+/// `text` as a JSON string.
+pub fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 

@@ -61,6 +61,17 @@ pub struct Settings {
     pub outbox_capacity: usize,
     /// Invocations per second per connection (`--rate-limit`; 0: unlimited).
     pub rate_limit: u32,
+    /// The transports clients may use (`--transports`).
+    pub transports: Vec<crate::transport::Transport>,
+}
+
+impl Settings {
+    /// How long a connection's messages are kept for a client to come back for: it notices a
+    /// dead transport within the keep-alive timeout (twice the interval), then has the
+    /// disconnect timeout to reconnect.
+    pub fn replay_window(&self) -> Duration {
+        self.keep_alive * 2 + self.disconnect_timeout
+    }
 }
 
 /// The SignalR 2 service: its connections and what they share.
@@ -128,6 +139,7 @@ impl Signalr2 {
             identity.user_id.clone(),
             identity.claims.clone(),
             hubs,
+            self.settings.replay_window(),
         );
         connections.insert(id.clone(), connection.clone());
         drop(connections);

@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Signalr2;
+use super::message::json_string;
 use super::names;
 use crate::types::{Caller, ConnectionId};
 
@@ -58,7 +59,7 @@ pub async fn script(service: &Signalr2, base: &str) -> Response {
 pub fn render(base: &str, hubs: &[(String, Vec<String>)]) -> String {
     let mut definitions = String::new();
     for (legacy, methods) in hubs {
-        let key = js_string(&names::proxy_name(legacy));
+        let key = json_string(&names::proxy_name(legacy));
         definitions.push_str(&format!(
             "        proxies[{key}] = this.createHubProxy({key});\n        proxies[{key}].client = {{}};\n        proxies[{key}].server = {{\n"
         ));
@@ -66,8 +67,8 @@ pub fn render(base: &str, hubs: &[(String, Vec<String>)]) -> String {
             let comma = if i + 1 < methods.len() { "," } else { "" };
             definitions.push_str(&format!(
                 "            {}: serverMethod(proxies[{key}], {}){comma}\n",
-                js_string(&names::proxy_name(method)),
-                js_string(method)
+                json_string(&names::proxy_name(method)),
+                json_string(method)
             ));
         }
         definitions.push_str("        };\n");
@@ -131,10 +132,6 @@ pub fn render(base: &str, hubs: &[(String, Vec<String>)]) -> String {
 }}(window.jQuery, window));
 "#
     )
-}
-
-fn js_string(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
 }
 
 #[cfg(test)]

@@ -30,13 +30,7 @@ const MAX_BODY: usize = 1024 * 1024;
 /// The protocol version this server speaks (the 2.x jQuery client accepts 1.5 to 2.1).
 const PROTOCOL_VERSION: &str = "2.0";
 
-/// A transport of SignalR 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    WebSockets,
-    ServerSentEvents,
-    LongPolling,
-}
+use crate::transport::Transport;
 
 /// An answer that ends a request early.
 struct Refusal(StatusCode, String);
@@ -90,7 +84,7 @@ pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> R
     if action == "negotiate" {
         return negotiate(&service, &parts.uri, &identity);
     }
-    let transport = match transport(&query) {
+    let transport = match transport(&service, &query) {
         Ok(transport) => transport,
         Err(refusal) => return refusal.into_response(),
     };
@@ -207,21 +201,34 @@ fn requires_auth(service: &Signalr2, hubs: &[HubName]) -> bool {
     })
 }
 
-fn transport(query: &HashMap<String, String>) -> Result<Transport, Refusal> {
-    match query.get("transport").map(String::as_str) {
-        Some("webSockets") => Ok(Transport::WebSockets),
-        Some("serverSentEvents") => Ok(Transport::ServerSentEvents),
-        Some("longPolling") => Ok(Transport::LongPolling),
+/// The request's transport; one `--transports` leaves out is unknown here.
+fn transport(service: &Signalr2, query: &HashMap<String, String>) -> Result<Transport, Refusal> {
+    let allowed = |transport| {
+        service
+            .settings
+            .transports
+            .contains(&transport)
+            .then_some(transport)
+    };
+    let transport = match query.get("transport").map(String::as_str) {
+        Some("webSockets") => allowed(Transport::WebSockets),
+        Some("serverSentEvents") => allowed(Transport::ServerSentEvents),
+        Some("longPolling") => allowed(Transport::LongPolling),
         // Internet Explorer's iframe transport: refused, so IE falls back to long polling.
-        Some("foreverFrame") => Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            "Protocol error: The foreverFrame transport is not supported.".into(),
-        )),
-        _ => Err(Refusal(
+        Some("foreverFrame") => {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "Protocol error: The foreverFrame transport is not supported.".into(),
+            ));
+        }
+        _ => None,
+    };
+    transport.ok_or_else(|| {
+        Refusal(
             StatusCode::BAD_REQUEST,
             "Protocol error: Unknown transport.".into(),
-        )),
-    }
+        )
+    })
 }
 
 /// Checks the request's connection token; the connection's id.
@@ -268,7 +275,7 @@ fn negotiate(service: &Signalr2, uri: &axum::http::Uri, identity: &Identity) -> 
         "KeepAliveTimeout": (settings.keep_alive * 2).as_secs_f64(),
         "DisconnectTimeout": settings.disconnect_timeout.as_secs_f64(),
         "ConnectionTimeout": settings.poll_timeout.as_secs_f64(),
-        "TryWebSockets": true,
+        "TryWebSockets": settings.transports.contains(&Transport::WebSockets),
         "ProtocolVersion": PROTOCOL_VERSION,
         "TransportConnectTimeout": 5.0,
         "LongPollDelay": 0.0,
@@ -335,7 +342,7 @@ async fn send(
     };
     let (reply, response) = oneshot::channel();
     let invoke = ConnectionRequest::Invoke {
-        request,
+        request: Box::new(request),
         reply: Some(reply),
     };
     if connection.request(invoke).await.is_err() {

@@ -142,7 +142,7 @@ async fn serve_websocket(
             match HubRequest::parse(text.as_str()) {
                 Ok(request) => {
                     let invoke = Request::Invoke {
-                        request,
+                        request: Box::new(request),
                         reply: None,
                     };
                     if connection.request(invoke).await.is_err() {
