@@ -158,6 +158,7 @@ describe("SignalR 2 endpoints", () => {
       // Internet Explorer's forever frame is refused, so IE falls back to long polling.
       assert.deepEqual(await get("connect", { ...base, transport: "foreverFrame", connectionToken: good }), { status: 400, text: "Protocol error: The foreverFrame transport is not supported." });
       assert.deepEqual(await get("connect", { ...base, transport: "webSockets", connectionToken: good }), { status: 400, text: "Not a valid web socket request." });
+      assert.deepEqual(await get("frobnicate", { ...base, transport: "longPolling", connectionToken: good }), { status: 404, text: "Not found." });
       // Unknown and duplicate hubs in connectionData: SignalR 2's 500s, on negotiate and after.
       assert.deepEqual(await get("negotiate", { clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("nohub") }), { status: 500, text: "'nohub' Hub could not be resolved." });
       assert.deepEqual(await get("start", { clientProtocol: CLIENT_PROTOCOL, connectionData: hubsData("chathub", "nohub"), transport: "longPolling", connectionToken: good }), { status: 500, text: "'nohub' Hub could not be resolved." });

@@ -92,6 +92,25 @@ pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> R
         Ok(id) => id,
         Err(refusal) => return refusal.into_response(),
     };
+    let action = match action.as_str() {
+        "connect" => Action::Connect,
+        "reconnect" => Action::Reconnect,
+        "poll" => Action::Poll,
+        "start" => Action::Start,
+        "send" => Action::Send,
+        "abort" => Action::Abort,
+        _ => return plain(StatusCode::NOT_FOUND, "Not found."),
+    };
+    // A WebSocket transport request must be an upgrade; checked before anything is opened.
+    let upgrade = match (action, transport) {
+        (Action::Connect | Action::Reconnect, Transport::WebSockets) => {
+            match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+                Ok(upgrade) => Some(upgrade),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "Not a valid web socket request."),
+            }
+        }
+        _ => None,
+    };
     let form = if parts.method == Method::POST {
         match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(bytes) => parse_pairs(&bytes),
@@ -102,49 +121,49 @@ pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> R
     } else {
         HashMap::new()
     };
-    if action == "abort" {
+    if action == Action::Abort {
         if let Some(connection) = service.connection(&id) {
             connection.ended.cancel();
         }
         return plain(StatusCode::OK, "");
     }
-    let revived = action != "connect";
+    let revived = action != Action::Connect;
     let Some(connection) = service.open(&id, &identity, hubs, revived) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",
         );
     };
-    match action.as_str() {
-        "connect" | "reconnect" => {
-            let initialize = action == "connect";
-            let cursor = query.get("messageId").or(form.get("messageId")).cloned();
-            match transport {
-                Transport::WebSockets => {
-                    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-                        Ok(upgrade) => {
-                            transports::websocket(upgrade, service, connection, cursor, initialize)
-                        }
-                        Err(_) => plain(StatusCode::BAD_REQUEST, "Not a valid web socket request."),
-                    }
-                }
-                Transport::ServerSentEvents => {
-                    transports::event_stream(&service, connection, cursor, initialize)
-                }
-                Transport::LongPolling if initialize => transports::poll_connect(&connection),
-                Transport::LongPolling => {
-                    transports::poll(&service, &connection, cursor.as_deref()).await
-                }
-            }
+    // Long polling sends the cursor in the form; the streaming transports in the query.
+    let cursor = form.get("messageId").or(query.get("messageId")).cloned();
+    match (action, transport) {
+        (Action::Connect | Action::Reconnect, _) if let Some(upgrade) = upgrade => {
+            let initialize = action == Action::Connect;
+            transports::websocket(upgrade, service, connection, cursor, initialize)
         }
-        "poll" => {
-            let cursor = form.get("messageId").or(query.get("messageId"));
-            transports::poll(&service, &connection, cursor.map(String::as_str)).await
+        (Action::Connect | Action::Reconnect, Transport::ServerSentEvents) => {
+            let initialize = action == Action::Connect;
+            transports::event_stream(&service, connection, cursor, initialize)
         }
-        "start" => start(&connection).await,
-        "send" => send(&service, &connection, &form).await,
-        _ => plain(StatusCode::NOT_FOUND, "Not found."),
+        (Action::Connect, _) => transports::poll_connect(&connection),
+        (Action::Reconnect | Action::Poll, _) => {
+            transports::poll(&service, &connection, cursor.as_deref()).await
+        }
+        (Action::Start, _) => start(&connection).await,
+        (Action::Send, _) => send(&service, &connection, &form).await,
+        (Action::Abort, _) => plain(StatusCode::OK, ""),
     }
+}
+
+/// What a request with a connection token asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Connect,
+    Reconnect,
+    Poll,
+    Start,
+    Send,
+    Abort,
 }
 
 /// Reads `a=b&c=d` (a query or a form; `+` is a space).
