@@ -192,6 +192,8 @@ impl Persistent {
 enum End {
     /// `/abort`, the hub's abort, or the hub went away.
     Ended,
+    /// A hub's `on-connected` failed.
+    Refused,
     TimedOut,
     ShuttingDown,
 }
@@ -215,10 +217,25 @@ pub async fn run(
         };
         Box::pin(service.router.connect(hub, handle)).await;
     }
+    let mut registered = Registered {
+        service: &service,
+        connection: &connection,
+        done: false,
+    };
     let pump = tokio::spawn(pump(receiver, connection.clone()));
-    let mut started = revived && Box::pin(start(&service, &connection)).await.is_ok();
+    // How many of its hubs were told of the connection (`None`: not started yet).
+    let mut told = None;
+    let mut end = None;
+    if revived {
+        let (hubs, result) = Box::pin(start(&service, &connection)).await;
+        told = Some(hubs);
+        end = result.is_err().then_some(End::Refused);
+    }
     let mut limiter = RateLimiter::new(service.settings.rate_limit);
     let end = loop {
+        if let Some(end) = end {
+            break end;
+        }
         tokio::select! {
             () = connection.ended.cancelled() => break End::Ended,
             () = service.draining.cancelled() => break End::ShuttingDown,
@@ -227,13 +244,14 @@ pub async fn run(
                 None => break End::Ended,
                 // Hub calls are boxed: the task lives as long as the connection, idle or not,
                 // and should not keep their (large, short-lived) futures' room.
+                Some(Request::Start { done }) if told.is_some() => {
+                    let _ = done.send(Ok(()));
+                }
                 Some(Request::Start { done }) => {
-                    let result = if started {
-                        Ok(())
-                    } else {
-                        Box::pin(start(&service, &connection)).await
-                    };
-                    started = result.is_ok();
+                    let (hubs, result) = Box::pin(start(&service, &connection)).await;
+                    told = Some(hubs);
+                    // A hub that refuses the connection ends it, once the client has its answer.
+                    end = result.is_err().then_some(End::Refused);
                     let _ = done.send(result);
                 }
                 Some(Request::Invoke { request, reply }) => {
@@ -248,9 +266,7 @@ pub async fn run(
                         }
                         None => respond(&sender, response).await,
                     }
-                    if abort {
-                        break End::Ended;
-                    }
+                    end = abort.then_some(End::Ended);
                 }
             },
         }
@@ -261,24 +277,47 @@ pub async fn run(
     for hub in &connection.hubs {
         Box::pin(service.router.disconnect(hub, &connection.id)).await;
     }
-    if started {
-        for hub in &connection.hubs {
-            let caller = connection.caller(hub);
-            Box::pin(service.dispatcher.disconnected(&caller, None)).await;
-        }
+    registered.done = true;
+    for hub in &connection.hubs[..told.unwrap_or(0)] {
+        let caller = connection.caller(hub);
+        Box::pin(service.dispatcher.disconnected(&caller, None)).await;
     }
     pump.abort();
 }
 
-/// Runs `on-connected` of each hub the connection named.
-async fn start(service: &Signalr2, connection: &Persistent) -> Result<(), String> {
-    for hub in &connection.hubs {
-        service
-            .dispatcher
-            .connected(&connection.caller(hub))
-            .await?;
+/// Runs `on-connected` of each hub the connection named, in order, until one refuses: how many
+/// were told, and the refusal.
+async fn start(service: &Signalr2, connection: &Persistent) -> (usize, Result<(), String>) {
+    for (told, hub) in connection.hubs.iter().enumerate() {
+        let caller = connection.caller(hub);
+        if let Err(refusal) = service.dispatcher.connected(&caller).await {
+            return (told, Err(refusal));
+        }
     }
-    Ok(())
+    (connection.hubs.len(), Ok(()))
+}
+
+/// Unregisters a connection whose task ended without doing so (it panicked): the registry must
+/// not keep a handle nobody serves.
+struct Registered<'a> {
+    service: &'a Signalr2,
+    connection: &'a Arc<Persistent>,
+    done: bool,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let id = &self.connection.id;
+        tracing::error!(connection = %id, "SignalR 2 connection task ended abnormally; unregistering it");
+        self.connection.ended.cancel();
+        self.service.forget(self.connection);
+        for hub in &self.connection.hubs {
+            self.service.router.disconnect_now(hub, id);
+        }
+    }
 }
 
 /// Queues a response behind what the hub sent during the call, so the client sees them in
