@@ -228,6 +228,24 @@ describe("SignalR 2 endpoints", () => {
     }
   });
 
+  it("a hub that reads the request sees the page's query (not the protocol's) and cookies", async () => {
+    const features = await startHost({ hubs: ["features"] });
+    try {
+      const ana = await openLongPolling(features.url, {
+        hub: "featureshub",
+        qs: { room: "blue" },
+        headers: { Cookie: "flavor=mint; other=1", "X-SignalR-User-Agent": "jquery 2.4.3" },
+      });
+      const info = await ana.send("RequestInfo", []);
+      assert.equal(info.R.room, "blue");
+      assert.equal(info.R.flavor, "mint");
+      assert.equal(info.R.signalrAgent, "jquery 2.4.3");
+      assert.equal(info.R.id, null);
+    } finally {
+      await features.stop();
+    }
+  });
+
   it("a token belongs to its user: another user's requests get SignalR 2's 403", async () => {
     const ana = await openLongPolling(host.url, { qs: { access_token: token("ana") } });
     assert.deepEqual(await ana.send("WhoamiUser", []), { I: "0", R: "ana" });

@@ -26,7 +26,7 @@ export async function negotiate(base, { hubs = hubsData("chathub"), qs = {} } = 
  * A long-polling connection made by hand: negotiate, connect, start. `send(H, M, A)` invokes
  * and returns the hub response; `poll()` takes what came since the last poll.
  */
-export async function openLongPolling(base, { hub = "chathub", qs = {}, negotiateAt = base } = {}) {
+export async function openLongPolling(base, { hub = "chathub", qs = {}, negotiateAt = base, headers = {} } = {}) {
   const hubs = hubsData(hub);
   const negotiated = await negotiate(negotiateAt, { hubs, qs });
   const params = (extra = {}) =>
@@ -34,11 +34,11 @@ export async function openLongPolling(base, { hub = "chathub", qs = {}, negotiat
   const post = (path, body = "", extra = {}) =>
     fetch(`${base}/signalr/${path}?${params(extra)}`, {
       method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded; charset=UTF-8" },
+      headers: { "content-type": "application/x-www-form-urlencoded; charset=UTF-8", ...headers },
       body,
     });
   const init = await (await post("connect")).json();
-  const started = await (await fetch(`${base}/signalr/start?${params()}`)).json();
+  const started = await (await fetch(`${base}/signalr/start?${params()}`, { headers })).json();
   let cursor = init.C;
   let nextId = 0;
   return {

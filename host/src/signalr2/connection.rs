@@ -25,13 +25,14 @@ use super::mailbox::Mailbox;
 use super::message::{self, HubRequest, Outcome};
 use super::names;
 use super::protocol::Signalr2Protocol;
+use crate::auth::Identity;
 use crate::dispatcher::Failure;
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::registry::{ConnectionHandle, Outbound, OutboxReceiver, OutboxSender, outbox};
 use crate::runtime::{CallError, HubError};
 use crate::session::rate_limit::RateLimiter;
-use crate::types::{Caller, ConnectionId, HubName};
+use crate::types::{Caller, ConnectionId, HubName, Request as HttpRequest};
 
 /// Invocations queued for one connection before `/send` and the WebSocket wait.
 const QUEUED_REQUESTS: usize = 16;
@@ -60,6 +61,8 @@ pub struct Persistent {
     pub claims: Vec<(String, String)>,
     /// The hubs it named in `connectionData`: it receives their client calls.
     pub hubs: Vec<HubName>,
+    /// The request that opened it, kept if one of its hubs reads it.
+    request: Option<Arc<HttpRequest>>,
     pub mailbox: Mailbox,
     requests: mpsc::Sender<Request>,
     /// Cancelled when the connection ends, whatever ended it.
@@ -102,20 +105,21 @@ pub struct Ended;
 
 impl Persistent {
     /// A connection and the receiving end of its requests (for [`run`]); what it is sent is
-    /// kept for replay for `replay_window`.
+    /// kept for replay for `replay_window`; `request` is what opened it, for hubs that read it.
     pub fn new(
         id: ConnectionId,
-        user: Option<String>,
-        claims: Vec<(String, String)>,
+        identity: Identity,
         hubs: Vec<HubName>,
+        request: Option<Arc<HttpRequest>>,
         replay_window: Duration,
     ) -> (Arc<Self>, mpsc::Receiver<Request>) {
         let (requests, receiver) = mpsc::channel(QUEUED_REQUESTS);
         let connection = Arc::new(Self {
             id,
-            user,
-            claims,
+            user: identity.user_id,
+            claims: identity.claims,
             hubs,
+            request,
             mailbox: Mailbox::new(replay_window),
             requests,
             ended: CancellationToken::new(),
@@ -160,7 +164,7 @@ impl Persistent {
             connection_id: self.id.clone(),
             user_id: self.user.clone(),
             claims: self.claims.clone(),
-            request: None,
+            request: self.request.clone(),
         }
     }
 
@@ -427,7 +431,11 @@ mod tests {
 
     fn connection() -> Arc<Persistent> {
         let window = Duration::from_secs(45);
-        Persistent::new(ConnectionId::new("c"), None, Vec::new(), Vec::new(), window).0
+        let anonymous = Identity {
+            user_id: None,
+            claims: Vec::new(),
+        };
+        Persistent::new(ConnectionId::new("c"), anonymous, Vec::new(), None, window).0
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::dispatcher::Dispatcher;
 use crate::router::Router;
-use crate::types::{ConnectionId, HubName};
+use crate::types::{ConnectionId, HubName, Request};
 use connection::Persistent;
 use token::TokenKey;
 
@@ -126,6 +126,7 @@ impl Signalr2 {
         identity: &crate::auth::Identity,
         hubs: Vec<HubName>,
         revived: bool,
+        request: impl FnOnce() -> Request,
     ) -> Option<Arc<Persistent>> {
         if self.draining.is_cancelled() {
             return None;
@@ -134,11 +135,16 @@ impl Signalr2 {
         if let Some(connection) = connections.get(id) {
             return Some(connection.clone());
         }
+        // Kept only if one of its hubs can read it (`ctx.request()`), as for Core connections.
+        let runtime = self.dispatcher.runtime();
+        let reads_request = hubs
+            .iter()
+            .any(|hub| runtime.hub(hub.as_str()).is_some_and(|h| h.reads_request()));
         let (connection, requests) = Persistent::new(
             id.clone(),
-            identity.user_id.clone(),
-            identity.claims.clone(),
+            identity.clone(),
             hubs,
+            reads_request.then(|| Arc::new(request())),
             self.settings.replay_window(),
         );
         connections.insert(id.clone(), connection.clone());

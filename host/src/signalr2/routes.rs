@@ -22,7 +22,7 @@ use super::connection::{Persistent, Request as ConnectionRequest};
 use super::message::HubRequest;
 use super::transports;
 use crate::auth::Identity;
-use crate::types::{ConnectionId, HubName};
+use crate::types::{ConnectionId, HubName, Request as HttpRequest};
 
 /// Largest form body read (a `/send` or a poll); larger messages are refused by size first.
 const MAX_BODY: usize = 1024 * 1024;
@@ -128,7 +128,8 @@ pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> R
         return plain(StatusCode::OK, "");
     }
     let revived = action != Action::Connect;
-    let Some(connection) = service.open(&id, &identity, hubs, revived) else {
+    let opening = || opening_request(&parts.headers, &query);
+    let Some(connection) = service.open(&id, &identity, hubs, revived, opening) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",
@@ -164,6 +165,37 @@ enum Action {
     Start,
     Send,
     Abort,
+}
+
+/// Query parameters of SignalR 2's own, left out of what hubs see of a request (as Core's `id`
+/// and `access_token` are).
+const PROTOCOL_PARAMETERS: &[&str] = &[
+    "transport",
+    "clientProtocol",
+    "connectionToken",
+    "connectionData",
+    "messageId",
+    "groupsToken",
+    "tid",
+    "_",
+];
+
+/// The request that opens a connection, as hubs see it: its headers, and its query without
+/// the protocol's parameters (the page's own `qs` stays).
+fn opening_request(
+    headers: &axum::http::HeaderMap,
+    query: &HashMap<String, String>,
+) -> HttpRequest {
+    let mut own = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in query {
+        if !PROTOCOL_PARAMETERS.contains(&name.as_str()) {
+            own.append_pair(name, value);
+        }
+    }
+    HttpRequest::new(
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &own.finish(),
+    )
 }
 
 /// Reads `a=b&c=d` (a query or a form; `+` is a space).
@@ -370,5 +402,28 @@ async fn send(
     match response.await {
         Ok(response) => transports::json(response),
         Err(_) => plain(StatusCode::BAD_REQUEST, "The connection has ended."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hubs_see_the_page_query_without_the_protocol_parameters() {
+        let query = parse_pairs(
+            b"transport=webSockets&clientProtocol=2.1&connectionToken=t.s&connectionData=%5B%5D&tid=3&_=17&room=blue+sky",
+        );
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("flavor=mint"));
+        let request = opening_request(&headers, &query);
+        assert_eq!(
+            request.query(),
+            [("room".to_owned(), "blue sky".to_owned())]
+        );
+        assert_eq!(
+            request.cookies(),
+            [("flavor".to_owned(), "mint".to_owned())]
+        );
     }
 }
