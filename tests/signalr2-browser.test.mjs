@@ -11,8 +11,9 @@ import { after, before, describe, it } from "node:test";
 import { chromium } from "playwright-core";
 
 import { connectOver } from "./support/client.mjs";
-import { startHost } from "./support/host.mjs";
-import { startRedis } from "./support/redis.mjs";
+import { startHost, waitReady } from "./support/host.mjs";
+import { startNginx } from "./support/nginx.mjs";
+import { freePort, startRedis } from "./support/redis.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const root = resolve(import.meta.dirname, "..");
@@ -184,6 +185,70 @@ describe("the SignalR 2 tutorial page on two hosts sharing Redis, with a Core cl
       assert.equal(result.name, "Hal");
     } finally {
       await page.close();
+    }
+  });
+});
+
+describe("the SignalR 2 tutorial page behind a round-robin nginx, hosts with --public-url", () => {
+  let redis;
+  let site;
+  let ports = [];
+  let hosts = [];
+  let nginx;
+  let browser;
+
+  before(async () => {
+    redis = await startRedis();
+    site = makeSite();
+    ports = [await freePort(), await freePort()];
+    hosts = await Promise.all(
+      ports.map((port) =>
+        startHost({
+          hubs: ["chat"],
+          args: ["--redis", redis.url, "--static", site, "--listen", `127.0.0.1:${port}`, "--public-url", `http://127.0.0.1:${port}`],
+        }),
+      ),
+    );
+    await Promise.all(hosts.map((h) => waitReady(h)));
+    nginx = await startNginx(hosts.map((h) => h.address));
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  after(async () => {
+    await browser?.close();
+    await nginx?.stop();
+    await Promise.all(hosts.map((h) => h.stop()));
+    await redis?.stop();
+    if (site) rmSync(site, { recursive: true, force: true });
+  });
+
+  it("negotiate through nginx sends each page to one host (RedirectUrl); long polling works without sticky sessions", async () => {
+    const redirect = await (await fetch(`${nginx.url}/signalr/negotiate?clientProtocol=2.1&connectionData=%5B%5D`)).json();
+    assert.equal(redirect.ProtocolVersion, "2.0");
+    assert.ok(ports.some((p) => redirect.RedirectUrl === `http://127.0.0.1:${p}/signalr`), JSON.stringify(redirect));
+    const direct = await (await fetch(`${hosts[0].url}/signalr/negotiate?clientProtocol=2.1&connectionData=%5B%5D`)).json();
+    assert.equal(direct.RedirectUrl, undefined);
+    assert.equal(direct.Url, "/signalr");
+
+    const pages = [];
+    try {
+      // Four pages through nginx, two forcing long polling (each of its requests would otherwise
+      // land on either host).
+      for (const [i, file] of ["longPolling.html", "longPolling.html", "", ""].entries()) {
+        pages.push(await openChat(browser, nginx, file, `page ${i}`));
+      }
+      const used = await Promise.all(pages.map((p) => p.evaluate(() => $.connection.hub.url)));
+      for (const url of used) assert.ok(ports.some((p) => url === `http://127.0.0.1:${p}/signalr`), url);
+      for (const [i, page] of pages.entries()) await type(page, `from page ${i}`);
+      for (const page of pages) {
+        for (let i = 0; i < pages.length; i++) await seen(page, `from page ${i}`);
+      }
+      // Each message exactly once on every page.
+      for (const page of pages) {
+        const items = await page.locator("#discussion li").allTextContents();
+        assert.equal(items.length, pages.length, JSON.stringify(items));
+      }
+    } finally {
+      await Promise.all(pages.map((p) => p.close()));
     }
   });
 });

@@ -146,7 +146,13 @@ async fn signalr2(
     axum::extract::Path(action): axum::extract::Path<String>,
     request: axum::extract::Request,
 ) -> Response {
-    crate::signalr2::routes::handle(app.signalr2.clone(), &action, request).await
+    // Through another address (a load balancer), negotiate sends the client to this host.
+    let redirect = app
+        .public_url
+        .as_ref()
+        .filter(|url| !url.is_addressed_by(request.headers()))
+        .map(|url| url.hub_url("signalr"));
+    crate::signalr2::routes::handle(app.signalr2.clone(), &action, request, redirect).await
 }
 
 /// A GET for `/{name}` where no hub is named `name` (and no route of the host's own).

@@ -53,8 +53,15 @@ fn plain(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// `/signalr/{action}`.
-pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> Response {
+/// `/signalr/{action}`. `redirect` is where negotiate sends the client instead, if anywhere
+/// (this host's own URL, when the request came through a load balancer: every later request
+/// of the connection then reaches this host).
+pub async fn handle(
+    service: Arc<Signalr2>,
+    action: &str,
+    request: Request,
+    redirect: Option<String>,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let query = parse_pairs(parts.uri.query().unwrap_or("").as_bytes());
     let action = action.to_ascii_lowercase();
@@ -82,6 +89,11 @@ pub async fn handle(service: Arc<Signalr2>, action: &str, request: Request) -> R
         return crate::auth::unauthorized(&crate::auth::AuthError::Missing);
     }
     if action == "negotiate" {
+        // The 2.x client (protocol 2.0 and later) negotiates again at `RedirectUrl`.
+        if let Some(url) = redirect {
+            let body = json!({"ProtocolVersion": PROTOCOL_VERSION, "RedirectUrl": url});
+            return transports::json(body.to_string());
+        }
         return negotiate(&service, &parts.uri, &identity);
     }
     let transport = match transport(&service, &query) {
