@@ -351,6 +351,71 @@ describe("SignalR 2 and Core clients on hosts sharing Redis", () => {
     }
   });
 
+  it("a client that comes back on another host keeps its groups (the groups token, G); a token not its own is ignored", async () => {
+    // Joins a room over a WebSocket on host A; the response after the join carries G.
+    const away = async () => {
+      const c = await openWebSocket(hosts[0].url);
+      await c.response(c.invoke("JoinRoom", ["blue-room"]));
+      const { G } = await c.next((m) => typeof m.G === "string");
+      c.socket.close();
+      return { id: c.negotiated.ConnectionId, token: c.negotiated.ConnectionToken, G };
+    };
+    // Comes back on host B over long polling, with a groups token.
+    const back = async ({ token }, groupsToken) => {
+      const params = query({ transport: "longPolling", clientProtocol: CLIENT_PROTOCOL, connectionToken: token, connectionData: hubsData("chathub") });
+      const post = (path, body) =>
+        fetch(`${hosts[1].url}/signalr/${path}?${params}`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body });
+      let cursor = "";
+      return {
+        // Held until the hub's on-connected broadcast (the online count) reaches it; polls go on
+        // from its cursor.
+        reconnect: () =>
+          post("reconnect", `messageId=&groupsToken=${encodeURIComponent(groupsToken)}`)
+            .then((r) => r.json())
+            .then((body) => {
+              cursor = body.C;
+              return body;
+            }),
+        // The connection's task rejoins before it runs anything: once this answers, it has.
+        echo: () => post("send", `data=${encodeURIComponent(JSON.stringify({ H: "chathub", M: "Echo", A: ["back"], I: 100 }))}`).then((r) => r.json()),
+        async pollUntil(predicate) {
+          const seen = [];
+          for (let i = 0; i < 50; i++) {
+            const body = await (await post("poll", `messageId=${encodeURIComponent(cursor)}`)).json();
+            cursor = body.C;
+            seen.push(...body.M);
+            if (body.M.some(predicate)) return seen;
+          }
+          throw new Error(JSON.stringify(seen));
+        },
+      };
+    };
+    const core = await connect(`${hosts[1].url}/chat`);
+    try {
+      const ana = await away();
+      const anaBack = await back(ana, ana.G);
+      const held = anaBack.reconnect();
+      assert.deepEqual(await anaBack.echo(), { I: "100", R: "back" });
+      await held;
+      await core.invoke("SendToRoom", "blue-room", "core", "room message after the move");
+      const seen = await anaBack.pollUntil((m) => m.M === "roomMessage");
+      assert.deepEqual(seen.find((m) => m.M === "roomMessage").A, ["blue-room", "core", "room message after the move"]);
+
+      // Ben comes back with Ana's groups token: ignored, so he is in no room.
+      const ben = await away();
+      const benBack = await back(ben, ana.G);
+      const benHeld = benBack.reconnect();
+      assert.deepEqual(await benBack.echo(), { I: "100", R: "back" });
+      await benHeld;
+      await core.invoke("SendToRoom", "blue-room", "core", "not for ben");
+      await core.invoke("SendToConnection", ben.id, "sentinel");
+      const benSaw = await benBack.pollUntil((m) => m.M === "privateMessage");
+      assert.equal(benSaw.filter((m) => m.M === "roomMessage").length, 0, JSON.stringify(benSaw));
+    } finally {
+      await core.stop();
+    }
+  });
+
   it("hosts sharing the token key take each other's connections; others refuse them", async () => {
     const ana = await openLongPolling(hosts[1].url, { negotiateAt: hosts[0].url });
     assert.deepEqual(ana.started, { Response: "started" });

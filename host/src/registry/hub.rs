@@ -30,6 +30,17 @@ impl HubConnections {
         self.connections.contains_key(id)
     }
 
+    /// The groups a connection is in, sorted.
+    pub(super) fn groups_of(&self, id: &str) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .connections
+            .get(id)
+            .map(|entry| entry.groups.iter().cloned().collect())
+            .unwrap_or_default();
+        groups.sort();
+        groups
+    }
+
     /// Adds a connection; returns the interests gained (its own channel, its user's).
     pub(super) fn add(&mut self, hub: &HubName, handle: ConnectionHandle) -> Vec<InterestChange> {
         let mut changes = vec![InterestChange::Subscribe(Interest::Connection(

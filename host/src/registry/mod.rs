@@ -241,6 +241,15 @@ impl LocalRegistry {
     }
 
     /// Whether the connection lives on this server.
+    /// The groups of `hub` a local connection is in, sorted (none if it is not here).
+    pub fn groups_of(&self, hub: &HubName, id: &str) -> Vec<String> {
+        self.hubs
+            .read()
+            .get(hub)
+            .map(|conns| conns.groups_of(id))
+            .unwrap_or_default()
+    }
+
     pub fn contains(&self, hub: &HubName, id: &str) -> bool {
         self.hubs.read().get(hub).is_some_and(|c| c.contains(id))
     }

@@ -32,7 +32,7 @@ use crate::protocol::Frame;
 use crate::registry::{ConnectionHandle, Outbound, OutboxReceiver, OutboxSender, outbox};
 use crate::runtime::{CallError, HubError};
 use crate::session::rate_limit::RateLimiter;
-use crate::types::{Caller, ConnectionId, HubName, Request as HttpRequest};
+use crate::types::{Caller, ConnectionId, GroupChange, HubName, Request as HttpRequest};
 
 /// Invocations queued for one connection before `/send` and the WebSocket wait.
 const QUEUED_REQUESTS: usize = 16;
@@ -69,6 +69,18 @@ pub struct Persistent {
     pub ended: CancellationToken,
     presence: Mutex<Presence>,
     presence_changed: Notify,
+    groups: Mutex<Groups>,
+}
+
+/// The connection's groups as its client last heard of them.
+#[derive(Default)]
+struct Groups {
+    /// `Hub.group` names, sorted.
+    names: Vec<String>,
+    /// Their token (`G`); `None` until they first change.
+    token: Option<Arc<str>>,
+    /// Counts changes, so each transport request knows whether it has sent the latest.
+    version: u64,
 }
 
 /// Who is attached: requests carrying the connection now, and since when none has been.
@@ -129,6 +141,7 @@ impl Persistent {
                 newest: CancellationToken::new(),
             }),
             presence_changed: Notify::new(),
+            groups: Mutex::new(Groups::default()),
         });
         (connection, receiver)
     }
@@ -154,6 +167,51 @@ impl Persistent {
         tokio::select! {
             sent = self.requests.send(request) => sent.map_err(|_| Ended),
             () = self.ended.cancelled() => Err(Ended),
+        }
+    }
+
+    /// The groups token and its version, once the groups have changed.
+    pub fn groups_token(&self) -> (u64, Option<Arc<str>>) {
+        let groups = self.groups.lock();
+        (groups.version, groups.token.clone())
+    }
+
+    /// Reads the connection's groups from the registry; a new token if they changed.
+    fn refresh_groups(&self, service: &Signalr2) {
+        let registry = service.router.registry();
+        let mut names: Vec<String> = Vec::new();
+        for hub in &self.hubs {
+            let legacy = names::legacy_name(hub);
+            for group in registry.groups_of(hub, self.id.as_str()) {
+                names.push(format!("{legacy}.{group}"));
+            }
+        }
+        names.sort();
+        let mut groups = self.groups.lock();
+        if groups.names != names {
+            groups.token = Some(service.key.protect_groups(&self.id, &names).into());
+            groups.names = names;
+            groups.version += 1;
+        }
+    }
+
+    /// Puts a revived connection back in the groups its client's token names (`Hub.group`).
+    async fn rejoin(&self, service: &Signalr2, groups: &[String]) {
+        for name in groups {
+            let Some((legacy, group)) = name.split_once('.') else {
+                continue;
+            };
+            let Some(hub) = self.hubs.iter().find(|h| names::legacy_name(h) == legacy) else {
+                continue;
+            };
+            let change = GroupChange::Add {
+                hub: hub.clone(),
+                connection: self.id.to_string(),
+                group: group.to_owned(),
+            };
+            if let Err(error) = Box::pin(service.router.change_group(change)).await {
+                tracing::warn!(connection = %self.id, group, "could not rejoin a group: {error}");
+            }
         }
     }
 
@@ -202,12 +260,13 @@ enum End {
     ShuttingDown,
 }
 
-/// Serves a connection to its end; a `revived` one (see [`Signalr2::open`]) starts at once.
+/// Serves a connection to its end; a `revived` one (see [`Signalr2::open`]) rejoins the
+/// groups its client's groups token names and starts at once.
 pub async fn run(
     service: Arc<Signalr2>,
     connection: Arc<Persistent>,
     mut requests: mpsc::Receiver<Request>,
-    revived: bool,
+    revived: Option<Vec<String>>,
 ) {
     let (sender, receiver) = outbox(service.settings.outbox_capacity);
     for hub in &connection.hubs {
@@ -230,7 +289,9 @@ pub async fn run(
     // How many of its hubs were told of the connection (`None`: not started yet).
     let mut told = None;
     let mut end = None;
-    if revived {
+    if let Some(groups) = revived {
+        connection.rejoin(&service, &groups).await;
+        connection.refresh_groups(&service);
         let (hubs, result) = Box::pin(start(&service, &connection)).await;
         told = Some(hubs);
         end = result.is_err().then_some(End::Refused);
@@ -264,6 +325,9 @@ pub async fn run(
                     } else {
                         Box::pin(invoke(&service, &connection, &request)).await
                     };
+                    // Before the response goes: the response carrying it also carries the
+                    // new groups token.
+                    connection.refresh_groups(&service);
                     match reply {
                         Some(reply) => {
                             let _ = reply.send(response);
@@ -417,7 +481,7 @@ async fn pump(mut receiver: OutboxReceiver, connection: Arc<Persistent>) {
 }
 
 /// The init response and what follows a cursor share this: frames in, persistent response out.
-pub fn persistent(cursor: &str, messages: &[Bytes], flags: message::Flags) -> Bytes {
+pub fn persistent(cursor: &str, messages: &[Bytes], flags: message::Flags<'_>) -> Bytes {
     Bytes::from(message::persistent_response(
         cursor,
         messages.iter().map(|m| &m[..]),

@@ -106,11 +106,14 @@ pub fn client_invocation(hub: &str, method: &str, arguments: &str) -> String {
 
 /// What a persistent response says besides its messages.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Flags {
+pub struct Flags<'a> {
     /// The connection's first response (`S:1`).
     pub initialized: bool,
     /// The server is going away: a long-polling client reconnects (`T:1`).
     pub reconnect: bool,
+    /// The connection's groups changed: its new groups token (`G`), which the client sends
+    /// back when it reconnects.
+    pub groups: Option<&'a str>,
 }
 
 /// A persistent response: `{"C":"<cursor>","M":[…]}`, with `S`/`T` when `flags` say so.
@@ -118,7 +121,7 @@ pub struct Flags {
 pub fn persistent_response<'a>(
     cursor: &str,
     messages: impl IntoIterator<Item = &'a [u8]>,
-    flags: Flags,
+    flags: Flags<'_>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(b"{\"C\":");
@@ -128,6 +131,10 @@ pub fn persistent_response<'a>(
     }
     if flags.reconnect {
         out.extend_from_slice(b",\"T\":1");
+    }
+    if let Some(groups) = flags.groups {
+        out.extend_from_slice(b",\"G\":");
+        out.extend_from_slice(json_string(groups).as_bytes());
     }
     out.extend_from_slice(b",\"M\":[");
     for (i, message) in messages.into_iter().enumerate() {

@@ -118,14 +118,15 @@ impl Signalr2 {
     /// The live connection with this id, or a new one: on a first `/connect`, or for a
     /// connection this host does not hold (SignalR 2 connections live in their token, so a
     /// client that comes back after the server forgot it, or to another host, carries on; as
-    /// it started before, it is `revived`: the hubs' `on-connected` runs at once, as the
-    /// `on-disconnected` ran where it was). `None` while shutting down.
+    /// it started before, it is `revived` with its groups token (empty if none): it rejoins its
+    /// groups and the hubs' `on-connected` runs at once, as the `on-disconnected` ran where it
+    /// was). `None` while shutting down.
     pub fn open(
         self: &Arc<Self>,
         id: &ConnectionId,
         identity: &crate::auth::Identity,
         hubs: Vec<HubName>,
-        revived: bool,
+        revived: Option<&str>,
         request: impl FnOnce() -> Request,
     ) -> Option<Arc<Persistent>> {
         if self.draining.is_cancelled() {
@@ -149,11 +150,14 @@ impl Signalr2 {
         );
         connections.insert(id.clone(), connection.clone());
         drop(connections);
+        // A revived connection's groups token, if genuine and its own; else no groups, as
+        // SignalR 2 ignores a bad one.
+        let rejoin = revived.map(|token| self.key.unprotect_groups(id, token).unwrap_or_default());
         self.tasks.spawn(connection::run(
             self.clone(),
             connection.clone(),
             requests,
-            revived,
+            rejoin,
         ));
         Some(connection)
     }

@@ -139,7 +139,11 @@ pub async fn handle(
         }
         return plain(StatusCode::OK, "");
     }
-    let revived = action != Action::Connect;
+    let groups_token = form
+        .get("groupsToken")
+        .or(query.get("groupsToken"))
+        .map_or("", String::as_str);
+    let revived = (action != Action::Connect).then_some(groups_token);
     let opening = || opening_request(&parts.headers, &query);
     let Some(connection) = service.open(&id, &identity, hubs, revived, opening) else {
         return plain(

@@ -54,10 +54,11 @@ impl TokenKey {
         <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length")
     }
 
-    /// The token of a connection.
-    pub fn protect(&self, connection_id: &ConnectionId, user: &str) -> String {
-        let payload = format!("{connection_id}:{user}");
+    /// `payload`, signed for `purpose` (so a token of one kind never passes for another).
+    fn sign(&self, purpose: &str, payload: &str) -> String {
         let mut mac = self.mac();
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
         mac.update(payload.as_bytes());
         let tag = mac.finalize().into_bytes();
         format!(
@@ -67,15 +68,27 @@ impl TokenKey {
         )
     }
 
-    /// Checks a token and reads it.
-    pub fn unprotect(&self, token: &str) -> Result<TokenClaims, BadToken> {
+    /// The payload of a token signed for `purpose`.
+    fn verify(&self, purpose: &str, token: &str) -> Result<String, BadToken> {
         let (payload, tag) = token.split_once('.').ok_or(BadToken)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| BadToken)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| BadToken)?;
         let mut mac = self.mac();
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
         mac.update(&payload);
         mac.verify_slice(&tag).map_err(|_| BadToken)?;
-        let payload = String::from_utf8(payload).map_err(|_| BadToken)?;
+        String::from_utf8(payload).map_err(|_| BadToken)
+    }
+
+    /// The token of a connection.
+    pub fn protect(&self, connection_id: &ConnectionId, user: &str) -> String {
+        self.sign(CONNECTION, &format!("{connection_id}:{user}"))
+    }
+
+    /// Checks a token and reads it.
+    pub fn unprotect(&self, token: &str) -> Result<TokenClaims, BadToken> {
+        let payload = self.verify(CONNECTION, token)?;
         let (id, user) = payload.split_once(':').ok_or(BadToken)?;
         if id.is_empty() {
             return Err(BadToken);
@@ -86,6 +99,32 @@ impl TokenKey {
         })
     }
 }
+
+impl TokenKey {
+    /// The groups token of a connection (SignalR 2's `G`): its groups as `Hub.group` names.
+    pub fn protect_groups(&self, connection_id: &ConnectionId, groups: &[String]) -> String {
+        let list = serde_json::to_string(groups).unwrap_or_else(|_| "[]".into());
+        self.sign(GROUPS, &format!("{connection_id}:{list}"))
+    }
+
+    /// The groups a groups token names, if it is genuine and this connection's.
+    pub fn unprotect_groups(
+        &self,
+        connection_id: &ConnectionId,
+        token: &str,
+    ) -> Option<Vec<String>> {
+        let payload = self.verify(GROUPS, token).ok()?;
+        let (id, list) = payload.split_once(':')?;
+        if id != connection_id.as_str() {
+            return None;
+        }
+        serde_json::from_str(list).ok()
+    }
+}
+
+/// What a token is for (SignalR 2's purposes).
+const CONNECTION: &str = "SignalR.ConnectionToken";
+const GROUPS: &str = "SignalR.Groups.v1.1";
 
 #[cfg(test)]
 mod tests {

@@ -60,11 +60,14 @@ enum Next {
     Over,
 }
 
+/// `groups_sent` is the version of the groups token this request last sent; a response after
+/// a change carries the new one.
 async fn next(
     connection: &Persistent,
     attachment: &Attachment,
     cursor: Cursor,
     quiet: std::time::Duration,
+    groups_sent: &mut u64,
 ) -> Next {
     tokio::select! {
         biased;
@@ -72,9 +75,16 @@ async fn next(
         () = connection.ended.cancelled() => Next::Over,
         () = connection.mailbox.wait_after(cursor) => {
             let batch = connection.mailbox.after(cursor);
+            let (version, token) = connection.groups_token();
+            let groups = (version != *groups_sent).then_some(token).flatten();
+            *groups_sent = version;
+            let flags = Flags {
+                groups: groups.as_deref(),
+                ..Flags::default()
+            };
             match batch.cursor {
                 Some(after) => Next::Messages(
-                    persistent(&after.to_string(), &batch.messages, Flags::default()),
+                    persistent(&after.to_string(), &batch.messages, flags),
                     after,
                 ),
                 None => Next::Quiet,
@@ -161,16 +171,17 @@ async fn serve_websocket(
         if initialize && sink.send(text(init(cursor))).await.is_err() {
             return;
         }
+        let mut groups_sent = 0;
         loop {
-            let frame =
-                match next(connection, attachment, cursor, service.settings.keep_alive).await {
-                    Next::Messages(response, after) => {
-                        cursor = after;
-                        response
-                    }
-                    Next::Quiet => Bytes::from_static(b"{}"),
-                    Next::Over => return,
-                };
+            let quiet = service.settings.keep_alive;
+            let frame = match next(connection, attachment, cursor, quiet, &mut groups_sent).await {
+                Next::Messages(response, after) => {
+                    cursor = after;
+                    response
+                }
+                Next::Quiet => Bytes::from_static(b"{}"),
+                Next::Over => return,
+            };
             if sink.send(text(frame)).await.is_err() {
                 return;
             }
@@ -210,11 +221,19 @@ pub fn event_stream(
     }
     let keep_alive = service.settings.keep_alive;
     let events = stream::unfold(
-        (connection, attachment, cursor, first),
-        move |(connection, attachment, mut cursor, mut first)| async move {
+        (connection, attachment, cursor, first, 0),
+        move |(connection, attachment, mut cursor, mut first, mut groups_sent)| async move {
             let chunk = match first.pop_front() {
                 Some(chunk) => chunk,
-                None => match next(&connection, &attachment, cursor, keep_alive).await {
+                None => match next(
+                    &connection,
+                    &attachment,
+                    cursor,
+                    keep_alive,
+                    &mut groups_sent,
+                )
+                .await
+                {
                     Next::Messages(response, after) => {
                         cursor = after;
                         event(&response)
@@ -225,7 +244,7 @@ pub fn event_stream(
             };
             Some((
                 Ok::<_, std::convert::Infallible>(chunk),
-                (connection, attachment, cursor, first),
+                (connection, attachment, cursor, first, groups_sent),
             ))
         },
     );
@@ -275,7 +294,9 @@ pub async fn poll(
     let attachment = connection.attach();
     let from = start(connection, cursor);
     tracing::debug!(connection = %connection.id, cursor = %from, "long poll waiting");
-    match next(connection, &attachment, from, service.settings.poll_timeout).await {
+    let mut groups_sent = 0;
+    let quiet = service.settings.poll_timeout;
+    match next(connection, &attachment, from, quiet, &mut groups_sent).await {
         Next::Messages(response, _) => json(response),
         Next::Quiet => json(persistent(&from.to_string(), &[], Flags::default())),
         Next::Over if connection.ended.is_cancelled() => json(persistent(
