@@ -170,8 +170,8 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
 
     /// Secret that signs SignalR 2 connection tokens (`/signalr`). Hosts behind one load
-    /// balancer need the same, so a client's requests may reach any of them. Default: a key
-    /// of this process only.
+    /// balancer need the same, so a client that comes back after its host went away carries
+    /// on on another. Default: a key of this process only.
     #[arg(long, env = "HUBHOST_SIGNALR2_TOKEN_KEY", hide_env_values = true)]
     pub signalr2_token_key: Option<String>,
 

@@ -240,7 +240,6 @@ impl LocalRegistry {
         count
     }
 
-    /// Whether the connection lives on this server.
     /// The groups of `hub` a local connection is in, sorted (none if it is not here).
     pub fn groups_of(&self, hub: &HubName, id: &str) -> Vec<String> {
         self.hubs
@@ -250,6 +249,7 @@ impl LocalRegistry {
             .unwrap_or_default()
     }
 
+    /// Whether the connection lives on this server.
     pub fn contains(&self, hub: &HubName, id: &str) -> bool {
         self.hubs.read().get(hub).is_some_and(|c| c.contains(id))
     }

@@ -150,6 +150,7 @@ async fn signalr2(
     let redirect = app
         .public_url
         .as_ref()
+        .filter(|_| action.eq_ignore_ascii_case("negotiate"))
         .filter(|url| !url.is_addressed_by(request.headers()))
         .map(|url| url.hub_url("signalr"));
     crate::signalr2::routes::handle(app.signalr2.clone(), &action, request, redirect).await

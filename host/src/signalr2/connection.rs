@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -201,11 +200,11 @@ impl Persistent {
             let Some((legacy, group)) = name.split_once('.') else {
                 continue;
             };
-            let Some(hub) = self.hubs.iter().find(|h| names::legacy_name(h) == legacy) else {
+            let Some(hub) = names::resolve(&self.hubs, legacy) else {
                 continue;
             };
             let change = GroupChange::Add {
-                hub: hub.clone(),
+                hub,
                 connection: self.id.to_string(),
                 group: group.to_owned(),
             };
@@ -305,10 +304,10 @@ pub async fn run(
             () = connection.ended.cancelled() => break End::Ended,
             () = service.draining.cancelled() => break End::ShuttingDown,
             () = connection.idle_for(service.settings.disconnect_timeout) => break End::TimedOut,
+            // Hub calls are boxed: the task lives as long as the connection, idle or not, and
+            // should not keep their (large, short-lived) futures' room.
             request = requests.recv() => match request {
                 None => break End::Ended,
-                // Hub calls are boxed: the task lives as long as the connection, idle or not,
-                // and should not keep their (large, short-lived) futures' room.
                 Some(Request::Start { done }) if told.is_some() => {
                     let _ = done.send(Ok(()));
                 }
@@ -478,15 +477,6 @@ async fn pump(mut receiver: OutboxReceiver, connection: Arc<Persistent>) {
             }
         }
     }
-}
-
-/// The init response and what follows a cursor share this: frames in, persistent response out.
-pub fn persistent(cursor: &str, messages: &[Bytes], flags: message::Flags<'_>) -> Bytes {
-    Bytes::from(message::persistent_response(
-        cursor,
-        messages.iter().map(|m| &m[..]),
-        flags,
-    ))
 }
 
 #[cfg(test)]

@@ -68,12 +68,7 @@ pub async fn handle(
     match (action.as_str(), &parts.method) {
         ("ping", _) => return transports::json(json!({"Response": "pong"}).to_string()),
         ("hubs" | "js", &Method::GET) => {
-            let base = parts
-                .uri
-                .path()
-                .rsplit_once('/')
-                .map_or("/signalr", |(base, _)| base);
-            return super::proxy::script(&service, base).await;
+            return super::proxy::script(&service, base_path(&parts.uri)).await;
         }
         _ => {}
     }
@@ -214,6 +209,13 @@ fn opening_request(
     )
 }
 
+/// The endpoint's path: the request's path without its action (`/signalr`).
+fn base_path(uri: &axum::http::Uri) -> &str {
+    uri.path()
+        .rsplit_once('/')
+        .map_or("/signalr", |(base, _)| base)
+}
+
 /// Reads `a=b&c=d` (a query or a form; `+` is a space).
 fn parse_pairs(bytes: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(bytes).into_owned().collect()
@@ -329,14 +331,9 @@ fn negotiate(service: &Signalr2, uri: &axum::http::Uri, identity: &Identity) -> 
     let token = service
         .key
         .protect(&id, identity.user_id.as_deref().unwrap_or(""));
-    let url = uri
-        .path()
-        .rsplit_once('/')
-        .map_or("/signalr", |(base, _)| base)
-        .to_owned();
     let settings = &service.settings;
     let body = json!({
-        "Url": url,
+        "Url": base_path(uri),
         "ConnectionToken": token,
         "ConnectionId": id.as_str(),
         "KeepAliveTimeout": (settings.keep_alive * 2).as_secs_f64(),

@@ -26,9 +26,19 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, stream};
 
 use super::Signalr2;
-use super::connection::{Attachment, Persistent, Request, persistent};
+use super::connection::{Attachment, Persistent, Request};
 use super::mailbox::Cursor;
-use super::message::{Flags, HubRequest};
+use super::message::{Flags, HubRequest, persistent_response};
+use crate::transport::sse::event;
+
+/// A persistent response at `cursor` carrying `messages`.
+fn persistent(cursor: &str, messages: &[Bytes], flags: Flags<'_>) -> Bytes {
+    Bytes::from(persistent_response(
+        cursor,
+        messages.iter().map(|m| &m[..]),
+        flags,
+    ))
+}
 
 /// Where a request starts reading: the mailbox's end on `/connect` (after the init
 /// response), the client's cursor on a reconnect or poll.
@@ -215,7 +225,9 @@ pub fn event_stream(
 ) -> Response {
     let attachment = connection.attach();
     let cursor = start(&connection, cursor.as_deref());
-    let mut first = VecDeque::from([Bytes::from_static(b"data: initialized\n\n")]);
+    // Each response is an event, a `data:` line per line (JSON from other clients may hold
+    // line breaks; the browser joins the lines again), as Core's event streams write them.
+    let mut first = VecDeque::from([event(b"initialized")]);
     if initialize {
         first.push_back(event(&init(cursor)));
     }
@@ -238,7 +250,7 @@ pub fn event_stream(
                         cursor = after;
                         event(&response)
                     }
-                    Next::Quiet => Bytes::from_static(b"data: {}\n\n"),
+                    Next::Quiet => event(b"{}"),
                     Next::Over => return None,
                 },
             };
@@ -266,19 +278,6 @@ pub fn event_stream(
         .into_response()
 }
 
-/// One event: a `data:` line per line of the response (JSON from other clients may hold line
-/// breaks; the browser joins the lines again).
-fn event(response: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(response.len() + 16);
-    for line in response.split(|b| *b == b'\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-    Bytes::from(out)
-}
-
 /// Long polling's `/connect`: the init response, at once.
 pub fn poll_connect(connection: &Persistent) -> Response {
     json(init(connection.mailbox.cursor()))
@@ -298,16 +297,14 @@ pub async fn poll(
     let quiet = service.settings.poll_timeout;
     match next(connection, &attachment, from, quiet, &mut groups_sent).await {
         Next::Messages(response, _) => json(response),
-        Next::Quiet => json(persistent(&from.to_string(), &[], Flags::default())),
-        Next::Over if connection.ended.is_cancelled() => json(persistent(
-            &from.to_string(),
-            &[],
-            Flags {
-                reconnect: true,
+        // Nothing came, or a newer request took over: empty. The connection ended: `T:1`.
+        Next::Quiet | Next::Over => {
+            let flags = Flags {
+                reconnect: connection.ended.is_cancelled(),
                 ..Flags::default()
-            },
-        )),
-        Next::Over => json(persistent(&from.to_string(), &[], Flags::default())),
+            };
+            json(persistent(&from.to_string(), &[], flags))
+        }
     }
 }
 
