@@ -141,6 +141,21 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_DISCONNECT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub disconnect_timeout: Duration,
 
+    /// Do not offer stateful reconnect (ASP.NET Core 8's `withStatefulReconnect`) to clients
+    /// that ask for it in negotiate.
+    #[arg(long, env = "HUBHOST_NO_STATEFUL_RECONNECT")]
+    pub no_stateful_reconnect: bool,
+
+    /// Stateful reconnect: how long a connection whose WebSocket was cut waits for its client
+    /// to resume it (ASP.NET's DisconnectTimeout).
+    #[arg(long, env = "HUBHOST_RECONNECT_WINDOW", default_value = "15s", value_parser = parse_duration)]
+    pub reconnect_window: Duration,
+
+    /// Stateful reconnect: bytes of messages a client has not acknowledged past which the
+    /// server waits for its Ack before sending more (ASP.NET's StatefulReconnectBufferSize).
+    #[arg(long, env = "HUBHOST_RECONNECT_BUFFER", default_value = "100000", value_parser = parse_size)]
+    pub reconnect_buffer: usize,
+
     /// Frames queued for one slow client before it is disconnected.
     #[arg(long, env = "HUBHOST_OUTBOX", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
     pub outbox: u32,
@@ -326,6 +341,11 @@ impl Config {
         if self.long_polling_timeout.is_zero() || self.disconnect_timeout.is_zero() {
             return Err(
                 "--long-polling-timeout and --disconnect-timeout must be greater than zero".into(),
+            );
+        }
+        if self.reconnect_window.is_zero() || self.reconnect_buffer == 0 {
+            return Err(
+                "--reconnect-window and --reconnect-buffer must be greater than zero".into(),
             );
         }
         if self.instances_per_hub > self.total_instances {

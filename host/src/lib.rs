@@ -258,6 +258,8 @@ pub async fn run_with_native_hubs(
             rate_limit: config.rate_limit,
             max_parallel_invocations: config.max_parallel_invocations as usize,
             max_streams: config.max_streams as usize,
+            reconnect_window: config.reconnect_window,
+            reconnect_buffer: config.reconnect_buffer,
         },
         shutdown: stop.clone(),
         draining: CancellationToken::new(),
@@ -273,6 +275,7 @@ pub async fn run_with_native_hubs(
             .into_iter()
             .filter(|t| config.transports.contains(t))
             .collect(),
+        stateful_reconnect: !config.no_stateful_reconnect,
         public_url: config
             .public_url
             .as_deref()

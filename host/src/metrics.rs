@@ -59,6 +59,14 @@ pub struct Metrics {
     pub memory_hits: AtomicU64,
     /// Invocations refused by the per-connection rate limit.
     pub rate_limited: AtomicU64,
+    /// Stateful reconnect: connections resumed on a new WebSocket of this host.
+    pub resumes: AtomicU64,
+    /// Stateful reconnect: attempts refused (no such connection here, or it was gone).
+    pub resumes_refused: AtomicU64,
+    /// Stateful reconnect: messages sent again on resumes.
+    pub replayed_messages: AtomicU64,
+    /// Stateful reconnect: bytes of messages kept until their clients acknowledge them.
+    pub reconnect_buffer_bytes: AtomicU64,
     /// Duration of hub calls.
     pub call_duration: Histogram,
     /// Open connections per transport (`WebSockets`, `ServerSentEvents`, `LongPolling`).
@@ -103,6 +111,15 @@ impl Tally {
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Takes `n` off a gauge.
+    pub fn sub(gauge: &AtomicU64, n: usize) {
+        gauge.fetch_sub(n as u64, Ordering::Relaxed);
     }
 }
 

@@ -53,6 +53,21 @@ impl From<ProtocolError> for HandshakeError {
     }
 }
 
+/// What a client's handshake chose.
+#[derive(Debug, Clone, Copy)]
+pub struct Chosen {
+    pub protocol: &'static dyn HubProtocol,
+    /// The protocol version it asked for; 2 turns stateful reconnect on, if negotiated.
+    pub version: i64,
+}
+
+impl Chosen {
+    /// Whether the client can resume the connection (stateful reconnect): protocol version 2.
+    pub fn resumable(&self) -> bool {
+        self.version >= 2
+    }
+}
+
 #[derive(Deserialize)]
 struct Request {
     protocol: Option<serde_json::Value>,
@@ -67,22 +82,23 @@ pub fn read(
     buffer: &mut BytesMut,
     max_size: usize,
     binary: bool,
-) -> Result<Option<&'static dyn HubProtocol>, HandshakeError> {
+) -> Result<Option<Chosen>, HandshakeError> {
     let Some(record) = next_record(buffer, max_size)? else {
         return Ok(None);
     };
-    let protocol = parse_request(&record)?;
+    let chosen = parse_request(&record)?;
+    let protocol = chosen.protocol;
     if protocol.transfer_format() == TransferFormat::Binary && !binary {
         return Err(HandshakeError::UnsupportedTransferFormat {
             protocol: protocol.name().to_owned(),
             format: TransferFormat::Binary,
         });
     }
-    Ok(Some(protocol))
+    Ok(Some(chosen))
 }
 
 /// Reads the client's handshake record (without its separator).
-pub fn parse_request(record: &[u8]) -> Result<&'static dyn HubProtocol, HandshakeError> {
+pub fn parse_request(record: &[u8]) -> Result<Chosen, HandshakeError> {
     let request: Request = serde_json::from_slice(record)
         .map_err(|e| HandshakeError::Invalid(format!("Error reading JSON: {e}")))?;
     let protocol = match request.protocol {
@@ -118,7 +134,11 @@ pub fn parse_request(record: &[u8]) -> Result<&'static dyn HubProtocol, Handshak
     if version > MAX_VERSION {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });
     }
-    Ok(*chosen)
+    let chosen = Chosen {
+        protocol: *chosen,
+        version,
+    };
+    Ok(chosen)
 }
 
 /// The error answer for a failed handshake, record separator included.
@@ -133,7 +153,7 @@ mod tests {
     use super::*;
 
     fn chosen(record: &[u8]) -> Result<&'static str, HandshakeError> {
-        parse_request(record).map(|p| p.name())
+        parse_request(record).map(|c| c.protocol.name())
     }
 
     #[test]
@@ -186,7 +206,9 @@ mod tests {
         let mut buffer = BytesMut::from(&br#"{"protocol":"json","ver"#[..]);
         assert!(matches!(read(&mut buffer, 1024, true), Ok(None)));
         buffer.extend_from_slice(b"sion\":1}\x1e{\"type\":6}\x1e");
-        assert!(matches!(read(&mut buffer, 1024, true), Ok(Some(p)) if p.name() == "json"));
+        assert!(
+            matches!(read(&mut buffer, 1024, true), Ok(Some(c)) if c.protocol.name() == "json")
+        );
         assert_eq!(&buffer[..], b"{\"type\":6}\x1e");
         let mut huge = BytesMut::from(&[b' '; 64][..]);
         assert_eq!(

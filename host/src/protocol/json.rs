@@ -93,6 +93,8 @@ struct Fields<'a> {
     item: Option<&'a RawValue>,
     #[serde(borrow)]
     result: Option<&'a RawValue>,
+    #[serde(rename = "sequenceId", borrow)]
+    sequence_id: Option<&'a RawValue>,
 }
 
 fn typed<T: DeserializeOwned>(
@@ -181,7 +183,12 @@ pub fn decode(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
         7 => ClientMessage::Close {
             error: typed(fields.error, "error", "String")?,
         },
-        8 | 9 => ClientMessage::AckOrSequence,
+        8 => ClientMessage::Ack {
+            sequence_id: required(fields.sequence_id, "sequenceId", "Integer")?,
+        },
+        9 => ClientMessage::Sequence {
+            sequence_id: required(fields.sequence_id, "sequenceId", "Integer")?,
+        },
         other => ClientMessage::Unknown(other),
     })
 }
@@ -263,6 +270,12 @@ fn encode(message: &ServerMessage<'_>) -> String {
             }
             out.push_str("}\u{1e}");
             out
+        }
+        ServerMessage::Ack { sequence_id } => {
+            format!("{{\"type\":8,\"sequenceId\":{sequence_id}}}\u{1e}")
+        }
+        ServerMessage::Sequence { sequence_id } => {
+            format!("{{\"type\":9,\"sequenceId\":{sequence_id}}}\u{1e}")
         }
     }
 }

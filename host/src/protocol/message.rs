@@ -52,8 +52,12 @@ pub enum ClientMessage {
     Ping,
     /// Type 7: the client is closing.
     Close { error: Option<String> },
-    /// Types 8 and 9: stateful reconnect bookkeeping (not negotiated by this server).
-    AckOrSequence,
+    /// Type 8 (stateful reconnect): the client received every numbered message up to
+    /// `sequence_id`, so the server may forget them.
+    Ack { sequence_id: u64 },
+    /// Type 9 (stateful reconnect): after a resume, the id of the first numbered message the
+    /// client sends (again) from here on.
+    Sequence { sequence_id: u64 },
     /// A type this server does not know; ignored, as the protocol asks for forward compatibility.
     Unknown(u64),
 }
@@ -86,6 +90,27 @@ pub enum ServerMessage<'a> {
         error: Option<&'a str>,
         allow_reconnect: bool,
     },
+    /// Type 8 (stateful reconnect): the server received every numbered message up to
+    /// `sequence_id`.
+    Ack { sequence_id: u64 },
+    /// Type 9 (stateful reconnect): on a resume, the id of the first numbered message the
+    /// server sends (again) from here on.
+    Sequence { sequence_id: u64 },
+}
+
+impl ClientMessage {
+    /// Whether the message is numbered by stateful reconnect (types 1 to 5).
+    pub fn is_sequenced(&self) -> bool {
+        matches!(
+            self,
+            Self::Invocation { .. }
+                | Self::BindingFailure { .. }
+                | Self::StreamItem { .. }
+                | Self::Completion { .. }
+                | Self::StreamInvocation { .. }
+                | Self::CancelInvocation { .. }
+        )
+    }
 }
 
 /// How an invocation ended.

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 
 use super::{AppState, authorize, text, unauthorized};
 use crate::auth::Identity;
+use crate::metrics::Metrics;
 use crate::runtime::LoadedHub;
 use crate::session::Connection;
 use crate::transport::connections::{Found, StartError, Started};
@@ -144,20 +145,31 @@ pub(super) async fn connect(
     let sessions = app.sessions.clone();
     match (transport, upgrade) {
         (Transport::WebSockets, Ok(upgrade)) => {
-            let (connection_id, lease) = match token {
+            // Stateful reconnect: a connection's later socket carries it on, without a new
+            // handshake.
+            if let Some(resumer) = token.and_then(|token| app.connections.resumer(&hub, token)) {
+                return resumer.resume(upgrade, loaded.limits().max_message_size);
+            }
+            let (connection_id, lease, attachments) = match token {
                 Some(token) => match app.connections.start(&hub, token, transport) {
                     Ok(Started {
                         connection_id,
                         lease,
+                        attachments,
                         ..
-                    }) => (connection_id, Some(lease)),
+                    }) => (connection_id, Some(lease), attachments),
+                    Err(StartError::Unknown) => {
+                        // A client coming back to a connection this host does not hold.
+                        Metrics::inc(&app.sessions.metrics.resumes_refused);
+                        return start_error(StartError::Unknown);
+                    }
                     Err(e) => return start_error(e),
                 },
                 // skipNegotiation: the socket is the whole connection.
-                None => (ConnectionId::random(), None),
+                None => (ConnectionId::random(), None, None),
             };
             let connection = connection(&loaded, connection_id, identity, transport, request());
-            websocket::accept(upgrade, connection, sessions, lease)
+            websocket::accept(upgrade, connection, sessions, lease, attachments)
         }
         (Transport::ServerSentEvents, _) => {
             let Some(token) = token else {
@@ -191,6 +203,7 @@ pub(super) async fn connect(
                         lease,
                         incoming: Some(incoming),
                         polls: Some(polls),
+                        ..
                     }) => {
                         let connection =
                             connection(&loaded, connection_id, identity, transport, request());

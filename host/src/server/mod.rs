@@ -35,6 +35,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// The transports negotiate offers and requests may use (`--transports`).
     pub transports: Vec<Transport>,
+    /// Whether negotiate grants stateful reconnect to clients that ask.
+    pub stateful_reconnect: bool,
     /// This host's own address, where negotiate sends clients that came another way.
     pub public_url: Option<PublicUrl>,
     pub long_polling: LongPollingSettings,
@@ -203,7 +205,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 24] = [
+    let samples: [(&str, &str, &str, u64); 28] = [
         (
             "hubhost_connections",
             gauge,
@@ -281,6 +283,30 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counter,
             "Invocations refused by the per-connection rate limit.",
             get(&m.rate_limited),
+        ),
+        (
+            "hubhost_reconnect_resumes_total",
+            counter,
+            "Stateful reconnect: connections resumed on a new WebSocket.",
+            get(&m.resumes),
+        ),
+        (
+            "hubhost_reconnect_resumes_refused_total",
+            counter,
+            "Stateful reconnect: resumes refused (the connection was gone or not known here).",
+            get(&m.resumes_refused),
+        ),
+        (
+            "hubhost_reconnect_replayed_messages_total",
+            counter,
+            "Stateful reconnect: messages sent again on resumes.",
+            get(&m.replayed_messages),
+        ),
+        (
+            "hubhost_reconnect_buffer_bytes",
+            gauge,
+            "Stateful reconnect: bytes of messages kept until their clients acknowledge them.",
+            get(&m.reconnect_buffer_bytes),
         ),
         (
             "hubhost_backplane_connected",

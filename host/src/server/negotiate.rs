@@ -48,7 +48,17 @@ pub(super) async fn negotiate(
             }
         },
     };
-    let Ok((connection_id, token)) = app.connections.create(hub.name().clone(), version) else {
+    // Granted only when asked (a client that did not ask fails when it is granted) and only
+    // with a token to resume with; it takes effect on a WebSocket.
+    let stateful = app.stateful_reconnect
+        && version >= 1
+        && query
+            .get("useStatefulReconnect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let Ok((connection_id, token)) = app
+        .connections
+        .create(hub.name().clone(), version, stateful)
+    else {
         // Retry after a moment, spread so refused clients do not come back together.
         let retry = rand::rng().random_range(1..=5).to_string();
         return (
@@ -70,12 +80,16 @@ pub(super) async fn negotiate(
         .map(|t| json!({ "transport": t.name(), "transferFormats": t.transfer_formats() }))
         .collect();
     let body = if version >= 1 {
-        json!({
+        let mut body = json!({
             "negotiateVersion": version,
             "connectionId": connection_id.as_str(),
             "connectionToken": token,
             "availableTransports": transports,
-        })
+        });
+        if stateful {
+            body["useStatefulReconnect"] = json!(true);
+        }
+        body
     } else {
         json!({
             "negotiateVersion": 0,

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
 use futures_util::{Stream, StreamExt};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -11,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use super::invocations::{Finished, Invocations, Running};
 use super::rate_limit::RateLimiter;
 use super::registration::Registration;
+use super::resume::{Received, Sent, Verdict};
 use super::streams::{self, Streams};
 use super::uploads::{self, Uploads};
-use super::{Connection, Inbound, SessionContext, TransportFeatures, Uploaded};
+use super::{
+    Attachments, Connection, Inbound, SessionContext, TransportError, TransportFeatures, Uploaded,
+};
 use crate::metrics::Metrics;
-use crate::protocol::handshake::{self, HandshakeError};
+use crate::protocol::handshake::{self, Chosen, HandshakeError};
 use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
 use crate::registry::{ConnectionHandle, OfferError, Outbound, OutboxSender};
 use crate::types::{Caller, Reply};
@@ -67,8 +73,38 @@ struct Work<'a> {
     uploads: &'a mut Uploads,
 }
 
-pub(super) struct Session<I> {
-    incoming: I,
+/// What a connection negotiated with stateful reconnect has to resume.
+pub(super) struct Resume<I, O> {
+    /// New transports that present the connection's token (`None` once none can come).
+    attachments: Option<Attachments<I, O>>,
+    /// Where a new transport's sink goes: to the writer.
+    sinks: tokio::sync::mpsc::UnboundedSender<O>,
+    /// What the writer keeps for the client (the session passes on the client's Acks).
+    sent: Arc<Sent>,
+    received: Received,
+    /// When the transport was cut, while the client has not come back.
+    away_since: Option<Instant>,
+}
+
+impl<I, O> Resume<I, O> {
+    pub(super) fn new(
+        attachments: Attachments<I, O>,
+        sinks: tokio::sync::mpsc::UnboundedSender<O>,
+        sent: Arc<Sent>,
+    ) -> Self {
+        Self {
+            attachments: Some(attachments),
+            sinks,
+            sent,
+            received: Received::default(),
+            away_since: None,
+        }
+    }
+}
+
+pub(super) struct Session<I, O> {
+    /// `None` while a resumable connection waits for its client to come back.
+    incoming: Option<I>,
     /// Received bytes not decoded yet.
     buffer: BytesMut,
     caller: Arc<Caller>,
@@ -78,11 +114,15 @@ pub(super) struct Session<I> {
     outbox: OutboxSender,
     cancel: CancellationToken,
     limiter: Option<RateLimiter>,
+    /// Stateful reconnect, when negotiated and (after the handshake) asked for. Boxed: most
+    /// connections have none, and every idle one holds the session.
+    resume: Option<Box<Resume<I, O>>>,
 }
 
-impl<I> Session<I>
+impl<I, O> Session<I, O>
 where
     I: Stream<Item = Inbound> + Unpin + Send,
+    O: Send,
 {
     pub(super) fn new(
         incoming: I,
@@ -90,9 +130,10 @@ where
         context: Arc<SessionContext>,
         outbox: OutboxSender,
         cancel: CancellationToken,
+        resume: Option<Box<Resume<I, O>>>,
     ) -> Self {
         Self {
-            incoming,
+            incoming: Some(incoming),
             buffer: BytesMut::new(),
             caller: Arc::new(connection.caller),
             max_message_size: connection.max_message_size,
@@ -101,12 +142,22 @@ where
             context,
             outbox,
             cancel,
+            resume,
         }
     }
 
     pub(super) async fn run(mut self) {
         let protocol = match self.handshake().await {
-            Ok(protocol) => protocol,
+            Ok(chosen) => {
+                match &self.resume {
+                    // Before the answer is queued: the writer numbers what follows it.
+                    Some(resume) if chosen.resumable() => resume.sent.activate(chosen.protocol),
+                    // Negotiated, but the client's protocol version cannot resume (as
+                    // ASP.NET, the connection is a plain one).
+                    _ => self.resume = None,
+                }
+                chosen.protocol
+            }
             Err(error) => {
                 tracing::debug!(connection = %self.caller.connection_id, "handshake failed: {error}");
                 self.queue(Outbound::Close(handshake::error_response(&error)));
@@ -170,18 +221,20 @@ where
         registration.end(error).await;
     }
 
-    /// Reads until the handshake request is complete and answers it.
-    async fn handshake(&mut self) -> Result<&'static dyn HubProtocol, HandshakeError> {
+    /// Reads until the handshake request is complete: what the client chose.
+    async fn handshake(&mut self) -> Result<Chosen, HandshakeError> {
         let deadline = Instant::now() + self.context.settings.handshake_timeout;
         loop {
             let binary = self.transport.binary;
-            if let Some(protocol) =
-                handshake::read(&mut self.buffer, self.max_message_size, binary)?
+            if let Some(chosen) = handshake::read(&mut self.buffer, self.max_message_size, binary)?
             {
-                return Ok(protocol);
+                return Ok(chosen);
             }
+            let Some(incoming) = &mut self.incoming else {
+                return Err(HandshakeError::Canceled);
+            };
             let message = tokio::select! {
-                message = self.incoming.next() => message,
+                message = incoming.next() => message,
                 () = tokio::time::sleep_until(deadline) => return Err(HandshakeError::Canceled),
                 () = self.cancel.cancelled() => return Err(HandshakeError::Canceled),
                 () = self.context.draining.cancelled() => return Err(HandshakeError::Canceled),
@@ -224,7 +277,14 @@ where
                 }
             }
             let reading = !invocations.is_blocked() && !uploads.is_blocked();
-            let idle_deadline = last_received + settings.client_timeout;
+            let attached = self.incoming.is_some();
+            // One timer serves both deadlines (it is part of every idle connection's memory):
+            // the reconnect window while the client is away, else the client timeout.
+            let deadline = match self.resume.as_ref().and_then(|r| r.away_since) {
+                Some(since) => Some(since + settings.reconnect_window),
+                None if reading && timeout_armed => Some(last_received + settings.client_timeout),
+                None => None,
+            };
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break End::Cancelled,
@@ -254,15 +314,31 @@ where
                         break End::ABORTED;
                     }
                 }
-                message = self.incoming.next(), if reading => {
+                message = poll_fn(|cx| poll_next(&mut self.incoming, cx)), if reading && attached => {
                     last_received = Instant::now();
                     match message {
                         Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
-                        Some(Err(error)) => break End::TransportGone(Some(error.to_string())),
+                        Some(Err(error)) => {
+                            // Cut, not closed: a resumable connection waits for its client.
+                            if !self.transport_cut(&error) {
+                                break End::TransportGone(Some(error.to_string()));
+                            }
+                        }
                         None => break End::TransportGone(None),
                     }
                 }
-                () = tokio::time::sleep_until(idle_deadline), if reading && timeout_armed => {
+                attachment = poll_fn(|cx| poll_attachment(&mut self.resume, cx)) => {
+                    if let Some((incoming, outgoing)) = attachment {
+                        self.resumed(incoming, outgoing);
+                        last_received = Instant::now();
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or(last_received)), if deadline.is_some() => {
+                    if self.resume.as_ref().is_some_and(|r| r.away_since.is_some()) {
+                        break End::TransportGone(Some(
+                            "the client did not resume within the reconnect window".into(),
+                        ));
+                    }
                     break End::Close {
                         error: Some("Connection closed with an error. OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.".into()),
                         allow_reconnect: true,
@@ -299,6 +375,20 @@ where
             uploads,
         } = work;
         Metrics::inc(&self.context.metrics.messages_in);
+        if let Some(resume) = &self.resume {
+            resume.sent.heard();
+        }
+        if let Some(resume) = &mut self.resume
+            && message.is_sequenced()
+        {
+            let verdict = resume.received.numbered();
+            // A message sent again also asks for an Ack (its sender may have missed ours).
+            resume.sent.set_received(resume.received.latest());
+            if verdict == Verdict::Skip {
+                tracing::trace!(connection = %self.caller.connection_id, "skipped a message sent again");
+                return None;
+            }
+        }
         match message {
             ClientMessage::Invocation {
                 invocation_id,
@@ -419,12 +509,59 @@ where
                     tracing::debug!(connection = %self.caller.connection_id, invocation_id, "ignored a completion of nothing asked");
                 }
             }
-            ClientMessage::AckOrSequence => {}
+            ClientMessage::Ack { sequence_id } => {
+                if let Some(resume) = &self.resume {
+                    resume.sent.ack(sequence_id);
+                }
+            }
+            ClientMessage::Sequence { sequence_id } => {
+                if let Some(resume) = &mut self.resume
+                    && let Err(error) = resume.received.sequence(sequence_id)
+                {
+                    return Some(End::Close {
+                        error: Some(format!(
+                            "Connection closed with an error. InvalidOperationException: {error}"
+                        )),
+                        allow_reconnect: true,
+                        reason: Some(error.to_owned()),
+                    });
+                }
+            }
             ClientMessage::Unknown(kind) => {
                 tracing::debug!(connection = %self.caller.connection_id, kind, "ignored a message of unknown type");
             }
         }
         None
+    }
+
+    /// The transport failed under the session (`error`). A resumable connection lets it go and
+    /// waits for its client (`true`); any other ends.
+    fn transport_cut(&mut self, error: &TransportError) -> bool {
+        let Some(resume) = &mut self.resume else {
+            return false;
+        };
+        tracing::debug!(connection = %self.caller.connection_id, "transport cut ({error}); waiting for the client to resume");
+        self.incoming = None;
+        resume.away_since = Some(Instant::now());
+        true
+    }
+
+    /// The client came back on a new transport (which replaces the old one if that still
+    /// seemed open): the writer resumes on its sink, the session reads from it.
+    fn resumed(&mut self, incoming: I, outgoing: O) {
+        let Some(resume) = &mut self.resume else {
+            return;
+        };
+        // Part of a message from the old transport: the client sends it again whole.
+        self.buffer.clear();
+        self.incoming = Some(incoming);
+        resume.away_since = None;
+        if resume.sinks.send(outgoing).is_err() {
+            // The writer is gone: the session is ending anyway.
+            self.cancel.cancel();
+        }
+        Metrics::inc(&self.context.metrics.resumes);
+        tracing::debug!(connection = %self.caller.connection_id, "resumed");
     }
 
     /// The hub call of one invocation, to run among the session's invocations.
@@ -530,6 +667,39 @@ where
             }
         }
     }
+}
+
+// The two below are polled through `poll_fn` rather than written as `async fn`s: the read
+// loop's futures are part of every idle connection's memory, and these add almost nothing.
+
+/// The next message of the transport, if there is one.
+fn poll_next<I>(incoming: &mut Option<I>, cx: &mut Context<'_>) -> Poll<Option<Inbound>>
+where
+    I: Stream<Item = Inbound> + Unpin,
+{
+    match incoming {
+        Some(incoming) => incoming.poll_next_unpin(cx),
+        None => Poll::Pending,
+    }
+}
+
+/// The next transport a resumable connection resumes on (never, for any other); `None` once
+/// no more can come.
+fn poll_attachment<I, O>(
+    resume: &mut Option<Box<Resume<I, O>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<(I, O)>> {
+    let Some(resume) = resume else {
+        return Poll::Pending;
+    };
+    let Some(attachments) = &mut resume.attachments else {
+        return Poll::Pending;
+    };
+    let attachment = std::task::ready!(attachments.poll_recv(cx));
+    if attachment.is_none() {
+        resume.attachments = None;
+    }
+    Poll::Ready(attachment)
 }
 
 /// Counts a connection in the per-transport and per-protocol gauges while it lives.

@@ -20,11 +20,17 @@
 //!
 //! A writer task ([`writer`]) drains the connection's outbox into the sink, joining queued
 //! frames, and sends keep-alive pings when the connection is quiet.
+//!
+//! A WebSocket connection negotiated with stateful reconnect ([`serve_resumable`]) outlives
+//! its socket: when the socket is cut, the session keeps running for the reconnect window,
+//! the writer keeps what the client has not acknowledged ([`resume`]), and a new socket with
+//! the same connection token carries on where the old one stopped.
 
 mod connection;
 mod invocations;
 pub(crate) mod rate_limit;
 mod registration;
+pub mod resume;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -68,6 +74,11 @@ pub struct Settings {
     pub max_parallel_invocations: usize,
     /// Streams (to the client and from it) one connection may have open at once.
     pub max_streams: usize,
+    /// Stateful reconnect: how long a connection whose transport was cut waits for its client.
+    pub reconnect_window: Duration,
+    /// Stateful reconnect: bytes of unacknowledged messages past which the writer waits for
+    /// the client's Ack (ASP.NET's StatefulReconnectBufferSize).
+    pub reconnect_buffer: usize,
 }
 
 /// The hub side of a session: what it asks when a client connects, invokes and leaves. The
@@ -258,15 +269,16 @@ pub struct TransportError(pub String);
 /// The end of the stream is the client going away.
 pub type Inbound = Result<Bytes, TransportError>;
 
+/// The transports a resumable connection may resume on: each new WebSocket that presents the
+/// connection's token, as the session's stream and sink.
+pub type Attachments<I, O> = tokio::sync::mpsc::UnboundedReceiver<(I, O)>;
+
 /// How long the writer may take to flush the last frames once the session ended; a peer that
 /// stopped reading is cut off then.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one connection to the end: `incoming` brings what the client sends, `outgoing`
 /// takes the frames for it (closing it ends the connection, as a WebSocket close would).
-///
-/// Not an `async fn`: the arguments are taken apart here, so the future (which lives as long
-/// as the connection, idle or not) does not also keep the room they took.
 pub fn serve<I, O>(
     incoming: I,
     outgoing: O,
@@ -278,16 +290,77 @@ where
     O: Sink<Frame> + Unpin + Send + 'static,
     O::Error: std::fmt::Display,
 {
+    serve_with(incoming, outgoing, connection, context, None)
+}
+
+/// [`serve`] for a connection negotiated with stateful reconnect: if the client's handshake
+/// asks for it (version 2), a cut transport (an error, not a close) leaves the connection
+/// waiting for one of `attachments` for the reconnect window.
+pub fn serve_resumable<I, O>(
+    incoming: I,
+    outgoing: O,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    attachments: Attachments<I, O>,
+) -> impl Future<Output = ()> + Send
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Frame> + Unpin + Send + 'static,
+    O::Error: std::fmt::Display,
+{
+    serve_with(incoming, outgoing, connection, context, Some(attachments))
+}
+
+/// Not an `async fn`: the arguments are taken apart here, so the future (which lives as long
+/// as the connection, idle or not) does not also keep the room they took.
+fn serve_with<I, O>(
+    incoming: I,
+    outgoing: O,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    attachments: Option<Attachments<I, O>>,
+) -> impl Future<Output = ()> + Send
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Frame> + Unpin + Send + 'static,
+    O::Error: std::fmt::Display,
+{
     let running = context.sessions.token();
     let (sender, receiver) = outbox(context.settings.outbox_capacity);
     let cancel = context.shutdown.child_token();
+    let (resumable, resume) = match attachments {
+        Some(attachments) => {
+            let sent = Arc::new(resume::Sent::new(
+                context.settings.reconnect_buffer,
+                context.metrics.clone(),
+            ));
+            let (sinks, sinks_receiver) = tokio::sync::mpsc::unbounded_channel();
+            (
+                Some(writer::Resumable {
+                    sent: sent.clone(),
+                    sinks: sinks_receiver,
+                }),
+                Some(Box::new(connection::Resume::new(attachments, sinks, sent))),
+            )
+        }
+        None => (None, None),
+    };
     let mut writer = tokio::spawn(writer::run(
         outgoing,
         receiver,
         context.settings.keep_alive,
         cancel.clone(),
+        resumable,
+        context.metrics.clone(),
     ));
-    let session = connection::Session::new(incoming, connection, context, sender, cancel.clone());
+    let session = connection::Session::new(
+        incoming,
+        connection,
+        context,
+        sender,
+        cancel.clone(),
+        resume,
+    );
     // Chained rather than awaited inside an `async` block, which would hold the session's
     // future twice (once captured, once being awaited).
     session.run().then(move |()| async move {

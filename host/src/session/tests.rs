@@ -35,6 +35,8 @@ fn settings() -> Settings {
         rate_limit: 0,
         max_parallel_invocations: 1,
         max_streams: 100,
+        reconnect_window: Duration::from_secs(15),
+        reconnect_buffer: 100_000,
     }
 }
 
@@ -745,7 +747,9 @@ async fn an_idle_session_stays_small() {
     };
     let session = serve(incoming(receiver), sink, connection, h.context.clone());
     let size = std::mem::size_of_val(&session);
-    assert!(size <= 1024, "the session future takes {size} bytes");
+    // 1,016 bytes before stateful reconnect, which added 40 (the transport may be absent, and
+    // the read loop also watches for a new one).
+    assert!(size <= 1056, "the session future takes {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]

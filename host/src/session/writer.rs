@@ -5,83 +5,186 @@
 //! messages per transport message) and one flush, so a busy connection costs one write and one
 //! client-side message event per batch, not per frame.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::Frame;
+use super::resume::{HEAR_WITHIN, Sent};
+use crate::metrics::Metrics;
+use crate::protocol::{Frame, ServerMessage};
 use crate::registry::{Outbound, OutboxReceiver};
 
 /// Most frames taken from the outbox at once.
 const BATCH: usize = 64;
 /// Largest message built by joining frames; a frame beyond it starts the next message.
 const MAX_JOINED: usize = 16 * 1024;
+/// Least time between two Acks (ASP.NET's AckRate).
+const ACK_EVERY: Duration = Duration::from_secs(1);
+
+/// What a connection that may resume gives its writer: the frames it keeps for the client, and
+/// the transports it resumes on.
+pub(super) struct Resumable<O> {
+    pub sent: Arc<Sent>,
+    pub sinks: mpsc::UnboundedReceiver<O>,
+}
+
+/// The writer's transport and what it has sent.
+struct Writer<O> {
+    /// `None` while a resumable connection waits for its client to come back.
+    sink: Option<O>,
+    /// The protocol's Ping, once the handshake chose the protocol.
+    ping: Option<Frame>,
+    /// Whether the handshake's answer went out (what follows may be numbered).
+    answered: bool,
+    sent: Option<Arc<Sent>>,
+    metrics: Arc<Metrics>,
+}
 
 pub(super) async fn run<O>(
-    mut sink: O,
+    sink: O,
     mut outbox: OutboxReceiver,
     keep_alive: Duration,
     cancel: CancellationToken,
+    resumable: Option<Resumable<O>>,
+    metrics: Arc<Metrics>,
 ) where
     O: Sink<Frame> + Unpin,
     O::Error: std::fmt::Display,
 {
-    // The protocol's Ping, once the handshake chose the protocol.
-    let mut ping: Option<Frame> = None;
+    let (sent, mut sinks) = match resumable {
+        Some(r) => (Some(r.sent), Some(r.sinks)),
+        None => (None, None),
+    };
+    // The writer's own handle on the kept frames, for the waits below (which must not borrow
+    // the writer while it writes).
+    let kept = sent.clone();
+    let mut writer = Writer {
+        sink: Some(sink),
+        ping: None,
+        answered: false,
+        sent,
+        metrics,
+    };
     // A Ping goes out `keep_alive` after the last write, so the client never waits longer
     // than that. Writes only note their time; the timer is moved when it fires, which costs a
     // timer update per keep-alive period instead of one per write.
     let mut last_write = Instant::now();
     let idle = tokio::time::sleep(keep_alive);
     tokio::pin!(idle);
+    // When the next Ack is due (stateful reconnect), and the newest id acknowledged.
+    let mut ack_due: Option<Instant> = None;
+    let mut last_ack = Instant::now() - ACK_EVERY;
+    let mut acked = 0;
     // Made once: a fresh `cancelled()` per loop would register with the token every time.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
+        let numbering = kept.as_deref().filter(|_| writer.numbering().is_some());
+        // Under stateful reconnect, frames are taken only while the client's unacknowledged
+        // ones leave room: the outbox then fills, which holds back streams (and, at its
+        // capacity, cuts off a client that never acknowledges).
+        let room = numbering.is_none_or(|sent| sent.has_room());
+        let attached = writer.sink.is_some();
         // Allocated per batch: a buffer kept between batches would be idle memory.
         let mut batch = Vec::new();
+        // A resumable connection's handshake answer is taken alone: what follows it may be
+        // numbered (see `Sent::heard`).
+        let most = if writer.answered || kept.is_none() {
+            BATCH
+        } else {
+            1
+        };
         tokio::select! {
-            open = outbox.recv_batch(&mut batch, BATCH) => {
+            open = outbox.recv_batch(&mut batch, most), if room => {
                 if !open {
                     // Every sender is gone: the connection ended without a Close message.
-                    let _ = sink.close().await;
+                    if let Some(sink) = &mut writer.sink {
+                        let _ = sink.close().await;
+                    }
                     break;
                 }
-                match write_batch(&mut sink, batch, &mut ping).await {
-                    Ok(Flow::Continue) => last_write = Instant::now(),
-                    Ok(Flow::Closed) => {
-                        cancel.cancel();
-                        break;
+                let answered = writer.answered;
+                match writer.write_batch(batch).await {
+                    Flow::Continue => {
+                        last_write = Instant::now();
+                        if !answered && writer.numbering().is_some() {
+                            // Numbered messages wait for the client to be heard, or this.
+                            let due = last_write + HEAR_WITHIN;
+                            if due < idle.deadline() {
+                                idle.as_mut().reset(due);
+                            }
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!("write failed: {e}");
+                    Flow::Closed => {
                         cancel.cancel();
                         break;
                     }
                 }
             }
-            () = &mut idle => {
-                let due = last_write + keep_alive;
-                if Instant::now() < due {
+            () = wait_for_room(numbering), if !room => {}
+            sink = recv(&mut sinks) => match sink {
+                Some(sink) => {
+                    writer.resume(sink).await;
+                    last_write = Instant::now();
+                    // The client may have missed the last Ack: the next one repeats it.
+                    acked = 0;
+                }
+                // The session is over: no transport will come any more.
+                None => sinks = None,
+            },
+            () = received_more(numbering), if attached && ack_due.is_none() => {
+                // One timer for keep-alives and Acks: it is part of every connection's memory.
+                let due = (last_ack + ACK_EVERY).max(Instant::now());
+                ack_due = Some(due);
+                if due < idle.deadline() {
                     idle.as_mut().reset(due);
-                    continue;
                 }
-                if let Some(ping) = &ping
-                    && sink.send(ping.clone()).await.is_err()
+            }
+            () = &mut idle => {
+                let now = Instant::now();
+                if let Some(sent) = numbering
+                    && !sent.is_heard()
                 {
-                    cancel.cancel();
-                    break;
+                    // A client that says nothing after its handshake numbers messages by now.
+                    sent.heard();
                 }
-                last_write = Instant::now();
-                idle.as_mut().reset(last_write + keep_alive);
+                if let Some(due) = ack_due
+                    && now >= due
+                {
+                    ack_due = None;
+                    if let Some(sent) = &kept
+                        && sent.received() > acked
+                        && writer.ack(sent.received()).await
+                    {
+                        acked = sent.received();
+                        last_ack = now;
+                    }
+                }
+                let ping_due = last_write + keep_alive;
+                if now >= ping_due {
+                    if let (Some(sink), Some(ping)) = (&mut writer.sink, &writer.ping)
+                        && sink.send(ping.clone()).await.is_err()
+                        && !writer.lost()
+                    {
+                        cancel.cancel();
+                        break;
+                    }
+                    last_write = Instant::now();
+                }
+                let next = last_write + keep_alive;
+                idle.as_mut().reset(ack_due.map_or(next, |due| due.min(next)));
             }
             () = &mut cancelled => {
                 // Flush what the session queued last (its Close message) before closing.
                 let mut rest = Vec::new();
                 outbox.try_recv_batch(&mut rest, usize::MAX);
-                if matches!(write_batch(&mut sink, rest, &mut ping).await, Ok(Flow::Continue)) {
+                if matches!(writer.write_batch(rest).await, Flow::Continue)
+                    && let Some(sink) = &mut writer.sink
+                {
                     let _ = sink.close().await;
                 }
                 break;
@@ -90,45 +193,175 @@ pub(super) async fn run<O>(
     }
 }
 
+/// The next transport a resumable connection resumes on (never, for any other).
+async fn recv<O>(sinks: &mut Option<mpsc::UnboundedReceiver<O>>) -> Option<O> {
+    match sinks {
+        Some(sinks) => sinks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_for_room(numbering: Option<&Sent>) {
+    match numbering {
+        Some(sent) => sent.room().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn received_more(numbering: Option<&Sent>) {
+    match numbering {
+        Some(sent) => sent.received_more().await,
+        None => std::future::pending().await,
+    }
+}
+
 enum Flow {
     Continue,
     Closed,
 }
 
-/// Writes `batch` in order, joining consecutive frames, and flushes once. A Close message ends
-/// the batch and the connection.
-async fn write_batch<O>(
-    sink: &mut O,
-    batch: Vec<Outbound>,
-    ping: &mut Option<Frame>,
-) -> Result<Flow, O::Error>
+impl<O> Writer<O>
 where
     O: Sink<Frame> + Unpin,
+    O::Error: std::fmt::Display,
 {
-    let mut joined = Joined::default();
-    for message in batch {
-        match message {
-            Outbound::Frame(frame) => {
-                if let Some(full) = joined.push(frame) {
-                    sink.feed(full).await?;
+    /// The frames kept for the client, once numbering is on (stateful reconnect, after the
+    /// handshake's answer).
+    fn numbering(&self) -> Option<&Sent> {
+        self.sent
+            .as_deref()
+            .filter(|sent| self.answered && sent.protocol().is_some())
+    }
+
+    /// The transport failed. A connection that can resume waits for the next one (`true`);
+    /// any other ends (`false`).
+    fn lost(&mut self) -> bool {
+        self.sink = None;
+        self.numbering().is_some()
+    }
+
+    /// Writes `batch` in order, joining consecutive frames, and flushes once; numbered frames
+    /// are kept for a resume first, so one the transport fails to carry is not lost. A Close
+    /// message ends the batch and the connection.
+    async fn write_batch(&mut self, batch: Vec<Outbound>) -> Flow {
+        let mut joined = Joined::default();
+        for message in batch {
+            match message {
+                Outbound::Frame(frame) => {
+                    if let Some(sent) = self.numbering() {
+                        sent.push(&frame);
+                    }
+                    // The first frame is the handshake's answer, which is never numbered.
+                    self.answered = true;
+                    if let Some(full) = joined.push(frame)
+                        && let Err(flow) = self.feed(full).await
+                    {
+                        return flow;
+                    }
+                }
+                Outbound::KeepAlive(frame) => self.ping = Some(frame),
+                Outbound::Close(frame) => {
+                    if let Some(rest) = joined.take()
+                        && let Err(flow) = self.feed(rest).await
+                    {
+                        return flow;
+                    }
+                    if let Some(sink) = &mut self.sink {
+                        let _ = sink.send(frame).await;
+                        let _ = sink.close().await;
+                    }
+                    return Flow::Closed;
                 }
             }
-            Outbound::KeepAlive(frame) => *ping = Some(frame),
-            Outbound::Close(frame) => {
-                if let Some(rest) = joined.take() {
-                    sink.feed(rest).await?;
-                }
-                sink.send(frame).await?;
-                sink.close().await?;
-                return Ok(Flow::Closed);
+        }
+        if let Some(rest) = joined.take()
+            && let Err(flow) = self.feed(rest).await
+        {
+            return flow;
+        }
+        if let Some(sink) = &mut self.sink
+            && let Err(e) = sink.flush().await
+        {
+            return self.failed(&e);
+        }
+        Flow::Continue
+    }
+
+    /// Feeds one message to the transport, if there is one.
+    async fn feed(&mut self, frame: Frame) -> Result<(), Flow> {
+        match &mut self.sink {
+            Some(sink) => match sink.feed(frame).await {
+                Ok(()) => Ok(()),
+                Err(e) => match self.failed(&e) {
+                    Flow::Continue => Ok(()),
+                    Flow::Closed => Err(Flow::Closed),
+                },
+            },
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, error: &O::Error) -> Flow {
+        tracing::debug!("write failed: {error}");
+        if self.lost() {
+            Flow::Continue
+        } else {
+            Flow::Closed
+        }
+    }
+
+    /// Carries on over a new transport: the server's Sequence, then every frame the client has
+    /// not acknowledged, then what comes next.
+    async fn resume(&mut self, sink: O) {
+        // Dropping the old sink closes what is left of the old transport.
+        self.sink = Some(sink);
+        let Some(sent) = self.numbering() else {
+            return;
+        };
+        let Some(protocol) = sent.protocol() else {
+            return;
+        };
+        let (first, frames) = sent.replay();
+        Metrics::add(&self.metrics.replayed_messages, frames.len());
+        let sequence = protocol.encode(&ServerMessage::Sequence { sequence_id: first });
+        // Written as they are: they were numbered when first sent.
+        let mut joined = Joined::default();
+        for frame in std::iter::once(sequence).chain(frames) {
+            if let Some(full) = joined.push(frame)
+                && self.feed(full).await.is_err()
+            {
+                return;
+            }
+        }
+        if let Some(rest) = joined.take()
+            && self.feed(rest).await.is_err()
+        {
+            return;
+        }
+        if let Some(sink) = &mut self.sink
+            && let Err(e) = sink.flush().await
+        {
+            self.failed(&e);
+        }
+    }
+
+    /// Tells the client which of its messages the server has; `false` if it could not.
+    async fn ack(&mut self, sequence_id: u64) -> bool {
+        let Some(protocol) = self.sent.as_ref().and_then(|sent| sent.protocol()) else {
+            return false;
+        };
+        let frame = protocol.encode(&ServerMessage::Ack { sequence_id });
+        let Some(sink) = &mut self.sink else {
+            return false;
+        };
+        match sink.send(frame).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed(&e);
+                false
             }
         }
     }
-    if let Some(rest) = joined.take() {
-        sink.feed(rest).await?;
-    }
-    sink.flush().await?;
-    Ok(Flow::Continue)
 }
 
 /// Frames being joined into one message. A lone frame is sent as it is (its bytes are shared

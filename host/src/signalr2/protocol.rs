@@ -79,7 +79,11 @@ impl HubProtocol for Signalr2Protocol {
             ServerMessage::Invocation {
                 target, arguments, ..
             } => message::client_invocation(&self.hub, target, arguments),
-            ServerMessage::StreamItem { .. } => "{}".to_owned(),
+            // Streams and stateful reconnect are Core's; a 2.x connection never has them, and
+            // `{}` is a harmless keep-alive to its client.
+            ServerMessage::StreamItem { .. }
+            | ServerMessage::Ack { .. }
+            | ServerMessage::Sequence { .. } => "{}".to_owned(),
             ServerMessage::Completion {
                 invocation_id,
                 completion,

@@ -15,6 +15,8 @@ use parking_lot::Mutex;
 use super::Transport;
 use super::inbox::{InboxSender, Incoming, inbox};
 use super::long_polling::Polls;
+use super::websocket::{self, Resumer};
+use crate::session::Attachments;
 use crate::types::{ConnectionId, HubName, random_id};
 
 /// How long a negotiated connection waits for its transport before it is forgotten.
@@ -31,8 +33,8 @@ enum State {
     Waiting {
         early: Option<(InboxSender, Incoming)>,
     },
-    /// On a WebSocket.
-    WebSocket,
+    /// On a WebSocket; with stateful reconnect, where the connection's later sockets go.
+    WebSocket { resumer: Option<Resumer> },
     /// On Server-Sent Events or long polling: POSTs go to the inbox.
     Http {
         transport: Transport,
@@ -47,6 +49,8 @@ struct Entry {
     hub: HubName,
     connection_id: ConnectionId,
     created: Instant,
+    /// Negotiated with stateful reconnect.
+    stateful: bool,
     state: State,
 }
 
@@ -81,7 +85,7 @@ impl Table {
                 keep
             }
             State::Ended { at, .. } => now.duration_since(*at) < ENDED_TTL,
-            State::WebSocket | State::Http { .. } => true,
+            State::WebSocket { .. } | State::Http { .. } => true,
         });
         self.waiting -= removed_waiting;
     }
@@ -111,6 +115,8 @@ pub struct Started {
     pub incoming: Option<(InboxSender, Incoming)>,
     /// Long polling: the connection's polls.
     pub polls: Option<Arc<Polls>>,
+    /// A WebSocket negotiated with stateful reconnect: the sockets it may resume on.
+    pub attachments: Option<Attachments<websocket::Incoming, websocket::Outgoing>>,
 }
 
 /// What a request finds at a token.
@@ -183,8 +189,14 @@ impl Connections {
     }
 
     /// Records a negotiation and returns the (connection id, token) pair. With negotiate
-    /// version 0 the token is the connection id.
-    pub fn create(&self, hub: HubName, version: u32) -> Result<(ConnectionId, String), Full> {
+    /// version 0 the token is the connection id. A `stateful` connection (stateful reconnect)
+    /// on a WebSocket may resume on later sockets.
+    pub fn create(
+        &self,
+        hub: HubName,
+        version: u32,
+        stateful: bool,
+    ) -> Result<(ConnectionId, String), Full> {
         let mut table = self.table.lock();
         if table.waiting >= self.max_waiting {
             let now = Instant::now();
@@ -222,6 +234,7 @@ impl Connections {
                 hub,
                 connection_id: connection_id.clone(),
                 created: Instant::now(),
+                stateful,
                 state: State::Waiting { early: None },
             },
         );
@@ -244,17 +257,25 @@ impl Connections {
             .ok_or(StartError::Unknown)?;
         let early = match &mut entry.state {
             State::Waiting { early } => early.take(),
-            State::WebSocket if transport == Transport::WebSockets => {
+            State::WebSocket { .. } if transport == Transport::WebSockets => {
                 return Err(StartError::InUse);
             }
             State::Http { transport: t, .. } if *t == transport => return Err(StartError::InUse),
             State::Ended { .. } => return Err(StartError::Unknown),
-            State::WebSocket | State::Http { .. } => return Err(StartError::OtherTransport),
+            State::WebSocket { .. } | State::Http { .. } => {
+                return Err(StartError::OtherTransport);
+            }
         };
         let connection_id = entry.connection_id.clone();
+        let mut attachments = None;
         let (incoming, polls) = match transport {
             Transport::WebSockets => {
-                entry.state = State::WebSocket;
+                let resumer = entry.stateful.then(|| {
+                    let (resumer, receiver) = Resumer::new();
+                    attachments = Some(receiver);
+                    resumer
+                });
+                entry.state = State::WebSocket { resumer };
                 (None, None)
             }
             Transport::ServerSentEvents | Transport::LongPolling => {
@@ -277,7 +298,20 @@ impl Connections {
             },
             incoming,
             polls,
+            attachments,
         })
+    }
+
+    /// Where a new socket for `token` goes if its connection can resume on it (stateful
+    /// reconnect, and its session still takes sockets).
+    pub fn resumer(&self, hub: &HubName, token: &str) -> Option<Resumer> {
+        let table = self.table.lock();
+        match &table.by_token.get(token).filter(|e| &e.hub == hub)?.state {
+            State::WebSocket {
+                resumer: Some(resumer),
+            } if resumer.is_open() => Some(resumer.clone()),
+            _ => None,
+        }
     }
 
     /// What a poll, POST or DELETE finds at `token`.
@@ -288,7 +322,7 @@ impl Connections {
         };
         match &mut entry.state {
             State::Waiting { early } => Found::Waiting(early.get_or_insert_with(inbox).0.clone()),
-            State::WebSocket => Found::WebSocket,
+            State::WebSocket { .. } => Found::WebSocket,
             State::Http {
                 transport,
                 inbox,
@@ -340,7 +374,7 @@ mod tests {
     #[test]
     fn a_token_takes_one_transport_once_and_is_released_with_its_lease() {
         let n = Arc::new(Connections::new(10));
-        let (id, token) = n.create(hub(), 1).expect("room");
+        let (id, token) = n.create(hub(), 1, false).expect("room");
         assert_ne!(id.as_str(), token, "version 1 has a separate secret token");
         let started = n
             .start(&hub(), &token, Transport::WebSockets)
@@ -364,7 +398,7 @@ mod tests {
     #[test]
     fn version_0_uses_the_connection_id_as_token() {
         let n = Arc::new(Connections::new(10));
-        let (id, token) = n.create(hub(), 0).expect("room");
+        let (id, token) = n.create(hub(), 0, false).expect("room");
         assert_eq!(id.as_str(), token);
         assert_eq!(
             n.start(&HubName::new("other"), &token, Transport::WebSockets)
@@ -376,16 +410,16 @@ mod tests {
     #[test]
     fn only_connections_waiting_for_their_transport_count_against_the_cap() {
         let n = Arc::new(Connections::new(2));
-        let (_, first) = n.create(hub(), 1).expect("room");
-        n.create(hub(), 1).expect("room");
-        assert_eq!(n.create(hub(), 1), Err(Full));
+        let (_, first) = n.create(hub(), 1, false).expect("room");
+        n.create(hub(), 1, false).expect("room");
+        assert_eq!(n.create(hub(), 1, false), Err(Full));
         assert_eq!(n.refused(), 1);
         // A connection that got its transport no longer waits.
         let started = n
             .start(&hub(), &first, Transport::LongPolling)
             .expect("started");
         assert_eq!(n.waiting(), 1);
-        n.create(hub(), 1).expect("room again");
+        n.create(hub(), 1, false).expect("room again");
         drop(started);
         assert_eq!(n.waiting(), 2);
     }
@@ -393,7 +427,7 @@ mod tests {
     #[test]
     fn an_ended_long_polling_connection_is_kept_for_its_last_poll() {
         let n = Arc::new(Connections::new(10));
-        let (_, token) = n.create(hub(), 1).expect("room");
+        let (_, token) = n.create(hub(), 1, false).expect("room");
         let started = n
             .start(&hub(), &token, Transport::LongPolling)
             .expect("started");
@@ -412,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn posts_before_the_transport_wait_for_it() {
         let n = Arc::new(Connections::new(10));
-        let (_, token) = n.create(hub(), 1).expect("room");
+        let (_, token) = n.create(hub(), 1, false).expect("room");
         let Found::Waiting(early) = n.find(&hub(), &token) else {
             panic!("waiting");
         };

@@ -5,26 +5,60 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::WebSocketUpgrade;
+use axum::extract::ws::OnFailedUpgrade;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
 
 use crate::protocol::{Frame, TransferFormat};
-use crate::session::{self, Connection, Inbound, SessionContext, TransportError};
+use crate::session::{self, Attachments, Connection, Inbound, SessionContext, TransportError};
 
-/// Upgrades the request and serves the connection on the socket. `lease` is kept until the
-/// connection ends (or the upgrade fails), whatever way: dropping it releases what the
-/// connection held (its negotiated token).
-pub fn accept(
+/// Where the new sockets of a connection that can resume (stateful reconnect) go: to its
+/// session.
+#[derive(Clone)]
+pub struct Resumer(mpsc::UnboundedSender<(Incoming, Outgoing)>);
+
+impl Resumer {
+    /// A resumer and the session's end of it.
+    pub fn new() -> (Self, Attachments<Incoming, Outgoing>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (Self(sender), receiver)
+    }
+
+    /// Whether the session still takes sockets (it ended, or its client's handshake did not
+    /// ask for stateful reconnect).
+    pub fn is_open(&self) -> bool {
+        !self.0.is_closed()
+    }
+
+    /// Upgrades the request and hands the socket to the connection's session, which carries
+    /// on over it without a new handshake.
+    pub fn resume(&self, upgrade: WebSocketUpgrade, max_message_size: usize) -> Response {
+        let sender = self.0.clone();
+        configure(upgrade, max_message_size).on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            if sender
+                .send((Incoming(stream), Outgoing::new(sink)))
+                .is_err()
+            {
+                // The session ended as the socket opened; dropping the socket closes it, and
+                // the client starts over.
+                tracing::debug!("a resumed socket came after its connection ended");
+            }
+        })
+    }
+}
+
+/// The socket settings of every connection.
+fn configure(
     upgrade: WebSocketUpgrade,
-    connection: Connection,
-    context: Arc<SessionContext>,
-    lease: impl Send + 'static,
-) -> Response {
+    max_message_size: usize,
+) -> WebSocketUpgrade<impl OnFailedUpgrade> {
     // The socket accepts somewhat more than a message so an oversized one can be answered with
     // a proper Close message instead of a torn connection.
-    let limit = connection.max_message_size.saturating_mul(4).max(64 * 1024);
+    let limit = max_message_size.saturating_mul(4).max(64 * 1024);
     upgrade
         // tungstenite keeps its read buffer allocated for the life of the connection (128 KiB
         // by default): a small one keeps idle connections cheap. Larger messages still arrive
@@ -35,19 +69,42 @@ pub fn accept(
         .write_buffer_size(16 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
-        // A failed upgrade drops the callback below, and the lease with it.
         .on_failed_upgrade(|error| tracing::debug!("WebSocket upgrade failed: {error}"))
-        .on_upgrade(move |socket| {
-            // Taken apart before the future that lives as long as the connection.
-            let (sink, stream) = socket.split();
-            session::serve(Incoming(stream), Outgoing::new(sink), connection, context)
+}
+
+/// Upgrades the request and serves the connection on the socket. `lease` is kept until the
+/// connection ends (or the upgrade fails), whatever way: dropping it releases what the
+/// connection held (its negotiated token). With `attachments` (stateful reconnect) the
+/// connection may resume on later sockets.
+pub fn accept(
+    upgrade: WebSocketUpgrade,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    lease: impl Send + 'static,
+    attachments: Option<Attachments<Incoming, Outgoing>>,
+) -> Response {
+    // A failed upgrade drops the callback below, and the lease with it.
+    configure(upgrade, connection.max_message_size).on_upgrade(move |socket| {
+        // Taken apart before the future that lives as long as the connection.
+        let (sink, stream) = socket.split();
+        let (incoming, outgoing) = (Incoming(stream), Outgoing::new(sink));
+        match attachments {
+            Some(attachments) => {
+                session::serve_resumable(incoming, outgoing, connection, context, attachments)
+                    .map(move |()| drop(lease))
+                    .left_future()
+            }
+            None => session::serve(incoming, outgoing, connection, context)
                 .map(move |()| drop(lease))
-        })
+                .right_future(),
+        }
+    })
 }
 
 /// The socket's messages as the session's incoming stream: text and binary messages are
-/// messages, pings and pongs are the WebSocket's business, a close ends the stream.
-struct Incoming(SplitStream<WebSocket>);
+/// messages, pings and pongs are the WebSocket's business, a close ends the stream; a socket
+/// that ends without a close (cut) is an error.
+pub struct Incoming(SplitStream<WebSocket>);
 
 impl Stream for Incoming {
     type Item = Inbound;
@@ -68,7 +125,7 @@ impl Stream for Incoming {
 /// The socket as the session's sink of frames: text frames go as Text messages, binary ones
 /// as Binary; closing sends a normal Close (1000), since any other code shows as an error in
 /// the client.
-struct Outgoing {
+pub struct Outgoing {
     sink: SplitSink<WebSocket, Message>,
     close_sent: bool,
 }

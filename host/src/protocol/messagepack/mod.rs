@@ -208,8 +208,13 @@ fn decode(message: &[u8]) -> Result<ClientMessage, ProtocolError> {
             ClientMessage::Close { error }
         }
         8 | 9 => {
-            r.long("sequenceId")?;
-            ClientMessage::AckOrSequence
+            // .NET reads a long; a negative id names nothing sent, like 0.
+            let sequence_id = u64::try_from(r.long("sequenceId")?).unwrap_or(0);
+            if kind == 8 {
+                ClientMessage::Ack { sequence_id }
+            } else {
+                ClientMessage::Sequence { sequence_id }
+            }
         }
         // Future message types: ignored, as the protocol asks.
         other => ClientMessage::Unknown(other.unsigned_abs()),
@@ -322,6 +327,16 @@ fn encode(message: &ServerMessage<'_>) -> Vec<u8> {
                 None => out.nil(),
             }
             out.bool(allow_reconnect);
+        }
+        ServerMessage::Ack { sequence_id } => {
+            out.array(2);
+            out.uint(8);
+            out.uint(sequence_id);
+        }
+        ServerMessage::Sequence { sequence_id } => {
+            out.array(2);
+            out.uint(9);
+            out.uint(sequence_id);
         }
     }
     out.into_vec()

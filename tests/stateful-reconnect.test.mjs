@@ -1,0 +1,292 @@
+// Stateful reconnect (ASP.NET Core 8's `withStatefulReconnect`): a client whose WebSocket is cut
+// resumes the same connection on a new one and loses nothing, in either direction.
+//
+// Clients go through a TCP proxy (tests/support/proxy.mjs) that resets their connections the way
+// a network failure does: no WebSocket close, both ends see a reset.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+
+import { connect, MessagePackHubProtocol, record, RS, signalR, waitUntil, waitUntilAsync } from "./support/client.mjs";
+import { metric, startHost } from "./support/host.mjs";
+import { startProxy } from "./support/proxy.mjs";
+
+/** An official client built `.withStatefulReconnect().withAutomaticReconnect()`, with hooks. */
+async function resilient(url, { protocol = "json", bufferSize } = {}) {
+  const events = { reconnecting: 0, reconnected: [] };
+  const connection = await connect(url, { transport: signalR.HttpTransportType.WebSockets }, (builder) => {
+    let b = builder.withStatefulReconnect(bufferSize ? { bufferSize } : undefined).withAutomaticReconnect([0, 200, 500, 1000, 2000]);
+    if (protocol === "messagepack") b = b.withHubProtocol(new MessagePackHubProtocol());
+    return b;
+  });
+  connection.onreconnecting(() => events.reconnecting++);
+  connection.onreconnected((id) => events.reconnected.push(id));
+  return { connection, events };
+}
+
+/** `[sender, n]` pairs of calls recorded by `record`, for comparing orders. */
+const numbers = (calls, index = 1) => calls.map((args) => args[index]);
+
+/** 0..n-1 as strings. */
+const range = (n, prefix = "") => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+describe("stateful reconnect on one host", () => {
+  let host;
+  let proxy;
+
+  before(async () => {
+    // Senders here send faster than the default rate limit allows.
+    host = await startHost({ args: ["--rate-limit", "0"] });
+    proxy = await startProxy([host.address]);
+  });
+  after(async () => {
+    await proxy.close();
+    await host.stop();
+  });
+
+  test("negotiate grants it only to a client that asks", async () => {
+    const asked = await (await fetch(`${host.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" })).json();
+    assert.equal(asked.useStatefulReconnect, true);
+    const plain = await (await fetch(`${host.url}/chat/negotiate?negotiateVersion=1`, { method: "POST" })).json();
+    assert.equal("useStatefulReconnect" in plain, false);
+  });
+
+  for (const protocol of ["json", "messagepack"]) {
+    test(`a cut socket resumes with every message exactly once, in order (${protocol})`, async () => {
+      const { connection: client, events } = await resilient(`${proxy.url}/chat`, { protocol });
+      const sender = await connect(`${host.url}/chat`);
+      const id = client.connectionId;
+      const privates = record(client, "privateMessage");
+      const rooms = record(client, "roomMessage");
+      const broadcasts = record(client, "broadcastMessage");
+      const seenBySender = record(sender, "broadcastMessage");
+      await client.invoke("JoinRoom", "r");
+
+      const replayedBefore = await metric(host, "hubhost_reconnect_replayed_messages_total");
+      const resumesBefore = await metric(host, "hubhost_reconnect_resumes_total");
+      const n = 150;
+      const sends = [];
+      for (let i = 0; i < n; i++) {
+        sends.push(sender.invoke("SendToConnection", id, `p${i}`));
+        sends.push(sender.invoke("SendToRoom", "r", "sender", `r${i}`));
+        sends.push(sender.invoke("Send", "sender", `a${i}`));
+        if (i === 50) {
+          // Mid-stream, the network drops the client's connection; it keeps sending.
+          assert.ok(proxy.cut() >= 1);
+          for (let j = 0; j < 10; j++) sends.push(client.send("Send", "client", `c${j}`));
+        }
+        if (i % 10 === 0) await Promise.all(sends.splice(0));
+      }
+      await Promise.all(sends);
+      // The sentinel: sent after everything, so once it arrived everything else had to.
+      await sender.invoke("SendToConnection", id, "end");
+      await waitUntil(() => privates.length === n + 1, "the sentinel", 20_000);
+
+      assert.deepEqual(numbers(privates), [...range(n, "p"), "end"]);
+      assert.deepEqual(numbers(rooms, 2), range(n, "r"));
+      const fromSender = broadcasts.filter(([name]) => name === "sender");
+      assert.deepEqual(numbers(fromSender), range(n, "a"));
+      // The client's own sends made during the cut reached others once each, in order.
+      await sender.invoke("Send", "sender", "end");
+      await waitUntil(() => seenBySender.some(([, m]) => m === "end"), "the sender's sentinel");
+      assert.deepEqual(numbers(seenBySender.filter(([name]) => name === "client")), range(10, "c"));
+      assert.deepEqual(numbers(broadcasts.filter(([name]) => name === "client")), range(10, "c"));
+
+      assert.equal(client.connectionId, id, "the same connection");
+      assert.equal(events.reconnecting, 0, "resumed without the automatic reconnect");
+      assert.ok((await metric(host, "hubhost_reconnect_resumes_total")) > resumesBefore);
+      assert.ok((await metric(host, "hubhost_reconnect_replayed_messages_total")) >= replayedBefore);
+      // Still in its room, still its user.
+      await sender.invoke("SendToRoom", "r", "sender", "after");
+      await waitUntil(() => rooms.length === n + 1, "a room message after the resume");
+
+      await client.stop();
+      await sender.stop();
+    });
+  }
+
+  test("a stream to the client that fills its buffer waits for the resume and loses nothing", async () => {
+    const small = await startHost({ args: ["--reconnect-buffer", "2000"] });
+    const gate = await startProxy([small.address]);
+    try {
+      const { connection: client } = await resilient(`${gate.url}/chat`);
+      const items = [];
+      let completed;
+      const done = new Promise((res, rej) => {
+        completed = { res, rej };
+      });
+      client.stream("Counter", 400, 0).subscribe({
+        next: (item) => {
+          items.push(item);
+          if (items.length === 20) {
+            // The network drops, and the client cannot get through for a while.
+            gate.hold();
+            gate.cut();
+          }
+        },
+        complete: () => completed.res(),
+        error: (e) => completed.rej(e),
+      });
+      // The buffer fills to its limit and stays there: the stream waits instead of dropping.
+      const buffered = () => metric(small, "hubhost_reconnect_buffer_bytes");
+      await waitUntilAsync(async () => (await buffered()) >= 2000, "the buffer to fill", 10_000);
+      for (let i = 0; i < 10; i++) {
+        const bytes = await buffered();
+        // One batch of frames may cross the limit, as in ASP.NET a write may; no more.
+        assert.ok(bytes < 2000 + 64 * 64, `the buffer stays bounded (${bytes} bytes)`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(items.length < 400, "the stream was waiting");
+      gate.release();
+      await done;
+      assert.deepEqual(items, Array.from({ length: 400 }, (_, i) => i));
+      await client.stop();
+    } finally {
+      await gate.close();
+      await small.stop();
+    }
+  });
+
+  test("a client that stays away past the window gets a new connection", async () => {
+    const brief = await startHost({ args: ["--reconnect-window", "1s"] });
+    const gate = await startProxy([brief.address]);
+    try {
+      const { connection: client, events } = await resilient(`${gate.url}/chat`);
+      const id = client.connectionId;
+      const refusedBefore = await metric(brief, "hubhost_reconnect_resumes_refused_total");
+      gate.hold();
+      gate.cut();
+      await waitUntilAsync(
+        async () => (await metric(brief, "hubhost_sessions_running")) === 0,
+        "the host to give the connection up",
+        10_000,
+      );
+      gate.release();
+      await waitUntil(() => events.reconnected.length === 1, "a new connection", 10_000);
+      assert.notEqual(events.reconnected[0], id, "a new connection id");
+      assert.ok(events.reconnecting >= 1);
+      assert.ok((await metric(brief, "hubhost_reconnect_resumes_refused_total")) > refusedBefore);
+      assert.equal(await client.invoke("Echo", "still here"), "still here");
+      await client.stop();
+    } finally {
+      await gate.close();
+      await brief.stop();
+    }
+  });
+});
+
+/** Opens a raw WebSocket for a connection negotiated with stateful reconnect. */
+async function rawStateful(url, token) {
+  const socket = new WebSocket(`${url.replace("http", "ws")}/chat?id=${token}`);
+  const records = [];
+  let waiters = [];
+  socket.on("message", (data) => {
+    for (const r of data.toString().split(RS).filter(Boolean)) records.push(JSON.parse(r));
+    for (const w of waiters) w();
+    waiters = [];
+  });
+  socket.closed = new Promise((res) => socket.on("close", (code) => res(code)));
+  await new Promise((res, rej) => {
+    socket.on("open", res);
+    socket.on("error", rej);
+  });
+  return {
+    socket,
+    records,
+    send: (...messages) => socket.send(messages.map((m) => JSON.stringify(m) + RS).join("")),
+    async until(predicate, what) {
+      await waitUntil(() => records.some(predicate), what, 5000);
+      return records.find(predicate);
+    },
+  };
+}
+
+describe("stateful reconnect on the wire", () => {
+  let host;
+
+  before(async () => {
+    host = await startHost();
+  });
+  after(() => host.stop());
+
+  async function negotiated() {
+    const res = await fetch(`${host.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" });
+    return (await res.json()).connectionToken;
+  }
+
+  test("acks, Sequence and replay on a new socket, duplicates skipped", async () => {
+    const token = await negotiated();
+    const first = await rawStateful(host.url, token);
+    first.send({ protocol: "json", version: 2 });
+    await first.until((r) => r.type === undefined, "the handshake answer");
+    first.send({ type: 1, invocationId: "1", target: "Echo", arguments: ["one"] });
+    await first.until((r) => r.type === 3 && r.invocationId === "1", "the first completion");
+    // The server's numbered messages: the chat hub's `online` broadcast (1), the completion (2).
+    assert.deepEqual(first.records.slice(1, 3), [
+      { type: 1, target: "online", arguments: [1] },
+      { type: 3, invocationId: "1", result: "one" },
+    ]);
+    // The server acknowledges the client's message 1 within a second.
+    assert.deepEqual(await first.until((r) => r.type === 8, "an Ack"), { type: 8, sequenceId: 1 });
+    // The socket dies without a close; the client acknowledged nothing.
+    first.socket.terminate();
+
+    const second = await rawStateful(host.url, token);
+    // No handshake: the server's Sequence names its oldest unacknowledged message, and it sends
+    // everything from there again.
+    await second.until((r) => r.type === 3, "the replayed completion");
+    assert.deepEqual(second.records.slice(0, 3), [
+      { type: 9, sequenceId: 1 },
+      { type: 1, target: "online", arguments: [1] },
+      { type: 3, invocationId: "1", result: "one" },
+    ]);
+    // The client resends its message 1 (skipped: the server had it), sends message 2, and
+    // acknowledges the server's 1 and 2.
+    second.send(
+      { type: 9, sequenceId: 1 },
+      { type: 1, invocationId: "1", target: "Echo", arguments: ["one"] },
+      { type: 1, invocationId: "2", target: "Echo", arguments: ["two"] },
+      { type: 8, sequenceId: 2 },
+    );
+    await second.until((r) => r.type === 3 && r.invocationId === "2", "the second completion");
+    assert.equal(second.records.filter((r) => r.type === 3 && r.invocationId === "1").length, 1, "message 1 ran once");
+    assert.deepEqual(await second.until((r) => r.type === 8 && r.sequenceId === 2, "an Ack of 2"), { type: 8, sequenceId: 2 });
+
+    // A third socket gets only what is still unacknowledged: the second completion (3).
+    second.socket.terminate();
+    const third = await rawStateful(host.url, token);
+    await third.until((r) => r.type === 3, "the replay");
+    assert.deepEqual(third.records.slice(0, 2), [
+      { type: 9, sequenceId: 3 },
+      { type: 3, invocationId: "2", result: "two" },
+    ]);
+    third.socket.close();
+  });
+
+  test("a Sequence ahead of what was received closes the connection with ASP.NET's text", async () => {
+    const token = await negotiated();
+    const client = await rawStateful(host.url, token);
+    client.send({ protocol: "json", version: 2 });
+    await client.until((r) => r.type === undefined, "the handshake answer");
+    client.send({ type: 9, sequenceId: 5 });
+    const close = await client.until((r) => r.type === 7, "a Close");
+    assert.deepEqual(close, {
+      type: 7,
+      error: "Connection closed with an error. InvalidOperationException: Sequence ID greater than amount of messages we've received.",
+      allowReconnect: true,
+    });
+    await client.socket.closed;
+  });
+
+  test("a version 1 handshake makes a plain connection: a second socket is refused", async () => {
+    const token = await negotiated();
+    const client = await rawStateful(host.url, token);
+    client.send({ protocol: "json", version: 1 });
+    await client.until((r) => r.type === undefined, "the handshake answer");
+    const second = new WebSocket(`${host.url.replace("http", "ws")}/chat?id=${token}`);
+    const status = await new Promise((res) => second.on("unexpected-response", (_, response) => res(response.statusCode)));
+    assert.equal(status, 409);
+    client.socket.close();
+  });
+});
