@@ -27,6 +27,10 @@
 //!   item a second): host memory per open stream, CPU per item, and the gaps between a
 //!   stream's items.
 //!
+//! - `cuts`: broadcast load on C clients with stateful reconnect while `--cut-percent` of them
+//!   have their TCP connection reset every second and resume: messages lost and duplicated
+//!   (both must be 0), resume latency, host CPU per delivery.
+//!
 //! `--quick` runs every scenario small and fails if any message was lost (CI runs it; it asserts
 //! nothing about speed). See docs/performance.md for how to run the full figures.
 
@@ -49,11 +53,11 @@ use wire::Protocol;
 #[command(name = "loadgen", about = "hubhost load generator")]
 struct Args {
     /// Scenarios to run: broadcast, echo, idle, hub-call, native-vs-wasm, rooms,
-    /// negotiate-flood, streams (comma-separated).
+    /// negotiate-flood, streams, cuts (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,negotiate-flood,streams"
+        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,negotiate-flood,streams,cuts"
     )]
     scenarios: Vec<String>,
     /// Hub protocols clients speak (broadcast, echo, idle, streams), comma-separated.
@@ -107,6 +111,9 @@ struct Args {
     /// Negotiations sent (negotiate-flood).
     #[arg(long, default_value_t = 200_000)]
     negotiations: usize,
+    /// Share of the clients whose connection is cut each second (cuts), in percent.
+    #[arg(long, default_value_t = 10)]
+    cut_percent: u64,
     /// Small runs of every scenario that fail if a message is lost; for CI.
     #[arg(long)]
     quick: bool,
@@ -182,6 +189,10 @@ async fn main() -> anyhow::Result<()> {
             }
             "hub-call" => scenarios::hub_call(&args).await?,
             "rooms" => failed |= scenarios::rooms(&args, &bin).await?.lost > 0,
+            "cuts" => {
+                let stats = scenarios::cuts(&args, &bin).await?;
+                failed |= stats.lost > 0 || stats.duplicates > 0;
+            }
             "negotiate-flood" => scenarios::negotiate_flood(&args, &bin).await?,
             "streams" => {
                 // SignalR 2 has no streams.

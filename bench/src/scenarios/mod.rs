@@ -1,6 +1,7 @@
 //! One module per scenario.
 
 mod broadcast;
+mod cuts;
 mod echo;
 mod hub_call;
 mod idle;
@@ -9,6 +10,7 @@ mod rooms;
 mod streams;
 
 pub(crate) use broadcast::{broadcast, native_vs_wasm};
+pub(crate) use cuts::cuts;
 pub(crate) use echo::echo;
 pub(crate) use hub_call::hub_call;
 pub(crate) use idle::idle;
