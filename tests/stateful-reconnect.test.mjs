@@ -264,6 +264,59 @@ describe("stateful reconnect on the wire", () => {
     third.socket.close();
   });
 
+  test("a new socket replaces one that still seems open", async () => {
+    const token = await negotiated();
+    const first = await rawStateful(host.url, token);
+    first.send({ protocol: "json", version: 2 });
+    await first.until((r) => r.type === undefined, "the handshake answer");
+    first.send({ type: 1, invocationId: "1", target: "Echo", arguments: ["one"] });
+    await first.until((r) => r.type === 3, "a completion");
+    // The client thinks its socket is dead; the server has not noticed anything.
+    const second = await rawStateful(host.url, token);
+    await second.until((r) => r.type === 3, "the replay on the new socket");
+    assert.deepEqual(second.records[0], { type: 9, sequenceId: 1 });
+    // The old socket is let go (without a close frame, as ASP.NET cancels it).
+    assert.equal(await first.socket.closed, 1006);
+    second.send({ type: 9, sequenceId: 2 }, { type: 1, invocationId: "2", target: "Echo", arguments: ["two"] });
+    await second.until((r) => r.type === 3 && r.invocationId === "2", "an answer on the new socket");
+    second.socket.close();
+  });
+
+  test("a new socket takes over from one whose writes are stuck", async () => {
+    // The old socket stops reading while a sender floods it: the host's writes to it block on
+    // a full send buffer, as they do when a network path dies without a reset.
+    const roomy = await startHost({ args: ["--rate-limit", "0", "--reconnect-buffer", "64MiB", "--outbox", "4096"] });
+    try {
+      const token = (await (await fetch(`${roomy.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" })).json()).connectionToken;
+      const first = await rawStateful(roomy.url, token);
+      first.send({ protocol: "json", version: 2 });
+      await first.until((r) => r.type === undefined, "the handshake answer");
+      first.send({ type: 1, invocationId: "1", target: "WhoAmI", arguments: [] });
+      const id = (await first.until((r) => r.type === 3, "its connection id")).result;
+      first.socket.pause();
+      const sender = await connect(`${roomy.url}/chat`);
+      const big = "x".repeat(16 * 1024);
+      const n = 2000;
+      // A few at a time: the client joins what it sends at once into one WebSocket message.
+      for (let i = 0; i < n; i += 4) {
+        await Promise.all(Array.from({ length: 4 }, (_, j) => sender.invoke("SendToConnection", id, `${i + j} ${big}`)));
+      }
+      const buffered = await metric(roomy, "hubhost_reconnect_buffer_bytes");
+      // What the host wrote before its writes blocked (the rest waits in the outbox).
+      assert.ok(buffered > 1024 * 1024, `the host holds what the client has not acknowledged (${buffered} bytes)`);
+      const second = await rawStateful(roomy.url, token);
+      const last = (r) => r.type === 1 && r.arguments[1]?.startsWith(`${n - 1} `);
+      await waitUntil(() => second.records.some(last), "the last message on the new socket", 30_000);
+      const privates = second.records.filter((r) => r.type === 1 && r.target === "privateMessage");
+      assert.deepEqual(privates.map((r) => Number(r.arguments[1].split(" ")[0])), Array.from({ length: n }, (_, i) => i));
+      second.socket.close();
+      first.socket.terminate();
+      await sender.stop();
+    } finally {
+      await roomy.stop();
+    }
+  });
+
   test("a Sequence ahead of what was received closes the connection with ASP.NET's text", async () => {
     const token = await negotiated();
     const client = await rawStateful(host.url, token);

@@ -41,6 +41,10 @@ struct Writer<O> {
     /// Whether the handshake's answer went out (what follows may be numbered).
     answered: bool,
     sent: Option<Arc<Sent>>,
+    /// Where the transports of a resumable connection come from, and one that came while a
+    /// write was under way.
+    sinks: Option<mpsc::UnboundedReceiver<O>>,
+    next: Option<O>,
     metrics: Arc<Metrics>,
 }
 
@@ -55,7 +59,7 @@ pub(super) async fn run<O>(
     O: Sink<Frame> + Unpin,
     O::Error: std::fmt::Display,
 {
-    let (sent, mut sinks) = match resumable {
+    let (sent, sinks) = match resumable {
         Some(r) => (Some(r.sent), Some(r.sinks)),
         None => (None, None),
     };
@@ -67,6 +71,8 @@ pub(super) async fn run<O>(
         ping: None,
         answered: false,
         sent,
+        sinks,
+        next: None,
         metrics,
     };
     // A Ping goes out `keep_alive` after the last write, so the client never waits longer
@@ -83,6 +89,13 @@ pub(super) async fn run<O>(
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
+        if let Some(sink) = writer.next.take() {
+            writer.resume(sink).await;
+            last_write = Instant::now();
+            // The client may have missed the last Ack: the next one repeats it.
+            acked = 0;
+            continue;
+        }
         let numbering = kept.as_deref().filter(|_| writer.numbering().is_some());
         // Under stateful reconnect, frames are taken only while the client's unacknowledged
         // ones leave room: the outbox then fills, which holds back streams (and, at its
@@ -126,15 +139,11 @@ pub(super) async fn run<O>(
                 }
             }
             () = wait_for_room(numbering), if !room => {}
-            sink = recv(&mut sinks) => match sink {
-                Some(sink) => {
-                    writer.resume(sink).await;
-                    last_write = Instant::now();
-                    // The client may have missed the last Ack: the next one repeats it.
-                    acked = 0;
-                }
+            sink = recv(&mut writer.sinks) => match sink {
+                // Resumed at the top of the loop.
+                Some(sink) => writer.next = Some(sink),
                 // The session is over: no transport will come any more.
-                None => sinks = None,
+                None => writer.sinks = None,
             },
             () = received_more(numbering), if attached && ack_due.is_none() => {
                 // One timer for keep-alives and Acks: it is part of every connection's memory.
@@ -166,9 +175,8 @@ pub(super) async fn run<O>(
                 }
                 let ping_due = last_write + keep_alive;
                 if now >= ping_due {
-                    if let (Some(sink), Some(ping)) = (&mut writer.sink, &writer.ping)
-                        && sink.send(ping.clone()).await.is_err()
-                        && !writer.lost()
+                    if let Some(ping) = writer.ping.clone()
+                        && writer.send(ping).await.is_err()
                     {
                         cancel.cancel();
                         break;
@@ -220,6 +228,33 @@ enum Flow {
     Closed,
 }
 
+/// One write on the transport; a new transport that arrives meanwhile abandons it (`None`,
+/// with the transport in `next`): the old one is dead or stuck behind a full send buffer, and
+/// the client is waiting on the new one (ASP.NET cancels the old socket too).
+async fn racing<O, T>(
+    sinks: &mut Option<mpsc::UnboundedReceiver<O>>,
+    next: &mut Option<O>,
+    op: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut op = std::pin::pin!(op);
+    loop {
+        let Some(receiver) = sinks.as_mut().filter(|_| next.is_none()) else {
+            return Some(op.await);
+        };
+        tokio::select! {
+            done = &mut op => return Some(done),
+            sink = receiver.recv() => match sink {
+                Some(sink) => {
+                    *next = Some(sink);
+                    return None;
+                }
+                // The session is over: no transport will come any more.
+                None => *sinks = None,
+            },
+        }
+    }
+}
+
 impl<O> Writer<O>
 where
     O: Sink<Frame> + Unpin,
@@ -240,18 +275,26 @@ where
         self.numbering().is_some()
     }
 
-    /// Writes `batch` in order, joining consecutive frames, and flushes once; numbered frames
-    /// are kept for a resume first, so one the transport fails to carry is not lost. A Close
-    /// message ends the batch and the connection.
+    /// Writes `batch` in order, joining consecutive frames, and flushes once. A Close message
+    /// ends the batch and the connection.
     async fn write_batch(&mut self, batch: Vec<Outbound>) -> Flow {
+        if self.sent.is_some() {
+            // Numbered frames are kept before any is written: one the transport fails to
+            // carry, or that a new transport interrupts, goes out again on the resume.
+            for message in &batch {
+                if let Outbound::Frame(frame) = message {
+                    if let Some(sent) = self.numbering() {
+                        sent.push(frame);
+                    }
+                    // The first frame is the handshake's answer, which is never numbered.
+                    self.answered = true;
+                }
+            }
+        }
         let mut joined = Joined::default();
         for message in batch {
             match message {
                 Outbound::Frame(frame) => {
-                    if let Some(sent) = self.numbering() {
-                        sent.push(&frame);
-                    }
-                    // The first frame is the handshake's answer, which is never numbered.
                     self.answered = true;
                     if let Some(full) = joined.push(frame)
                         && let Err(flow) = self.feed(full).await
@@ -279,26 +322,49 @@ where
         {
             return flow;
         }
-        if let Some(sink) = &mut self.sink
-            && let Err(e) = sink.flush().await
-        {
-            return self.failed(&e);
-        }
-        Flow::Continue
+        self.flush().await
     }
 
     /// Feeds one message to the transport, if there is one.
     async fn feed(&mut self, frame: Frame) -> Result<(), Flow> {
-        match &mut self.sink {
-            Some(sink) => match sink.feed(frame).await {
-                Ok(()) => Ok(()),
-                Err(e) => match self.failed(&e) {
-                    Flow::Continue => Ok(()),
-                    Flow::Closed => Err(Flow::Closed),
-                },
+        let Some(sink) = &mut self.sink else {
+            return Ok(());
+        };
+        match racing(&mut self.sinks, &mut self.next, sink.feed(frame)).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => match self.failed(&e) {
+                Flow::Continue => Ok(()),
+                Flow::Closed => Err(Flow::Closed),
             },
-            None => Ok(()),
+            // Replaced: the old transport is let go.
+            None => {
+                self.sink = None;
+                Ok(())
+            }
         }
+    }
+
+    async fn flush(&mut self) -> Flow {
+        let Some(sink) = &mut self.sink else {
+            return Flow::Continue;
+        };
+        match racing(&mut self.sinks, &mut self.next, sink.flush()).await {
+            Some(Err(e)) => self.failed(&e),
+            Some(Ok(())) => Flow::Continue,
+            None => {
+                self.sink = None;
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Sends one message and flushes; `false` if it did not go out.
+    async fn send(&mut self, frame: Frame) -> Result<bool, Flow> {
+        if self.sink.is_none() {
+            return Ok(false);
+        }
+        self.feed(frame).await?;
+        Ok(matches!(self.flush().await, Flow::Continue) && self.sink.is_some())
     }
 
     fn failed(&mut self, error: &O::Error) -> Flow {
@@ -338,11 +404,7 @@ where
         {
             return;
         }
-        if let Some(sink) = &mut self.sink
-            && let Err(e) = sink.flush().await
-        {
-            self.failed(&e);
-        }
+        self.flush().await;
     }
 
     /// Tells the client which of its messages the server has; `false` if it could not.
@@ -351,16 +413,7 @@ where
             return false;
         };
         let frame = protocol.encode(&ServerMessage::Ack { sequence_id });
-        let Some(sink) = &mut self.sink else {
-            return false;
-        };
-        match sink.send(frame).await {
-            Ok(()) => true,
-            Err(e) => {
-                self.failed(&e);
-                false
-            }
-        }
+        matches!(self.send(frame).await, Ok(true))
     }
 }
 
