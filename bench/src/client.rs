@@ -32,12 +32,15 @@ pub(crate) enum Transport {
 pub(crate) struct Dialect {
     pub(crate) transport: Transport,
     pub(crate) protocol: Protocol,
+    /// Negotiates stateful reconnect (WebSockets: handshake version 2, numbered messages).
+    pub(crate) stateful: bool,
 }
 
 impl Dialect {
     pub(crate) const JSON_WEBSOCKETS: Self = Self {
         transport: Transport::Websockets,
         protocol: Protocol::Json,
+        stateful: false,
     };
 }
 
@@ -47,7 +50,11 @@ impl std::fmt::Display for Dialect {
             Transport::Websockets => "WebSockets",
             Transport::Longpolling => "long polling",
         };
-        write!(f, "{} over {transport}", self.protocol.name())
+        write!(f, "{} over {transport}", self.protocol.name())?;
+        if self.stateful {
+            f.write_str(", stateful reconnect")?;
+        }
+        Ok(())
     }
 }
 
@@ -152,7 +159,7 @@ pub(crate) async fn connect_hub(
         Transport::Longpolling if dialect.protocol == Protocol::Signalr2 => {
             bail!("loadgen speaks SignalR 2 over WebSockets only")
         }
-        Transport::Websockets => connect_ws(addr, hub, dialect.protocol, source).await,
+        Transport::Websockets => connect_ws(addr, hub, dialect, source).await,
         Transport::Longpolling => connect_long_polling(addr, hub, dialect.protocol, source).await,
     }
 }
@@ -227,21 +234,44 @@ async fn connect_signalr2(
 async fn connect_ws(
     addr: &str,
     hub: &str,
-    protocol: Protocol,
+    dialect: Dialect,
     source: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Sender, Receiver)> {
+    let protocol = dialect.protocol;
+    // Without stateful reconnect the socket is the whole connection (skipNegotiation).
+    let url = if dialect.stateful {
+        let mut http = Http::connect(addr, source).await?;
+        let path = format!("/{hub}/negotiate?negotiateVersion=1&useStatefulReconnect=true");
+        let token = negotiate(&mut http, "POST", &path, "connectionToken").await?;
+        format!("ws://{addr}/{hub}?id={token}")
+    } else {
+        format!("ws://{addr}/{hub}")
+    };
     let stream = tcp(addr, source).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(
-        format!("ws://{addr}/{hub}"),
-        MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .context("WebSocket handshake")?;
-    ws.send(Message::text(String::from_utf8(protocol.handshake())?))
+    let (mut ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .context("WebSocket handshake")?;
+    let mut handshake = protocol.handshake();
+    if dialect.stateful {
+        handshake = String::from_utf8(handshake)?
+            .replace("\"version\":1", "\"version\":2")
+            .into_bytes();
+    }
+    ws.send(Message::text(String::from_utf8(handshake)?))
         .await?;
     let answer = ws.next().await.context("closed during handshake")??;
     if !answer.into_data().starts_with(b"{}") {
         bail!("handshake refused");
+    }
+    if dialect.stateful {
+        // The host numbers what it sends once the client has said something.
+        let ping = protocol.ping();
+        ws.send(if protocol.is_binary() {
+            Message::binary(ping)
+        } else {
+            Message::text(String::from_utf8(ping)?)
+        })
+        .await?;
     }
     let (sink, stream) = ws.split();
     Ok((Sender::Ws(sink, protocol), Receiver::Ws(stream)))

@@ -111,6 +111,9 @@ struct Args {
     /// Negotiations sent (negotiate-flood).
     #[arg(long, default_value_t = 200_000)]
     negotiations: usize,
+    /// Clients negotiate stateful reconnect (idle, echo; WebSockets, JSON or MessagePack).
+    #[arg(long)]
+    stateful: bool,
     /// Share of the clients whose connection is cut each second (cuts), in percent.
     #[arg(long, default_value_t = 10)]
     cut_percent: u64,
@@ -143,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         args.protocol = vec![Protocol::Json, Protocol::Messagepack, Protocol::Signalr2];
         args.transport = vec![Transport::Websockets, Transport::Longpolling];
     }
+    let stateful = args.stateful;
     let dialects: Vec<Dialect> = args
         .transport
         .iter()
@@ -150,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             args.protocol.iter().map(move |&protocol| Dialect {
                 transport,
                 protocol,
+                stateful,
             })
         })
         // loadgen speaks SignalR 2 over WebSockets only.

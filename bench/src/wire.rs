@@ -51,6 +51,14 @@ impl Protocol {
         format!("{{\"protocol\":\"{}\",\"version\":1}}\u{1e}", self.name()).into_bytes()
     }
 
+    /// A Ping (Core protocols).
+    pub(crate) fn ping(self) -> Vec<u8> {
+        match self {
+            Self::Messagepack => framed(&Value::Array(vec![Value::from(6)])),
+            Self::Json | Self::Signalr2 => b"{\"type\":6}\x1e".to_vec(),
+        }
+    }
+
     /// A stream invocation of `target` with integer arguments.
     pub(crate) fn stream_invocation(self, id: &str, target: &str, args: &[u64]) -> Vec<u8> {
         match self {
