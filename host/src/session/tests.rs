@@ -1036,3 +1036,167 @@ async fn streams_past_the_limit_are_refused_and_others_go_on() {
     assert_eq!(client.next_not_ping().await, Some(stream_item("d", "0")));
     assert_eq!(client.next_not_ping().await, Some(void_completion("d")));
 }
+
+/// A transport for a resumable session: the client's side and the pair the session takes.
+fn transport(
+    stalled: bool,
+) -> (
+    Client,
+    (impl Stream<Item = Inbound> + Unpin + Send, TestSink),
+) {
+    let (send, receiver) = mpsc::unbounded_channel();
+    let (out_sender, out) = mpsc::unbounded_channel();
+    let client = Client {
+        send,
+        out,
+        records: Default::default(),
+        closed: false,
+        task: tokio::spawn(async {}),
+    };
+    let sink = TestSink {
+        out: out_sender,
+        stalled,
+    };
+    (client, (incoming(receiver), sink))
+}
+
+/// A connection negotiated with stateful reconnect, and where its later transports go.
+fn start_resumable<I>(
+    h: &Harness,
+    id: &str,
+    (client, (incoming, sink)): (Client, (I, TestSink)),
+) -> (Client, mpsc::UnboundedSender<(I, TestSink)>)
+where
+    I: Stream<Item = Inbound> + Unpin + Send + 'static,
+{
+    let (attach, attachments) = mpsc::unbounded_channel();
+    let connection = Connection {
+        caller: Caller {
+            hub: HubName::new("test"),
+            connection_id: ConnectionId::new(id),
+            user_id: None,
+            claims: Vec::new(),
+            request: None,
+        },
+        max_message_size: 32 * 1024,
+        transport: TransportFeatures::WEBSOCKETS,
+    };
+    let task = tokio::spawn(serve_resumable(
+        incoming,
+        sink,
+        connection,
+        h.context.clone(),
+        attachments,
+    ));
+    (Client { task, ..client }, attach)
+}
+
+const HANDSHAKE_V2: &str = "{\"protocol\":\"json\",\"version\":2}\u{1e}";
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_session_resumes_on_a_new_transport_within_the_window_and_ends_after_it() {
+    let h = harness(settings());
+    let (mut client, attach) = start_resumable(&h, "c", transport(false));
+    client.send(HANDSHAKE_V2);
+    assert_eq!(client.next().await.as_deref(), Some("{}"));
+    client.invoke("1", "Echo", "\"one\"");
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some("{\"type\":3,\"invocationId\":\"1\",\"result\":\"one\"}")
+    );
+    // The transport is cut (an error, not a close); the client comes back 14 s later.
+    let _ = client.send.send(Err(TransportError("reset".into())));
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(
+        h.hub.disconnected.load(Ordering::SeqCst),
+        0,
+        "still waiting"
+    );
+    let (mut back, pair) = transport(false);
+    assert!(attach.send(pair).is_ok(), "the session takes it");
+    assert_eq!(
+        back.next().await.as_deref(),
+        Some("{\"type\":9,\"sequenceId\":1}")
+    );
+    assert_eq!(
+        back.next().await.as_deref(),
+        Some("{\"type\":3,\"invocationId\":\"1\",\"result\":\"one\"}")
+    );
+    // The client's resent message 1 is skipped; its message 2 is answered.
+    back.send("{\"type\":9,\"sequenceId\":1}\u{1e}");
+    back.invoke("1", "Echo", "\"one\"");
+    back.invoke("2", "Echo", "\"two\"");
+    // And the server acknowledges both (one Ack for the two), at once: its last Ack was more
+    // than a second ago.
+    let started = Instant::now();
+    let mut records = vec![
+        back.next_not_ping().await.unwrap_or_default(),
+        back.next_not_ping().await.unwrap_or_default(),
+    ];
+    records.sort();
+    assert_eq!(
+        records,
+        [
+            "{\"type\":3,\"invocationId\":\"2\",\"result\":\"two\"}",
+            "{\"type\":8,\"sequenceId\":2}"
+        ]
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    // Acks come at most once a second.
+    back.invoke("3", "Echo", "\"three\"");
+    assert_eq!(
+        back.next_not_ping().await.as_deref(),
+        Some("{\"type\":3,\"invocationId\":\"3\",\"result\":\"three\"}")
+    );
+    assert_eq!(
+        back.next_not_ping().await.as_deref(),
+        Some("{\"type\":8,\"sequenceId\":3}")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // Cut again, and nobody comes back: the window (15 s) ends the connection.
+    let _ = back.send.send(Err(TransportError("reset".into())));
+    let cut = Instant::now();
+    client.task.await.expect("the session ends");
+    assert_eq!(cut.elapsed(), h.context.settings.reconnect_window);
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_transport_ends_a_resumable_session_at_once() {
+    let h = harness(settings());
+    let (mut client, _attach) = start_resumable(&h, "c", transport(false));
+    client.send(HANDSHAKE_V2);
+    assert_eq!(client.next().await.as_deref(), Some("{}"));
+    // The end of the stream is a WebSocket close: the client meant to leave.
+    let Client { send, task, .. } = client;
+    drop(send);
+    let closed = Instant::now();
+    task.await.expect("the session ends");
+    assert_eq!(closed.elapsed(), Duration::ZERO);
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn numbered_messages_wait_for_a_silent_client_half_a_second() {
+    let h = harness(settings());
+    let (mut client, _attach) = start_resumable(&h, "c", transport(false));
+    client.send(HANDSHAKE_V2);
+    assert_eq!(client.next().await.as_deref(), Some("{}"));
+    let answered = Instant::now();
+    let hub = HubName::new("test");
+    while !h.registry.contains(&hub, "c") {
+        tokio::task::yield_now().await;
+    }
+    // A message for the connection, whose client has not spoken since its handshake.
+    h.context.router.send(Envelope {
+        hub,
+        target: Target::Connection("c".into()),
+        method: "note".into(),
+        arguments: "[1]".into(),
+    });
+    assert_eq!(
+        client.next_not_ping().await.as_deref(),
+        Some("{\"type\":1,\"target\":\"note\",\"arguments\":[1]}")
+    );
+    assert_eq!(answered.elapsed(), super::resume::HEAR_WITHIN);
+}
