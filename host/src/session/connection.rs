@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::HandoffSender;
 use super::invocations::{Finished, Invocations, Running};
 use super::rate_limit::RateLimiter;
 use super::registration::Registration;
@@ -78,7 +79,7 @@ pub(super) struct Resume<I, O> {
     /// New transports that present the connection's token (`None` once none can come).
     attachments: Option<Attachments<I, O>>,
     /// Where a new transport's sink goes: to the writer.
-    sinks: tokio::sync::mpsc::UnboundedSender<O>,
+    sinks: HandoffSender<O>,
     /// What the writer keeps for the client (the session passes on the client's Acks).
     sent: Arc<Sent>,
     received: Received,
@@ -89,7 +90,7 @@ pub(super) struct Resume<I, O> {
 impl<I, O> Resume<I, O> {
     pub(super) fn new(
         attachments: Attachments<I, O>,
-        sinks: tokio::sync::mpsc::UnboundedSender<O>,
+        sinks: HandoffSender<O>,
         sent: Arc<Sent>,
     ) -> Self {
         Self {

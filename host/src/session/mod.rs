@@ -27,6 +27,7 @@
 //! the same connection token carries on where the old one stopped.
 
 mod connection;
+pub mod handoff;
 mod invocations;
 pub(crate) mod rate_limit;
 mod registration;
@@ -271,7 +272,7 @@ pub type Inbound = Result<Bytes, TransportError>;
 
 /// The transports a resumable connection may resume on: each new WebSocket that presents the
 /// connection's token, as the session's stream and sink.
-pub type Attachments<I, O> = tokio::sync::mpsc::UnboundedReceiver<(I, O)>;
+pub type Attachments<I, O> = handoff::HandoffReceiver<(I, O)>;
 
 /// How long the writer may take to flush the last frames once the session ended; a peer that
 /// stopped reading is cut off then.
@@ -334,7 +335,7 @@ where
                 context.settings.reconnect_buffer,
                 context.metrics.clone(),
             ));
-            let (sinks, sinks_receiver) = tokio::sync::mpsc::unbounded_channel();
+            let (sinks, sinks_receiver) = handoff::handoff();
             (
                 Some(writer::Resumable {
                     sent: sent.clone(),

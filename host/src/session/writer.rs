@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::HandoffReceiver;
 use super::resume::{HEAR_WITHIN, Sent};
 use crate::metrics::Metrics;
 use crate::protocol::{Frame, ServerMessage};
@@ -29,7 +29,7 @@ const ACK_EVERY: Duration = Duration::from_secs(1);
 /// the transports it resumes on.
 pub(super) struct Resumable<O> {
     pub sent: Arc<Sent>,
-    pub sinks: mpsc::UnboundedReceiver<O>,
+    pub sinks: HandoffReceiver<O>,
 }
 
 /// The writer's transport and what it has sent.
@@ -43,7 +43,7 @@ struct Writer<O> {
     sent: Option<Arc<Sent>>,
     /// Where the transports of a resumable connection come from, and one that came while a
     /// write was under way.
-    sinks: Option<mpsc::UnboundedReceiver<O>>,
+    sinks: Option<HandoffReceiver<O>>,
     next: Option<O>,
     metrics: Arc<Metrics>,
 }
@@ -202,7 +202,7 @@ pub(super) async fn run<O>(
 }
 
 /// The next transport a resumable connection resumes on (never, for any other).
-async fn recv<O>(sinks: &mut Option<mpsc::UnboundedReceiver<O>>) -> Option<O> {
+async fn recv<O>(sinks: &mut Option<HandoffReceiver<O>>) -> Option<O> {
     match sinks {
         Some(sinks) => sinks.recv().await,
         None => std::future::pending().await,
@@ -232,7 +232,7 @@ enum Flow {
 /// with the transport in `next`): the old one is dead or stuck behind a full send buffer, and
 /// the client is waiting on the new one (ASP.NET cancels the old socket too).
 async fn racing<O, T>(
-    sinks: &mut Option<mpsc::UnboundedReceiver<O>>,
+    sinks: &mut Option<HandoffReceiver<O>>,
     next: &mut Option<O>,
     op: impl std::future::Future<Output = T>,
 ) -> Option<T> {

@@ -10,20 +10,20 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 
 use crate::protocol::{Frame, TransferFormat};
+use crate::session::handoff::{HandoffSender, handoff};
 use crate::session::{self, Attachments, Connection, Inbound, SessionContext, TransportError};
 
 /// Where the new sockets of a connection that can resume (stateful reconnect) go: to its
 /// session.
 #[derive(Clone)]
-pub struct Resumer(mpsc::UnboundedSender<(Incoming, Outgoing)>);
+pub struct Resumer(HandoffSender<(Incoming, Outgoing)>);
 
 impl Resumer {
     /// A resumer and the session's end of it.
     pub fn new() -> (Self, Attachments<Incoming, Outgoing>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = handoff();
         (Self(sender), receiver)
     }
 
