@@ -9,8 +9,10 @@ import assert from "node:assert/strict";
 import WebSocket from "ws";
 
 import { connect, MessagePackHubProtocol, record, RS, signalR, waitUntil, waitUntilAsync } from "./support/client.mjs";
-import { metric, startHost } from "./support/host.mjs";
+import { metric, startHost, waitReady } from "./support/host.mjs";
+import { startNginx } from "./support/nginx.mjs";
 import { startProxy } from "./support/proxy.mjs";
+import { startRedis } from "./support/redis.mjs";
 
 /** An official client built `.withStatefulReconnect().withAutomaticReconnect()`, with hooks. */
 async function resilient(url, { protocol = "json", bufferSize } = {}) {
@@ -172,6 +174,51 @@ describe("stateful reconnect on one host", () => {
     } finally {
       await gate.close();
       await brief.stop();
+    }
+  });
+});
+
+describe("stateful reconnect behind a round-robin nginx", () => {
+  test("with --public-url each client resumes on its host, and nothing is lost", async () => {
+    const redis = await startRedis();
+    // Each host's public address is a resetting proxy in front of it; nginx balances negotiate.
+    const proxies = [await startProxy(["127.0.0.1:1"]), await startProxy(["127.0.0.1:1"])];
+    const hosts = await Promise.all(
+      proxies.map((proxy) => startHost({ args: ["--redis", redis.url, "--rate-limit", "0", "--public-url", proxy.url] })),
+    );
+    hosts.forEach((host, i) => proxies[i].retarget([host.address]));
+    const nginx = await startNginx(hosts.map((h) => h.address));
+    const clients = [];
+    try {
+      await Promise.all(hosts.map((h) => waitReady(h)));
+      for (let i = 0; i < 4; i++) clients.push(await resilient(`${nginx.url}/chat`));
+      const counts = await Promise.all(hosts.map((h) => metric(h, "hubhost_connections")));
+      assert.ok(counts[0] > 0 && counts[1] > 0, `both hosts hold clients (${counts})`);
+      const ids = clients.map(({ connection }) => connection.connectionId);
+      const got = clients.map(({ connection }) => record(connection, "privateMessage"));
+      // Straight to a host, past its --public-url redirect (which would lead through a proxy).
+      const sender = await connect(`${hosts[0].url}/chat`, { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets });
+      const n = 100;
+      for (let i = 0; i < n; i++) {
+        await Promise.all(ids.map((id) => sender.invoke("SendToConnection", id, `${i}`)));
+        if (i === 30) for (const proxy of proxies) proxy.cut();
+      }
+      await Promise.all(ids.map((id) => sender.invoke("SendToConnection", id, "end")));
+      await waitUntil(() => got.every((g) => g.length === n + 1), "every message and the sentinel", 20_000);
+      for (const g of got) assert.deepEqual(numbers(g), [...range(n), "end"]);
+      clients.forEach(({ connection, events }, i) => {
+        assert.equal(connection.connectionId, ids[i]);
+        assert.equal(events.reconnecting, 0);
+      });
+      const resumes = await Promise.all(hosts.map((h) => metric(h, "hubhost_reconnect_resumes_total")));
+      assert.ok(resumes[0] > 0 && resumes[1] > 0, `clients resumed on both hosts (${resumes})`);
+      await sender.stop();
+    } finally {
+      await Promise.all(clients.map(({ connection }) => connection.stop()));
+      await nginx.stop();
+      await Promise.all(proxies.map((p) => p.close()));
+      await Promise.all(hosts.map((h) => h.stop()));
+      await redis.stop();
     }
   });
 });

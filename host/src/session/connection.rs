@@ -1,11 +1,10 @@
 //! The session proper: handshake, registration, the read loop, and the end.
 
-use std::sync::Arc;
-
-use bytes::BytesMut;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use serde_json::value::RawValue;
 use tokio::time::Instant;

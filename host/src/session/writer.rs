@@ -83,7 +83,9 @@ pub(super) async fn run<O>(
     tokio::pin!(idle);
     // When the next Ack is due (stateful reconnect), and the newest id acknowledged.
     let mut ack_due: Option<Instant> = None;
-    let mut last_ack = Instant::now() - ACK_EVERY;
+    let mut last_ack = Instant::now()
+        .checked_sub(ACK_EVERY)
+        .unwrap_or_else(Instant::now);
     let mut acked = 0;
     // Made once: a fresh `cancelled()` per loop would register with the token every time.
     let cancelled = cancel.cancelled();
