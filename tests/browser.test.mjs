@@ -2,35 +2,16 @@
 // a message typed in one appears in the other. Screenshots go to test-artifacts/ (not committed).
 
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { chromium } from "playwright-core";
-
+import { launchChromium as launch } from "./support/browser.mjs";
 import { labelledMetric, startHost } from "./support/host.mjs";
 import { startRedis } from "./support/redis.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const artifacts = resolve(import.meta.dirname, "..", "test-artifacts");
 const modules = resolve(import.meta.dirname, "..", "node_modules");
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
-function launch() {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's 'chromium' (.ci/run does) or set CHROMIUM_PATH`);
-  }
-  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-}
 
 describe("demo page in headless Chromium, two hosts", () => {
   let redis;

@@ -3,22 +3,19 @@
 // chat. Screenshots go to test-artifacts/ (not committed).
 
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { chromium } from "playwright-core";
-
+import { launchChromium } from "./support/browser.mjs";
 import { connectOver } from "./support/client.mjs";
 import { startHost, waitReady } from "./support/host.mjs";
 import { startNginx } from "./support/nginx.mjs";
 import { freePort, startRedis } from "./support/redis.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const root = resolve(import.meta.dirname, "..");
 const artifacts = join(root, "test-artifacts");
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 /**
  * The application's folder: the tutorial page as it is, its scripts from the npm packages
@@ -66,11 +63,10 @@ describe("the SignalR 2 tutorial page on two hosts sharing Redis, with a Core cl
   let browser;
 
   before(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's 'chromium' (.ci/run does)`);
     redis = await startRedis();
     site = makeSite();
     hosts = await Promise.all([0, 1, 2].map(() => startHost({ hubs: ["chat"], args: ["--redis", redis.url, "--static", site] })));
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     mkdirSync(artifacts, { recursive: true });
   });
   after(async () => {
@@ -211,7 +207,7 @@ describe("the SignalR 2 tutorial page behind a round-robin nginx, hosts with --p
     );
     await Promise.all(hosts.map((h) => waitReady(h)));
     nginx = await startNginx(hosts.map((h) => h.address));
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();

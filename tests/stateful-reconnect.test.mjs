@@ -6,9 +6,11 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { join, resolve } from "node:path";
 import WebSocket from "ws";
 
 import { connect, MessagePackHubProtocol, record, RS, signalR, waitUntil, waitUntilAsync } from "./support/client.mjs";
+import { launchChromium } from "./support/browser.mjs";
 import { metric, startHost, waitReady } from "./support/host.mjs";
 import { startNginx } from "./support/nginx.mjs";
 import { startProxy } from "./support/proxy.mjs";
@@ -219,6 +221,54 @@ describe("stateful reconnect behind a round-robin nginx", () => {
       await Promise.all(proxies.map((p) => p.close()));
       await Promise.all(hosts.map((h) => h.stop()));
       await redis.stop();
+    }
+  });
+});
+
+describe("stateful reconnect in Chromium", () => {
+  test("the browser client resumes a cut socket with every message once, in order", async () => {
+    const host = await startHost({ args: ["--rate-limit", "0"] });
+    const proxy = await startProxy([host.address]);
+    const browser = await launchChromium();
+    try {
+      const tab = await browser.newPage();
+      // The page comes from the host; the hub is reached through the proxy (another origin).
+      await tab.goto(`${host.url}/`);
+      const modules = resolve(import.meta.dirname, "..", "node_modules");
+      await tab.addScriptTag({ path: join(modules, "@microsoft/signalr/dist/browser/signalr.js") });
+      const id = await tab.evaluate(async (hubUrl) => {
+        const connection = new signalR.HubConnectionBuilder()
+          .withUrl(hubUrl, { transport: signalR.HttpTransportType.WebSockets })
+          .withStatefulReconnect()
+          .withAutomaticReconnect()
+          .configureLogging(signalR.LogLevel.Warning)
+          .build();
+        window.got = [];
+        window.reconnecting = 0;
+        connection.on("privateMessage", (_, message) => window.got.push(message));
+        connection.onreconnecting(() => window.reconnecting++);
+        await connection.start();
+        window.connection = connection;
+        return connection.connectionId;
+      }, `${proxy.url}/chat`);
+      const sender = await connect(`${host.url}/chat`);
+      const n = 100;
+      for (let i = 0; i < n; i++) {
+        await sender.invoke("SendToConnection", id, `${i}`);
+        if (i === 40) proxy.cut();
+      }
+      await sender.invoke("SendToConnection", id, "end");
+      await tab.waitForFunction(() => window.got.includes("end"), null, { timeout: 20_000 });
+      const seen = await tab.evaluate(() => ({ got: window.got, id: window.connection.connectionId, reconnecting: window.reconnecting }));
+      assert.deepEqual(seen.got, [...range(n), "end"]);
+      assert.equal(seen.id, id);
+      assert.equal(seen.reconnecting, 0);
+      assert.ok((await metric(host, "hubhost_reconnect_resumes_total")) >= 1);
+      await sender.stop();
+    } finally {
+      await browser.close();
+      await proxy.close();
+      await host.stop();
     }
   });
 });
