@@ -293,7 +293,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         (
             "hubhost_reconnect_resumes_refused_total",
             counter,
-            "Stateful reconnect: resumes refused (the connection was gone or not known here).",
+            "WebSockets presenting a connection token this host does not hold (a resume after the window, or to another host).",
             get(&m.resumes_refused),
         ),
         (

@@ -167,11 +167,11 @@ pub(super) async fn run<O>(
                     && now >= due
                 {
                     ack_due = None;
-                    if let Some(sent) = &kept
-                        && sent.received() > acked
-                        && writer.ack(sent.received()).await
-                    {
-                        acked = sent.received();
+                    // Read once: what the Ack says is what counts as acknowledged (the session
+                    // may take more meanwhile; those get the next Ack).
+                    let received = kept.as_ref().map_or(0, |sent| sent.received());
+                    if received > acked && writer.ack(received).await {
+                        acked = received;
                         last_ack = now;
                     }
                 }
@@ -361,12 +361,17 @@ where
     }
 
     /// Sends one message and flushes; `false` if it did not go out.
+    /// Sends one message and flushes: whether it went out, or `Err` when the transport failed
+    /// and the connection cannot resume.
     async fn send(&mut self, frame: Frame) -> Result<bool, Flow> {
         if self.sink.is_none() {
             return Ok(false);
         }
         self.feed(frame).await?;
-        Ok(matches!(self.flush().await, Flow::Continue) && self.sink.is_some())
+        match self.flush().await {
+            Flow::Continue => Ok(self.sink.is_some()),
+            Flow::Closed => Err(Flow::Closed),
+        }
     }
 
     fn failed(&mut self, error: &O::Error) -> Flow {
