@@ -429,14 +429,18 @@ describe("stateful reconnect on the wire", () => {
     await client.socket.closed;
   });
 
-  test("a version 1 handshake makes a plain connection: a second socket is refused", async () => {
+  test("a second socket is refused before the handshake, and after a version 1 handshake", async () => {
+    const refused = async (token) => {
+      const socket = new WebSocket(`${host.url.replace("http", "ws")}/chat?id=${token}`);
+      return new Promise((res) => socket.on("unexpected-response", (_, response) => res(response.statusCode)));
+    };
     const token = await negotiated();
     const client = await rawStateful(host.url, token);
+    assert.equal(await refused(token), 409, "no handshake yet: nothing to resume");
+    // Version 1 cannot resume: the connection is a plain one, as in ASP.NET.
     client.send({ protocol: "json", version: 1 });
     await client.until((r) => r.type === undefined, "the handshake answer");
-    const second = new WebSocket(`${host.url.replace("http", "ws")}/chat?id=${token}`);
-    const status = await new Promise((res) => second.on("unexpected-response", (_, response) => res(response.statusCode)));
-    assert.equal(status, 409);
+    assert.equal(await refused(token), 409);
     client.socket.close();
   });
 });

@@ -151,7 +151,12 @@ where
             Ok(chosen) => {
                 match &self.resume {
                     // Before the answer is queued: the writer numbers what follows it.
-                    Some(resume) if chosen.resumable() => resume.sent.activate(chosen.protocol),
+                    Some(resume) if chosen.resumable() => {
+                        resume.sent.activate(chosen.protocol);
+                        if let Some(attachments) = &resume.attachments {
+                            attachments.open();
+                        }
+                    }
                     // Negotiated, but the client's protocol version cannot resume (as
                     // ASP.NET, the connection is a plain one).
                     _ => self.resume = None,

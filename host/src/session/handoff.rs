@@ -25,11 +25,21 @@ struct Inner<T> {
 
 /// A handoff's two ends.
 pub fn handoff<T>() -> (HandoffSender<T>, HandoffReceiver<T>) {
+    with_receiving(true)
+}
+
+/// A handoff whose receiver takes nothing until it [opens](HandoffReceiver::open) it: until
+/// then senders see it closed.
+pub fn shut_handoff<T>() -> (HandoffSender<T>, HandoffReceiver<T>) {
+    with_receiving(false)
+}
+
+fn with_receiving<T>(receiving: bool) -> (HandoffSender<T>, HandoffReceiver<T>) {
     let inner = Arc::new(Inner {
         slot: Mutex::new(Slot {
             value: None,
             senders: 1,
-            receiving: true,
+            receiving,
         }),
         waker: AtomicWaker::new(),
     });
@@ -97,6 +107,11 @@ pub struct HandoffReceiver<T> {
 }
 
 impl<T> HandoffReceiver<T> {
+    /// Starts taking values (see [`shut_handoff`]).
+    pub fn open(&self) {
+        self.inner.slot.lock().receiving = true;
+    }
+
     /// The value put since the last one taken; `None` once every sender is gone and nothing
     /// is left.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
@@ -149,6 +164,16 @@ mod tests {
         drop(clone);
         drop(sender);
         assert_eq!(waiting.await.expect("no panic"), (Some(3), None));
+    }
+
+    #[test]
+    fn a_shut_handoff_takes_nothing_until_opened() {
+        let (sender, receiver) = shut_handoff();
+        assert!(sender.is_closed());
+        assert_eq!(sender.send(1), Err(1));
+        receiver.open();
+        assert!(!sender.is_closed());
+        sender.send(2).expect("open");
     }
 
     #[test]

@@ -1069,7 +1069,7 @@ fn start_resumable<I>(
 where
     I: Stream<Item = Inbound> + Unpin + Send + 'static,
 {
-    let (attach, attachments) = handoff::handoff();
+    let (attach, attachments) = handoff::shut_handoff();
     let connection = Connection {
         caller: Caller {
             hub: HubName::new("test"),

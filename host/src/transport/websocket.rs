@@ -12,7 +12,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use crate::protocol::{Frame, TransferFormat};
-use crate::session::handoff::{HandoffSender, handoff};
+use crate::session::handoff::{HandoffSender, shut_handoff};
 use crate::session::{self, Attachments, Connection, Inbound, SessionContext, TransportError};
 
 /// Where the new sockets of a connection that can resume (stateful reconnect) go: to its
@@ -21,9 +21,10 @@ use crate::session::{self, Attachments, Connection, Inbound, SessionContext, Tra
 pub struct Resumer(HandoffSender<(Incoming, Outgoing)>);
 
 impl Resumer {
-    /// A resumer and the session's end of it.
+    /// A resumer and the session's end of it, which the session opens once the client's
+    /// handshake asked for stateful reconnect: until then a second socket is refused (409).
     pub fn new() -> (Self, Attachments<Incoming, Outgoing>) {
-        let (sender, receiver) = handoff();
+        let (sender, receiver) = shut_handoff();
         (Self(sender), receiver)
     }
 
