@@ -313,6 +313,9 @@ enum Out {
 struct TestSink {
     out: mpsc::UnboundedSender<Out>,
     stalled: bool,
+    /// Flushes that succeed before every later one fails (a peer gone without a reset being
+    /// seen yet); `None`: all succeed.
+    flushes: Option<usize>,
 }
 
 impl Sink<Frame> for TestSink {
@@ -335,10 +338,17 @@ impl Sink<Frame> for TestSink {
     }
 
     fn poll_flush(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> Poll<Result<(), String>> {
-        Poll::Ready(Ok(()))
+        Poll::Ready(match &mut self.flushes {
+            Some(0) => Err("broken pipe".into()),
+            Some(left) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        })
     }
 
     fn poll_close(
@@ -389,6 +399,7 @@ fn start(h: &Harness, id: &str, stalled: bool) -> Client {
     let sink = TestSink {
         out: out_sender,
         stalled,
+        flushes: None,
     };
     let task = tokio::spawn(serve(
         incoming(receiver),
@@ -744,6 +755,7 @@ async fn an_idle_session_stays_small() {
     let sink = TestSink {
         out,
         stalled: false,
+        flushes: None,
     };
     let session = serve(incoming(receiver), sink, connection, h.context.clone());
     let size = std::mem::size_of_val(&session);
@@ -1056,6 +1068,7 @@ fn transport(
     let sink = TestSink {
         out: out_sender,
         stalled,
+        flushes: None,
     };
     (client, (incoming(receiver), sink))
 }
@@ -1207,4 +1220,42 @@ async fn numbered_messages_wait_for_a_silent_client_half_a_second() {
         Some("{\"type\":1,\"target\":\"note\",\"arguments\":[1]}")
     );
     assert_eq!(answered.elapsed(), super::resume::HEAR_WITHIN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keep_alive_that_cannot_be_written_ends_a_plain_session() {
+    let h = harness(settings());
+    let (send, receiver) = mpsc::unbounded_channel();
+    let (out, _frames) = mpsc::unbounded_channel();
+    let connection = Connection {
+        caller: Caller {
+            hub: HubName::new("test"),
+            connection_id: ConnectionId::new("c"),
+            user_id: None,
+            claims: Vec::new(),
+            request: None,
+        },
+        max_message_size: 32 * 1024,
+        transport: TransportFeatures::WEBSOCKETS,
+    };
+    // The handshake's answer is flushed; the first keep-alive Ping (15 s later) is not.
+    let sink = TestSink {
+        out,
+        stalled: false,
+        flushes: Some(1),
+    };
+    let task = tokio::spawn(serve(
+        incoming(receiver),
+        sink,
+        connection,
+        h.context.clone(),
+    ));
+    let _ = send.send(Ok(Bytes::from_static(HANDSHAKE.as_bytes())));
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the session ends")
+        .expect("no panic");
+    assert_eq!(started.elapsed(), h.context.settings.keep_alive);
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
 }
