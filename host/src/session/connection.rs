@@ -77,8 +77,10 @@ struct Work<'a> {
 pub(super) struct Resume<I, O> {
     /// New transports that present the connection's token (`None` once none can come).
     attachments: Option<Attachments<I, O>>,
-    /// Where a new transport's sink goes: to the writer.
-    sinks: HandoffSender<O>,
+    /// Where a new transport's sink goes, with its generation: to the writer.
+    sinks: HandoffSender<(u64, O)>,
+    /// Transports taken so far after the first.
+    generation: u64,
     /// What the writer keeps for the client (the session passes on the client's Acks).
     sent: Arc<Sent>,
     received: Received,
@@ -89,12 +91,13 @@ pub(super) struct Resume<I, O> {
 impl<I, O> Resume<I, O> {
     pub(super) fn new(
         attachments: Attachments<I, O>,
-        sinks: HandoffSender<O>,
+        sinks: HandoffSender<(u64, O)>,
         sent: Arc<Sent>,
     ) -> Self {
         Self {
             attachments: Some(attachments),
             sinks,
+            generation: 0,
             sent,
             received: Received::default(),
             away_since: None,
@@ -332,12 +335,19 @@ where
                         None => break End::TransportGone(None),
                     }
                 }
-                attachment = poll_fn(|cx| poll_attachment(&mut self.resume, cx)) => {
-                    if let Some((incoming, outgoing)) = attachment {
+                resumption = poll_fn(|cx| poll_resumption(&mut self.resume, cx)) => match resumption {
+                    Resumption::Attached(incoming, outgoing) => {
                         self.resumed(incoming, outgoing);
                         last_received = Instant::now();
                     }
-                }
+                    Resumption::WriterLost => {
+                        if self.incoming.is_some() {
+                            let error = TransportError("writing to it failed".into());
+                            self.transport_cut(&error);
+                        }
+                    }
+                    Resumption::Ended => {}
+                },
                 () = tokio::time::sleep_until(deadline.unwrap_or(last_received)), if deadline.is_some() => {
                     if self.resume.as_ref().is_some_and(|r| r.away_since.is_some()) {
                         break End::TransportGone(Some(
@@ -561,7 +571,8 @@ where
         self.buffer.clear();
         self.incoming = Some(incoming);
         resume.away_since = None;
-        if resume.sinks.send(outgoing).is_err() {
+        resume.generation += 1;
+        if resume.sinks.send((resume.generation, outgoing)).is_err() {
             // The writer is gone: the session is ending anyway.
             self.cancel.cancel();
         }
@@ -688,23 +699,38 @@ where
     }
 }
 
-/// The next transport a resumable connection resumes on (never, for any other); `None` once
-/// no more can come.
-fn poll_attachment<I, O>(
+/// What happened to a resumable connection's transports.
+enum Resumption<I, O> {
+    /// The client came back on a new transport.
+    Attached(I, O),
+    /// The writer could not write to the current transport.
+    WriterLost,
+    /// No transport can come any more.
+    Ended,
+}
+
+/// The next event of a resumable connection's transports (never, for any other).
+fn poll_resumption<I, O>(
     resume: &mut Option<Box<Resume<I, O>>>,
     cx: &mut Context<'_>,
-) -> Poll<Option<(I, O)>> {
+) -> Poll<Resumption<I, O>> {
     let Some(resume) = resume else {
         return Poll::Pending;
     };
+    // A loss of an older transport (one already replaced) is stale.
+    if resume.sent.poll_lost(cx) == Some(resume.generation) {
+        return Poll::Ready(Resumption::WriterLost);
+    }
     let Some(attachments) = &mut resume.attachments else {
         return Poll::Pending;
     };
-    let attachment = std::task::ready!(attachments.poll_recv(cx));
-    if attachment.is_none() {
-        resume.attachments = None;
+    match std::task::ready!(attachments.poll_recv(cx)) {
+        Some((incoming, outgoing)) => Poll::Ready(Resumption::Attached(incoming, outgoing)),
+        None => {
+            resume.attachments = None;
+            Poll::Ready(Resumption::Ended)
+        }
     }
-    Poll::Ready(attachment)
 }
 
 /// Counts a connection in the per-transport and per-protocol gauges while it lives.

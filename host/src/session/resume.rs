@@ -15,7 +15,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Context;
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -44,6 +46,10 @@ pub struct Sent {
     receiving: Notify,
     /// Whether the client numbers what it receives yet (see [`Sent::heard`]).
     heard: AtomicBool,
+    /// The writer could not write to the transport it had (its generation + 1; 0: none), and
+    /// the session's waker, so the session lets the transport go and waits for a new one.
+    lost: AtomicU64,
+    lost_waker: AtomicWaker,
     metrics: Arc<Metrics>,
 }
 
@@ -68,6 +74,8 @@ impl Sent {
             received: AtomicU64::new(0),
             receiving: Notify::new(),
             heard: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
+            lost_waker: AtomicWaker::new(),
             metrics,
         }
     }
@@ -111,6 +119,19 @@ impl Sent {
 
     pub fn is_heard(&self) -> bool {
         self.heard.load(Ordering::Acquire)
+    }
+
+    /// The writer failed to write to transport `generation`: a socket can fail to write while
+    /// its reading half still seems fine, and the client would hear nothing and not resume.
+    pub fn writer_lost(&self, generation: u64) {
+        self.lost.store(generation + 1, Ordering::Release);
+        self.lost_waker.wake();
+    }
+
+    /// The generation of a transport the writer lost since the last call, if any.
+    pub fn poll_lost(&self, cx: &mut Context<'_>) -> Option<u64> {
+        self.lost_waker.register(cx.waker());
+        self.lost.swap(0, Ordering::AcqRel).checked_sub(1)
     }
 
     /// Waits until [`has_room`](Self::has_room).

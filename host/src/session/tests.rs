@@ -1049,13 +1049,11 @@ async fn streams_past_the_limit_are_refused_and_others_go_on() {
     assert_eq!(client.next_not_ping().await, Some(void_completion("d")));
 }
 
+/// The incoming half of a resumable session's transports (one type for all of them).
+type TestIncoming = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
 /// A transport for a resumable session: the client's side and the pair the session takes.
-fn transport(
-    stalled: bool,
-) -> (
-    Client,
-    (impl Stream<Item = Inbound> + Unpin + Send, TestSink),
-) {
+fn transport(stalled: bool) -> (Client, (TestIncoming, TestSink)) {
     let (send, receiver) = mpsc::unbounded_channel();
     let (out_sender, out) = mpsc::unbounded_channel();
     let client = Client {
@@ -1070,18 +1068,15 @@ fn transport(
         stalled,
         flushes: None,
     };
-    (client, (incoming(receiver), sink))
+    (client, (Box::pin(incoming(receiver)), sink))
 }
 
 /// A connection negotiated with stateful reconnect, and where its later transports go.
-fn start_resumable<I>(
+fn start_resumable(
     h: &Harness,
     id: &str,
-    (client, (incoming, sink)): (Client, (I, TestSink)),
-) -> (Client, handoff::HandoffSender<(I, TestSink)>)
-where
-    I: Stream<Item = Inbound> + Unpin + Send + 'static,
-{
+    (client, (incoming, sink)): (Client, (TestIncoming, TestSink)),
+) -> (Client, handoff::HandoffSender<(TestIncoming, TestSink)>) {
     let (attach, attachments) = handoff::shut_handoff();
     let connection = Connection {
         caller: Caller {
@@ -1102,6 +1097,22 @@ where
         attachments,
     ));
     (Client { task, ..client }, attach)
+}
+
+/// Resumes on a new transport, which gets the server's Sequence (1) and the replay of the
+/// completion of `Echo("one")`, its only numbered message.
+async fn resume_with_echo_one(attach: &handoff::HandoffSender<(TestIncoming, TestSink)>) -> Client {
+    let (mut back, pair) = transport(false);
+    assert!(attach.send(pair).is_ok(), "the session takes it");
+    assert_eq!(
+        back.next().await.as_deref(),
+        Some("{\"type\":9,\"sequenceId\":1}")
+    );
+    assert_eq!(
+        back.next().await.as_deref(),
+        Some("{\"type\":3,\"invocationId\":\"1\",\"result\":\"one\"}")
+    );
+    back
 }
 
 const HANDSHAKE_V2: &str = "{\"protocol\":\"json\",\"version\":2}\u{1e}";
@@ -1134,16 +1145,7 @@ async fn a_cut_session_resumes_on_a_new_transport_within_the_window_and_ends_aft
         0,
         "still waiting"
     );
-    let (mut back, pair) = transport(false);
-    assert!(attach.send(pair).is_ok(), "the session takes it");
-    assert_eq!(
-        back.next().await.as_deref(),
-        Some("{\"type\":9,\"sequenceId\":1}")
-    );
-    assert_eq!(
-        back.next().await.as_deref(),
-        Some("{\"type\":3,\"invocationId\":\"1\",\"result\":\"one\"}")
-    );
+    let mut back = resume_with_echo_one(&attach).await;
     // The client's resent message 1 is skipped; its message 2 is answered.
     back.send("{\"type\":9,\"sequenceId\":1}\u{1e}");
     back.invoke("1", "Echo", "\"one\"");
@@ -1258,4 +1260,22 @@ async fn a_keep_alive_that_cannot_be_written_ends_a_plain_session() {
         .expect("no panic");
     assert_eq!(started.elapsed(), h.context.settings.keep_alive);
     assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_that_fails_to_write_is_let_go_and_the_client_resumes() {
+    let h = harness(settings());
+    // A socket whose writes fail after the handshake's answer while its reads go on.
+    let (client, (incoming, mut sink)) = transport(false);
+    sink.flushes = Some(1);
+    let (mut client, attach) = start_resumable(&h, "c", (client, (incoming, sink)));
+    client.send(HANDSHAKE_V2);
+    assert_eq!(client.next().await.as_deref(), Some("{}"));
+    client.invoke("1", "Echo", "\"one\"");
+    // The session lets the transport go (the client's side sees it end) and waits.
+    tokio::time::timeout(Duration::from_secs(1), client.send.closed())
+        .await
+        .expect("the transport is let go");
+    assert_eq!(h.hub.disconnected.load(Ordering::SeqCst), 0);
+    resume_with_echo_one(&attach).await;
 }

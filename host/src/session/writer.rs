@@ -29,7 +29,8 @@ const ACK_EVERY: Duration = Duration::from_secs(1);
 /// the transports it resumes on.
 pub(super) struct Resumable<O> {
     pub sent: Arc<Sent>,
-    pub sinks: HandoffReceiver<O>,
+    /// New transports, each with its generation (the session counts them).
+    pub sinks: HandoffReceiver<(u64, O)>,
 }
 
 /// The writer's transport and what it has sent.
@@ -43,8 +44,10 @@ struct Writer<O> {
     sent: Option<Arc<Sent>>,
     /// Where the transports of a resumable connection come from, and one that came while a
     /// write was under way.
-    sinks: Option<HandoffReceiver<O>>,
-    next: Option<O>,
+    sinks: Option<HandoffReceiver<(u64, O)>>,
+    next: Option<(u64, O)>,
+    /// The generation of `sink` (0: the first transport).
+    generation: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -73,6 +76,7 @@ pub(super) async fn run<O>(
         sent,
         sinks,
         next: None,
+        generation: 0,
         metrics,
     };
     // A Ping goes out `keep_alive` after the last write, so the client never waits longer
@@ -274,7 +278,13 @@ where
     /// any other ends (`false`).
     fn lost(&mut self) -> bool {
         self.sink = None;
-        self.numbering().is_some()
+        match self.numbering() {
+            Some(sent) => {
+                sent.writer_lost(self.generation);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Writes `batch` in order, joining consecutive frames, and flushes once. A Close message
@@ -385,9 +395,10 @@ where
 
     /// Carries on over a new transport: the server's Sequence, then every frame the client has
     /// not acknowledged, then what comes next.
-    async fn resume(&mut self, sink: O) {
+    async fn resume(&mut self, (generation, sink): (u64, O)) {
         // Dropping the old sink closes what is left of the old transport.
         self.sink = Some(sink);
+        self.generation = generation;
         let Some(sent) = self.numbering() else {
             return;
         };
