@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handoff::HandoffSender;
 use super::invocations::{Finished, Invocations, Running};
-use super::rate_limit::RateLimiter;
+use super::rate_limit::{self, RateLimiter};
 use super::registration::Registration;
 use super::resume::{Received, Sent, Verdict};
 use super::streams::{self, Streams};
@@ -607,8 +607,8 @@ where
         if self.limiter.as_mut().is_some_and(|l| !l.allow()) {
             Metrics::inc(&self.context.metrics.rate_limited);
             return Some(format!(
-                "Failed to invoke '{target}' due to an error on the server. HubException: Rate limit exceeded: at most {} invocations per second per connection.",
-                self.context.settings.rate_limit
+                "Failed to invoke '{target}' due to an error on the server. HubException: {}",
+                rate_limit::exceeded(self.context.settings.rate_limit)
             ));
         }
         None

@@ -2,6 +2,11 @@
 
 use tokio::time::Instant;
 
+/// What a caller over the limit is told (after the dialect's own preamble).
+pub(crate) fn exceeded(rate: u32) -> String {
+    format!("Rate limit exceeded: at most {rate} invocations per second per connection.")
+}
+
 /// `rate` tokens a second, holding at most twice that (the burst).
 #[derive(Debug)]
 pub(crate) struct RateLimiter {

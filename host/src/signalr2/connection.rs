@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::registry::{ConnectionHandle, Outbound, OutboxReceiver, OutboxSender, outbox};
 use crate::runtime::{CallError, HubError};
-use crate::session::rate_limit::RateLimiter;
+use crate::session::rate_limit::{self, RateLimiter};
 use crate::types::{Caller, ConnectionId, GroupChange, HubName, Request as HttpRequest};
 
 /// Invocations queued for one connection before `/send` and the WebSocket wait.
@@ -398,10 +398,7 @@ async fn respond(sender: &OutboxSender, response: String) {
 fn rate_limited(service: &Signalr2, request: &HubRequest) -> String {
     Metrics::inc(&service.dispatcher.metrics().rate_limited);
     let outcome = Outcome::Error {
-        text: format!(
-            "Rate limit exceeded: at most {} invocations per second per connection.",
-            service.settings.rate_limit
-        ),
+        text: rate_limit::exceeded(service.settings.rate_limit),
         hub_exception: true,
     };
     message::hub_response(&request.id, &outcome)
