@@ -61,7 +61,8 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// Stateful reconnect: connections resumed on a new WebSocket of this host.
     pub resumes: AtomicU64,
-    /// Stateful reconnect: attempts refused (no such connection here, or it was gone).
+    /// WebSockets presenting a connection token this host does not hold (a resume after the
+    /// window, or to another host).
     pub resumes_refused: AtomicU64,
     /// Stateful reconnect: messages sent again on resumes.
     pub replayed_messages: AtomicU64,

@@ -390,18 +390,16 @@ where
             uploads,
         } = work;
         Metrics::inc(&self.context.metrics.messages_in);
-        if let Some(resume) = &self.resume {
+        if let Some(resume) = &mut self.resume {
             resume.sent.heard();
-        }
-        if let Some(resume) = &mut self.resume
-            && message.is_sequenced()
-        {
-            let verdict = resume.received.numbered();
-            // A message sent again also asks for an Ack (its sender may have missed ours).
-            resume.sent.set_received(resume.received.latest());
-            if verdict == Verdict::Skip {
-                tracing::trace!(connection = %self.caller.connection_id, "skipped a message sent again");
-                return None;
+            if message.is_sequenced() {
+                let verdict = resume.received.numbered();
+                // A message sent again also asks for an Ack (its sender may have missed ours).
+                resume.sent.set_received(resume.received.latest());
+                if verdict == Verdict::Skip {
+                    tracing::trace!(connection = %self.caller.connection_id, "skipped a message sent again");
+                    return None;
+                }
             }
         }
         match message {

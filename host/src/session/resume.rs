@@ -172,11 +172,6 @@ impl Sent {
         (inner.first, inner.frames.iter().cloned().collect())
     }
 
-    /// Bytes kept.
-    pub fn bytes(&self) -> usize {
-        self.inner.lock().bytes
-    }
-
     /// Notes the newest sequence id received from the client.
     pub fn set_received(&self, sequence_id: u64) {
         self.received.store(sequence_id, Ordering::Relaxed);

@@ -144,14 +144,14 @@ pub(super) async fn run<O>(
                     }
                 }
             }
-            () = wait_for_room(numbering), if !room => {}
-            sink = recv(&mut writer.sinks) => match sink {
+            () = unless_none(numbering.map(Sent::room)), if !room => {}
+            sink = unless_none(writer.sinks.as_mut().map(HandoffReceiver::recv)) => match sink {
                 // Resumed at the top of the loop.
                 Some(sink) => writer.next = Some(sink),
                 // The session is over: no transport will come any more.
                 None => writer.sinks = None,
             },
-            () = received_more(numbering), if attached && ack_due.is_none() => {
+            () = unless_none(numbering.map(Sent::received_more)), if attached && ack_due.is_none() => {
                 // One timer for keep-alives and Acks: it is part of every connection's memory.
                 let due = (last_ack + ACK_EVERY).max(Instant::now());
                 ack_due = Some(due);
@@ -207,24 +207,11 @@ pub(super) async fn run<O>(
     }
 }
 
-/// The next transport a resumable connection resumes on (never, for any other).
-async fn recv<O>(sinks: &mut Option<HandoffReceiver<O>>) -> Option<O> {
-    match sinks {
-        Some(sinks) => sinks.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn wait_for_room(numbering: Option<&Sent>) {
-    match numbering {
-        Some(sent) => sent.room().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn received_more(numbering: Option<&Sent>) {
-    match numbering {
-        Some(sent) => sent.received_more().await,
+/// `wait`'s outcome, or never when there is nothing to wait for (a connection that cannot
+/// resume has no kept frames and no new transports).
+async fn unless_none<F: std::future::Future>(wait: Option<F>) -> F::Output {
+    match wait {
+        Some(wait) => wait.await,
         None => std::future::pending().await,
     }
 }
@@ -287,12 +274,11 @@ where
         }
     }
 
-    /// Writes `batch` in order, joining consecutive frames, and flushes once. A Close message
-    /// ends the batch and the connection.
+    /// Writes `batch` from the outbox. Numbered frames are kept before any is written: one
+    /// the transport fails to carry, or that a new transport interrupts, goes out again on
+    /// the resume.
     async fn write_batch(&mut self, batch: Vec<Outbound>) -> Flow {
         if self.sent.is_some() {
-            // Numbered frames are kept before any is written: one the transport fails to
-            // carry, or that a new transport interrupts, goes out again on the resume.
             for message in &batch {
                 if let Outbound::Frame(frame) = message {
                     if let Some(sent) = self.numbering() {
@@ -303,8 +289,14 @@ where
                 }
             }
         }
+        self.write(batch).await
+    }
+
+    /// Writes `messages` in order, joining consecutive frames, and flushes once. A Close
+    /// message ends them and the connection.
+    async fn write(&mut self, messages: impl IntoIterator<Item = Outbound>) -> Flow {
         let mut joined = Joined::default();
-        for message in batch {
+        for message in messages {
             match message {
                 Outbound::Frame(frame) => {
                     self.answered = true;
@@ -370,7 +362,6 @@ where
         }
     }
 
-    /// Sends one message and flushes; `false` if it did not go out.
     /// Sends one message and flushes: whether it went out, or `Err` when the transport failed
     /// and the connection cannot resume.
     async fn send(&mut self, frame: Frame) -> Result<bool, Flow> {
@@ -408,21 +399,9 @@ where
         let (first, frames) = sent.replay();
         Metrics::add(&self.metrics.replayed_messages, frames.len());
         let sequence = protocol.encode(&ServerMessage::Sequence { sequence_id: first });
-        // Written as they are: they were numbered when first sent.
-        let mut joined = Joined::default();
-        for frame in std::iter::once(sequence).chain(frames) {
-            if let Some(full) = joined.push(frame)
-                && self.feed(full).await.is_err()
-            {
-                return;
-            }
-        }
-        if let Some(rest) = joined.take()
-            && self.feed(rest).await.is_err()
-        {
-            return;
-        }
-        self.flush().await;
+        // Written as they are (not kept again): they were numbered when first sent.
+        let replay = std::iter::once(sequence).chain(frames).map(Outbound::Frame);
+        self.write(replay).await;
     }
 
     /// Tells the client which of its messages the server has; `false` if it could not.
