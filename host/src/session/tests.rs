@@ -382,10 +382,31 @@ fn incoming(mut receiver: mpsc::UnboundedReceiver<Inbound>) -> impl Stream<Item 
     })
 }
 
-fn start(h: &Harness, id: &str, stalled: bool) -> Client {
+/// The incoming half of the fake transport (one type for every transport of a session).
+type TestIncoming = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
+/// A fake transport: the client's side, and the pair a session takes.
+fn transport(stalled: bool) -> (Client, (TestIncoming, TestSink)) {
     let (send, receiver) = mpsc::unbounded_channel();
     let (out_sender, out) = mpsc::unbounded_channel();
-    let connection = Connection {
+    let client = Client {
+        send,
+        out,
+        records: Default::default(),
+        closed: false,
+        task: tokio::spawn(async {}),
+    };
+    let sink = TestSink {
+        out: out_sender,
+        stalled,
+        flushes: None,
+    };
+    (client, (Box::pin(incoming(receiver)), sink))
+}
+
+/// A connection `id` of the test hub, over a WebSocket.
+fn connection(id: &str) -> Connection {
+    Connection {
         caller: Caller {
             hub: HubName::new("test"),
             connection_id: ConnectionId::new(id),
@@ -395,25 +416,13 @@ fn start(h: &Harness, id: &str, stalled: bool) -> Client {
         },
         max_message_size: 32 * 1024,
         transport: TransportFeatures::WEBSOCKETS,
-    };
-    let sink = TestSink {
-        out: out_sender,
-        stalled,
-        flushes: None,
-    };
-    let task = tokio::spawn(serve(
-        incoming(receiver),
-        sink,
-        connection,
-        h.context.clone(),
-    ));
-    Client {
-        send,
-        out,
-        records: Default::default(),
-        closed: false,
-        task,
     }
+}
+
+fn start(h: &Harness, id: &str, stalled: bool) -> Client {
+    let (client, (incoming, sink)) = transport(stalled);
+    let task = tokio::spawn(serve(incoming, sink, connection(id), h.context.clone()));
+    Client { task, ..client }
 }
 
 impl Client {
@@ -741,23 +750,12 @@ async fn an_idle_session_stays_small() {
     let h = harness(settings());
     let (_send, receiver) = mpsc::unbounded_channel();
     let (out, _frames) = mpsc::unbounded_channel();
-    let connection = Connection {
-        caller: Caller {
-            hub: HubName::new("test"),
-            connection_id: ConnectionId::new("c"),
-            user_id: None,
-            claims: Vec::new(),
-            request: None,
-        },
-        max_message_size: 32 * 1024,
-        transport: TransportFeatures::WEBSOCKETS,
-    };
     let sink = TestSink {
         out,
         stalled: false,
         flushes: None,
     };
-    let session = serve(incoming(receiver), sink, connection, h.context.clone());
+    let session = serve(incoming(receiver), sink, connection("c"), h.context.clone());
     let size = std::mem::size_of_val(&session);
     // 1,016 bytes before stateful reconnect, which added 40 (the transport may be absent, and
     // the read loop also watches for a new one).
@@ -1049,28 +1047,6 @@ async fn streams_past_the_limit_are_refused_and_others_go_on() {
     assert_eq!(client.next_not_ping().await, Some(void_completion("d")));
 }
 
-/// The incoming half of a resumable session's transports (one type for all of them).
-type TestIncoming = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
-
-/// A transport for a resumable session: the client's side and the pair the session takes.
-fn transport(stalled: bool) -> (Client, (TestIncoming, TestSink)) {
-    let (send, receiver) = mpsc::unbounded_channel();
-    let (out_sender, out) = mpsc::unbounded_channel();
-    let client = Client {
-        send,
-        out,
-        records: Default::default(),
-        closed: false,
-        task: tokio::spawn(async {}),
-    };
-    let sink = TestSink {
-        out: out_sender,
-        stalled,
-        flushes: None,
-    };
-    (client, (Box::pin(incoming(receiver)), sink))
-}
-
 /// A connection negotiated with stateful reconnect, and where its later transports go.
 fn start_resumable(
     h: &Harness,
@@ -1078,21 +1054,10 @@ fn start_resumable(
     (client, (incoming, sink)): (Client, (TestIncoming, TestSink)),
 ) -> (Client, handoff::HandoffSender<(TestIncoming, TestSink)>) {
     let (attach, attachments) = handoff::shut_handoff();
-    let connection = Connection {
-        caller: Caller {
-            hub: HubName::new("test"),
-            connection_id: ConnectionId::new(id),
-            user_id: None,
-            claims: Vec::new(),
-            request: None,
-        },
-        max_message_size: 32 * 1024,
-        transport: TransportFeatures::WEBSOCKETS,
-    };
     let task = tokio::spawn(serve_resumable(
         incoming,
         sink,
-        connection,
+        connection(id),
         h.context.clone(),
         attachments,
     ));
@@ -1227,32 +1192,11 @@ async fn numbered_messages_wait_for_a_silent_client_half_a_second() {
 #[tokio::test(start_paused = true)]
 async fn a_keep_alive_that_cannot_be_written_ends_a_plain_session() {
     let h = harness(settings());
-    let (send, receiver) = mpsc::unbounded_channel();
-    let (out, _frames) = mpsc::unbounded_channel();
-    let connection = Connection {
-        caller: Caller {
-            hub: HubName::new("test"),
-            connection_id: ConnectionId::new("c"),
-            user_id: None,
-            claims: Vec::new(),
-            request: None,
-        },
-        max_message_size: 32 * 1024,
-        transport: TransportFeatures::WEBSOCKETS,
-    };
     // The handshake's answer is flushed; the first keep-alive Ping (15 s later) is not.
-    let sink = TestSink {
-        out,
-        stalled: false,
-        flushes: Some(1),
-    };
-    let task = tokio::spawn(serve(
-        incoming(receiver),
-        sink,
-        connection,
-        h.context.clone(),
-    ));
-    let _ = send.send(Ok(Bytes::from_static(HANDSHAKE.as_bytes())));
+    let (client, (incoming, mut sink)) = transport(false);
+    sink.flushes = Some(1);
+    let task = tokio::spawn(serve(incoming, sink, connection("c"), h.context.clone()));
+    client.send(HANDSHAKE);
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(60), task)
         .await
