@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::http::Http;
 use crate::wire::{Decoder, Event, Protocol, RS};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A transport loadgen can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -178,6 +178,43 @@ async fn negotiate(
     Ok(token.to_owned())
 }
 
+/// Negotiates a connection of `hub` with stateful reconnect; its token, once the host granted
+/// it.
+pub(crate) async fn negotiate_stateful(
+    addr: &str,
+    hub: &str,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<String> {
+    let mut http = Http::connect(addr, source).await?;
+    let path = format!("/{hub}/negotiate?negotiateVersion=1&useStatefulReconnect=true");
+    let answer = http.request("POST", &path, &[]).await?;
+    let body: serde_json::Value = serde_json::from_slice(&answer.body)
+        .with_context(|| format!("negotiate answered {}", answer.status))?;
+    if body["useStatefulReconnect"] != serde_json::Value::Bool(true) {
+        bail!("the host did not grant stateful reconnect");
+    }
+    let token = body["connectionToken"]
+        .as_str()
+        .context("negotiate gave no token")?;
+    Ok(token.to_owned())
+}
+
+/// A WebSocket to `path` (`/chat?id=…`) on `addr`, from `source`.
+pub(crate) async fn websocket(
+    addr: &str,
+    path: &str,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<Ws> {
+    let stream = tcp(addr, source).await?;
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}{path}"),
+        MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .context("WebSocket handshake")?;
+    Ok(ws)
+}
+
 /// A TCP connection to `addr` from `source` (any local address if `None`).
 async fn tcp(addr: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<TcpStream> {
     let stream = match source {
@@ -208,12 +245,7 @@ async fn connect_signalr2(
     let query = format!(
         "transport=webSockets&clientProtocol=2.1&connectionToken={token}&connectionData={data}"
     );
-    let (mut ws, _) = tokio_tungstenite::client_async(
-        format!("ws://{addr}/signalr/connect?{query}&tid=1"),
-        MaybeTlsStream::Plain(tcp(addr, source).await?),
-    )
-    .await
-    .context("WebSocket handshake")?;
+    let mut ws = websocket(addr, &format!("/signalr/connect?{query}&tid=1"), source).await?;
     let init = ws
         .next()
         .await
@@ -239,42 +271,28 @@ async fn connect_ws(
 ) -> anyhow::Result<(Sender, Receiver)> {
     let protocol = dialect.protocol;
     // Without stateful reconnect the socket is the whole connection (skipNegotiation).
-    let url = if dialect.stateful {
-        let mut http = Http::connect(addr, source).await?;
-        let path = format!("/{hub}/negotiate?negotiateVersion=1&useStatefulReconnect=true");
-        let token = negotiate(&mut http, "POST", &path, "connectionToken").await?;
-        format!("ws://{addr}/{hub}?id={token}")
+    let (path, version) = if dialect.stateful {
+        let token = negotiate_stateful(addr, hub, source).await?;
+        (format!("/{hub}?id={token}"), 2)
     } else {
-        format!("ws://{addr}/{hub}")
+        (format!("/{hub}"), 1)
     };
-    let stream = tcp(addr, source).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-        .await
-        .context("WebSocket handshake")?;
-    let mut handshake = protocol.handshake();
-    if dialect.stateful {
-        handshake = String::from_utf8(handshake)?
-            .replace("\"version\":1", "\"version\":2")
-            .into_bytes();
-    }
-    ws.send(Message::text(String::from_utf8(handshake)?))
-        .await?;
+    let mut ws = websocket(addr, &path, source).await?;
+    ws.send(Message::text(String::from_utf8(
+        protocol.handshake(version),
+    )?))
+    .await?;
     let answer = ws.next().await.context("closed during handshake")??;
     if !answer.into_data().starts_with(b"{}") {
         bail!("handshake refused");
     }
+    let (sink, stream) = ws.split();
+    let mut sender = Sender::Ws(sink, protocol);
     if dialect.stateful {
         // The host numbers what it sends once the client has said something.
-        let ping = protocol.ping();
-        ws.send(if protocol.is_binary() {
-            Message::binary(ping)
-        } else {
-            Message::text(String::from_utf8(ping)?)
-        })
-        .await?;
+        sender.send(protocol.ping()).await?;
     }
-    let (sink, stream) = ws.split();
-    Ok((Sender::Ws(sink, protocol), Receiver::Ws(stream)))
+    Ok((sender, Receiver::Ws(stream)))
 }
 
 async fn connect_long_polling(
@@ -291,7 +309,7 @@ async fn connect_long_polling(
     if polls.request("GET", &path, &[]).await?.status != 200 {
         bail!("the first poll failed");
     }
-    let answer = posts.request("POST", &path, &protocol.handshake()).await?;
+    let answer = posts.request("POST", &path, &protocol.handshake(1)).await?;
     if answer.status != 200 {
         bail!("the handshake POST answered {}", answer.status);
     }

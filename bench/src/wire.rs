@@ -46,9 +46,14 @@ impl Protocol {
         self == Self::Messagepack
     }
 
-    /// The handshake request (JSON whatever the protocol).
-    pub(crate) fn handshake(self) -> Vec<u8> {
-        format!("{{\"protocol\":\"{}\",\"version\":1}}\u{1e}", self.name()).into_bytes()
+    /// The handshake request (JSON whatever the protocol); version 2 asks for stateful
+    /// reconnect.
+    pub(crate) fn handshake(self, version: u8) -> Vec<u8> {
+        format!(
+            "{{\"protocol\":\"{}\",\"version\":{version}}}\u{1e}",
+            self.name()
+        )
+        .into_bytes()
     }
 
     /// A Ping (Core protocols).

@@ -18,18 +18,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::Args;
-use crate::client::{Dialect, connect, ms, nanos, table};
+use crate::client::{Dialect, Ws, connect, ms, nanos, negotiate_stateful, table, websocket};
 use crate::http::Http;
 use crate::procs::{Proc, start_cluster};
-use crate::wire::RS;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::wire::{Protocol, RS};
 
 /// What every client adds up.
 #[derive(Default)]
@@ -98,7 +95,7 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf) -> anyhow::Result<CutStats>
                 n += 1;
                 let name = format!("s{k}:{n}");
                 let clock = nanos(epoch).to_string();
-                let frame = crate::wire::Protocol::Json.invocation(None, "Send", &[&name, &clock]);
+                let frame = Protocol::Json.invocation(None, "Send", &[&name, &clock]);
                 if sink.send(frame).await.is_err() {
                     break;
                 }
@@ -239,31 +236,19 @@ struct Client {
 
 impl Client {
     async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let mut http = Http::connect(addr, None).await?;
-        let answer = http
-            .request(
-                "POST",
-                "/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true",
-                &[],
-            )
-            .await?;
-        let body: serde_json::Value = serde_json::from_slice(&answer.body)?;
-        if body["useStatefulReconnect"] != serde_json::Value::Bool(true) {
-            bail!("the host did not grant stateful reconnect");
-        }
-        let token = body["connectionToken"]
-            .as_str()
-            .context("no token")?
-            .to_owned();
-        let mut ws = socket(addr, &token).await?;
-        ws.send(Message::text("{\"protocol\":\"json\",\"version\":2}\u{1e}"))
-            .await?;
+        let token = negotiate_stateful(addr, "chat", None).await?;
+        let mut ws = websocket(addr, &format!("/chat?id={token}"), None).await?;
+        ws.send(Message::text(String::from_utf8(
+            Protocol::Json.handshake(2),
+        )?))
+        .await?;
         let answer = ws.next().await.context("closed during handshake")??;
         if !answer.into_data().starts_with(b"{}") {
             bail!("handshake refused");
         }
         // The host numbers its messages once the client said something.
-        ws.send(Message::text("{\"type\":6}\u{1e}")).await?;
+        ws.send(Message::text(String::from_utf8(Protocol::Json.ping())?))
+            .await?;
         Ok(Self {
             addr: addr.to_owned(),
             token,
@@ -335,7 +320,8 @@ impl Client {
     async fn resume(&mut self, context: &Shared, pending: &mut Vec<u8>) -> bool {
         let started = Instant::now();
         pending.clear();
-        let ws = match socket(&self.addr, &self.token).await {
+        let path = format!("/chat?id={}", self.token);
+        let ws = match websocket(&self.addr, &path, None).await {
             Ok(ws) => ws,
             Err(_) => {
                 context.tally.failed_resumes.fetch_add(1, Ordering::Relaxed);
@@ -441,17 +427,4 @@ impl Client {
 fn sequence_id(text: &str) -> Option<u64> {
     let (_, rest) = text.split_once("\"sequenceId\":")?;
     rest.trim_end_matches('}').parse().ok()
-}
-
-/// A WebSocket to the connection of `token`.
-async fn socket(addr: &str, token: &str) -> anyhow::Result<Ws> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(
-        format!("ws://{addr}/chat?id={token}"),
-        MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .context("WebSocket handshake")?;
-    Ok(ws)
 }
