@@ -29,6 +29,24 @@ async function resilient(url, { protocol = "json", bufferSize } = {}) {
   return { connection, events };
 }
 
+/** Negotiates with stateful reconnect at the host `url`; the answer's JSON. */
+async function negotiateStateful(url) {
+  const res = await fetch(`${url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" });
+  return res.json();
+}
+
+/** Runs `body({ host, gate })` with a host started with `args` behind a resetting proxy. */
+async function behindGate(args, body) {
+  const host = await startHost({ args });
+  const gate = await startProxy([host.address]);
+  try {
+    await body({ host, gate });
+  } finally {
+    await gate.close();
+    await host.stop();
+  }
+}
+
 /** `[sender, n]` pairs of calls recorded by `record`, for comparing orders. */
 const numbers = (calls, index = 1) => calls.map((args) => args[index]);
 
@@ -50,7 +68,7 @@ describe("stateful reconnect on one host", () => {
   });
 
   test("negotiate grants it only to a client that asks", async () => {
-    const asked = await (await fetch(`${host.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" })).json();
+    const asked = await negotiateStateful(host.url);
     assert.equal(asked.useStatefulReconnect, true);
     const plain = await (await fetch(`${host.url}/chat/negotiate?negotiateVersion=1`, { method: "POST" })).json();
     assert.equal("useStatefulReconnect" in plain, false);
@@ -111,9 +129,7 @@ describe("stateful reconnect on one host", () => {
   }
 
   test("a stream to the client that fills its buffer waits for the resume and loses nothing", async () => {
-    const small = await startHost({ args: ["--reconnect-buffer", "2000"] });
-    const gate = await startProxy([small.address]);
-    try {
+    await behindGate(["--reconnect-buffer", "2000"], async ({ host: small, gate }) => {
       const { connection: client } = await resilient(`${gate.url}/chat`);
       const items = [];
       let completed;
@@ -146,16 +162,11 @@ describe("stateful reconnect on one host", () => {
       await done;
       assert.deepEqual(items, Array.from({ length: 400 }, (_, i) => i));
       await client.stop();
-    } finally {
-      await gate.close();
-      await small.stop();
-    }
+    });
   });
 
   test("a client that stays away past the window gets a new connection", async () => {
-    const brief = await startHost({ args: ["--reconnect-window", "1s"] });
-    const gate = await startProxy([brief.address]);
-    try {
+    await behindGate(["--reconnect-window", "1s"], async ({ host: brief, gate }) => {
       const { connection: client, events } = await resilient(`${gate.url}/chat`);
       const id = client.connectionId;
       const refusedBefore = await metric(brief, "hubhost_reconnect_resumes_refused_total");
@@ -173,10 +184,7 @@ describe("stateful reconnect on one host", () => {
       assert.ok((await metric(brief, "hubhost_reconnect_resumes_refused_total")) > refusedBefore);
       assert.equal(await client.invoke("Echo", "still here"), "still here");
       await client.stop();
-    } finally {
-      await gate.close();
-      await brief.stop();
-    }
+    });
   });
 });
 
@@ -227,49 +235,47 @@ describe("stateful reconnect behind a round-robin nginx", () => {
 
 describe("stateful reconnect in Chromium", () => {
   test("the browser client resumes a cut socket with every message once, in order", async () => {
-    const host = await startHost({ args: ["--rate-limit", "0"] });
-    const proxy = await startProxy([host.address]);
-    const browser = await launchChromium();
-    try {
-      const tab = await browser.newPage();
-      // The page comes from the host; the hub is reached through the proxy (another origin).
-      await tab.goto(`${host.url}/`);
-      const modules = resolve(import.meta.dirname, "..", "node_modules");
-      await tab.addScriptTag({ path: join(modules, "@microsoft/signalr/dist/browser/signalr.js") });
-      const id = await tab.evaluate(async (hubUrl) => {
-        const connection = new signalR.HubConnectionBuilder()
-          .withUrl(hubUrl, { transport: signalR.HttpTransportType.WebSockets })
-          .withStatefulReconnect()
-          .withAutomaticReconnect()
-          .configureLogging(signalR.LogLevel.Warning)
-          .build();
-        window.got = [];
-        window.reconnecting = 0;
-        connection.on("privateMessage", (_, message) => window.got.push(message));
-        connection.onreconnecting(() => window.reconnecting++);
-        await connection.start();
-        window.connection = connection;
-        return connection.connectionId;
-      }, `${proxy.url}/chat`);
-      const sender = await connect(`${host.url}/chat`);
-      const n = 100;
-      for (let i = 0; i < n; i++) {
-        await sender.invoke("SendToConnection", id, `${i}`);
-        if (i === 40) proxy.cut();
+    await behindGate(["--rate-limit", "0"], async ({ host, gate: proxy }) => {
+      const browser = await launchChromium();
+      try {
+        const tab = await browser.newPage();
+        // The page comes from the host; the hub is reached through the proxy (another origin).
+        await tab.goto(`${host.url}/`);
+        const modules = resolve(import.meta.dirname, "..", "node_modules");
+        await tab.addScriptTag({ path: join(modules, "@microsoft/signalr/dist/browser/signalr.js") });
+        const id = await tab.evaluate(async (hubUrl) => {
+          const connection = new signalR.HubConnectionBuilder()
+            .withUrl(hubUrl, { transport: signalR.HttpTransportType.WebSockets })
+            .withStatefulReconnect()
+            .withAutomaticReconnect()
+            .configureLogging(signalR.LogLevel.Warning)
+            .build();
+          window.got = [];
+          window.reconnecting = 0;
+          connection.on("privateMessage", (_, message) => window.got.push(message));
+          connection.onreconnecting(() => window.reconnecting++);
+          await connection.start();
+          window.connection = connection;
+          return connection.connectionId;
+        }, `${proxy.url}/chat`);
+        const sender = await connect(`${host.url}/chat`);
+        const n = 100;
+        for (let i = 0; i < n; i++) {
+          await sender.invoke("SendToConnection", id, `${i}`);
+          if (i === 40) proxy.cut();
+        }
+        await sender.invoke("SendToConnection", id, "end");
+        await tab.waitForFunction(() => window.got.includes("end"), null, { timeout: 20_000 });
+        const seen = await tab.evaluate(() => ({ got: window.got, id: window.connection.connectionId, reconnecting: window.reconnecting }));
+        assert.deepEqual(seen.got, [...range(n), "end"]);
+        assert.equal(seen.id, id);
+        assert.equal(seen.reconnecting, 0);
+        assert.ok((await metric(host, "hubhost_reconnect_resumes_total")) >= 1);
+        await sender.stop();
+      } finally {
+        await browser.close();
       }
-      await sender.invoke("SendToConnection", id, "end");
-      await tab.waitForFunction(() => window.got.includes("end"), null, { timeout: 20_000 });
-      const seen = await tab.evaluate(() => ({ got: window.got, id: window.connection.connectionId, reconnecting: window.reconnecting }));
-      assert.deepEqual(seen.got, [...range(n), "end"]);
-      assert.equal(seen.id, id);
-      assert.equal(seen.reconnecting, 0);
-      assert.ok((await metric(host, "hubhost_reconnect_resumes_total")) >= 1);
-      await sender.stop();
-    } finally {
-      await browser.close();
-      await proxy.close();
-      await host.stop();
-    }
+    });
   });
 });
 
@@ -307,10 +313,7 @@ describe("stateful reconnect on the wire", () => {
   });
   after(() => host.stop());
 
-  async function negotiated() {
-    const res = await fetch(`${host.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" });
-    return (await res.json()).connectionToken;
-  }
+  const negotiated = async () => (await negotiateStateful(host.url)).connectionToken;
 
   test("acks, Sequence and replay on a new socket, duplicates skipped", async () => {
     const token = await negotiated();
@@ -384,7 +387,7 @@ describe("stateful reconnect on the wire", () => {
     // a full send buffer, as they do when a network path dies without a reset.
     const roomy = await startHost({ args: ["--rate-limit", "0", "--reconnect-buffer", "64MiB", "--outbox", "4096"] });
     try {
-      const token = (await (await fetch(`${roomy.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, { method: "POST" })).json()).connectionToken;
+      const token = (await negotiateStateful(roomy.url)).connectionToken;
       const first = await rawStateful(roomy.url, token);
       first.send({ protocol: "json", version: 2 });
       await first.until((r) => r.type === undefined, "the handshake answer");
