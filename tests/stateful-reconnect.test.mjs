@@ -188,8 +188,86 @@ describe("stateful reconnect on one host", () => {
   });
 });
 
+describe("stateful reconnect across hosts", () => {
+  let redis;
+  let hosts;
+
+  before(async () => {
+    redis = await startRedis();
+    hosts = await Promise.all([0, 1].map(() => startHost({ args: ["--redis", redis.url, "--rate-limit", "0"] })));
+    await Promise.all(hosts.map((h) => waitReady(h)));
+  });
+  after(async () => {
+    await Promise.all(hosts.map((h) => h.stop()));
+    await redis.stop();
+  });
+
+  for (const protocol of ["json", "messagepack"]) {
+    test(`a client cut from one host resumes on the other with every message exactly once, in order (${protocol})`, async () => {
+      const [a, b] = hosts;
+      // The client's path leads to host A, until the cut; then to host B.
+      const path = await startProxy([a.address]);
+      const { connection: client, events } = await resilient(`${path.url}/chat`, { protocol });
+      // Senders on both hosts: each host's own sends reach the moving client in order too.
+      const senders = [await connect(`${a.url}/chat`), await connect(`${b.url}/chat`)];
+      const tags = ["A", "B"];
+      const id = client.connectionId;
+      const privates = record(client, "privateMessage");
+      const rooms = record(client, "roomMessage");
+      const broadcasts = record(client, "broadcastMessage");
+      const seenBySenders = senders.map((s) => record(s, "broadcastMessage"));
+      await client.invoke("JoinRoom", "r");
+      const [movesIn, movesOut] = [await metric(b, "hubhost_reconnect_moves_in_total"), await metric(a, "hubhost_reconnect_moves_out_total")];
+
+      const n = 120;
+      const sends = [];
+      for (let i = 0; i < n; i++) {
+        senders.forEach((sender, s) => {
+          sends.push(sender.invoke("SendToConnection", id, `${tags[s]}p${i}`));
+          sends.push(sender.invoke("SendToRoom", "r", tags[s], `r${i}`));
+          sends.push(sender.invoke("Send", tags[s], `a${i}`));
+        });
+        if (i === 40) {
+          path.retarget([b.address]);
+          assert.ok(path.cut() >= 1);
+          for (let j = 0; j < 10; j++) sends.push(client.send("Send", "client", `c${j}`));
+        }
+        if (i % 10 === 0) await Promise.all(sends.splice(0));
+      }
+      await Promise.all(sends);
+      // Sentinels from both hosts, after everything.
+      await Promise.all(senders.map((sender, s) => sender.invoke("SendToConnection", id, `${tags[s]}end`)));
+      await waitUntil(() => privates.length === 2 * (n + 1), "both sentinels", 20_000);
+
+      tags.forEach((tag) => {
+        const mine = numbers(privates).filter((m) => m.startsWith(tag));
+        assert.deepEqual(mine, [...range(n, `${tag}p`), `${tag}end`], `private messages from host ${tag}`);
+        assert.deepEqual(numbers(rooms.filter(([, name]) => name === tag), 2), range(n, "r"), `room messages from host ${tag}`);
+        assert.deepEqual(numbers(broadcasts.filter(([name]) => name === tag)), range(n, "a"), `broadcasts from host ${tag}`);
+      });
+      // The client's sends made during the cut reached others once each, in order.
+      await Promise.all(senders.map((sender, s) => sender.invoke("Send", tags[s], "end")));
+      await waitUntil(() => seenBySenders.every((seen) => seen.filter(([, m]) => m === "end").length === 2), "the senders' sentinels");
+      for (const seen of seenBySenders) assert.deepEqual(numbers(seen.filter(([name]) => name === "client")), range(10, "c"));
+      assert.deepEqual(numbers(broadcasts.filter(([name]) => name === "client")), range(10, "c"));
+
+      assert.equal(client.connectionId, id, "the same connection");
+      assert.equal(events.reconnecting, 0, "resumed without the automatic reconnect");
+      assert.equal(await metric(b, "hubhost_reconnect_moves_in_total"), movesIn + 1);
+      assert.equal(await metric(a, "hubhost_reconnect_moves_out_total"), movesOut + 1);
+      // Its room came along: a room message from host A reaches it on host B.
+      await senders[0].invoke("SendToRoom", "r", "A", "after");
+      await waitUntil(() => rooms.some(([, , m]) => m === "after"), "a room message after the move");
+
+      await client.stop();
+      await Promise.all(senders.map((s) => s.stop()));
+      await path.close();
+    });
+  }
+});
+
 describe("stateful reconnect behind a round-robin nginx", () => {
-  test("with --public-url each client resumes on its host, and nothing is lost", async () => {
+  test("with --public-url, clients whose path changes hosts resume on the other host, and nothing is lost", async () => {
     const redis = await startRedis();
     // Each host's public address is a resetting proxy in front of it; nginx balances negotiate.
     const proxies = [await startProxy(["127.0.0.1:1"]), await startProxy(["127.0.0.1:1"])];
@@ -211,7 +289,12 @@ describe("stateful reconnect behind a round-robin nginx", () => {
       const n = 100;
       for (let i = 0; i < n; i++) {
         await Promise.all(ids.map((id) => sender.invoke("SendToConnection", id, `${i}`)));
-        if (i === 30) for (const proxy of proxies) proxy.cut();
+        if (i === 30) {
+          // Each host's public address now leads to the other host (as when a balancer's
+          // sticky target changes), and the network drops every client.
+          proxies.forEach((proxy, p) => proxy.retarget([hosts[1 - p].address]));
+          for (const proxy of proxies) proxy.cut();
+        }
       }
       await Promise.all(ids.map((id) => sender.invoke("SendToConnection", id, "end")));
       await waitUntil(() => got.every((g) => g.length === n + 1), "every message and the sentinel", 20_000);
@@ -220,8 +303,10 @@ describe("stateful reconnect behind a round-robin nginx", () => {
         assert.equal(connection.connectionId, ids[i]);
         assert.equal(events.reconnecting, 0);
       });
-      const resumes = await Promise.all(hosts.map((h) => metric(h, "hubhost_reconnect_resumes_total")));
-      assert.ok(resumes[0] > 0 && resumes[1] > 0, `clients resumed on both hosts (${resumes})`);
+      const movesIn = await Promise.all(hosts.map((h) => metric(h, "hubhost_reconnect_moves_in_total")));
+      const movesOut = await Promise.all(hosts.map((h) => metric(h, "hubhost_reconnect_moves_out_total")));
+      assert.deepEqual([movesIn[0] + movesIn[1], movesOut[0] + movesOut[1]], [4, 4], "every client moved");
+      assert.ok(movesIn[0] > 0 && movesIn[1] > 0, `clients moved to both hosts (${movesIn})`);
       await sender.stop();
     } finally {
       await Promise.all(clients.map(({ connection }) => connection.stop()));

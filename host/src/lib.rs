@@ -308,6 +308,14 @@ pub async fn run_with_native_hubs(
         ),
     });
 
+    // Other hosts' claims (stateful reconnect across hosts) find connections by token.
+    if app.stateful_reconnect {
+        app.sessions
+            .router
+            .backplane()
+            .serve_moves(app.connections.clone());
+    }
+
     let sweeper = {
         let negotiated = app.connections.clone();
         let stop = stop.clone();

@@ -64,6 +64,9 @@ pub struct Metrics {
     /// WebSockets presenting a connection token this host does not hold (a resume after the
     /// window, or to another host).
     pub resumes_refused: AtomicU64,
+    /// Stateful reconnect: connections that moved here from another server, and away.
+    pub moves_in: AtomicU64,
+    pub moves_out: AtomicU64,
     /// Stateful reconnect: messages sent again on resumes.
     pub replayed_messages: AtomicU64,
     /// Stateful reconnect: bytes of messages kept until their clients acknowledge them.

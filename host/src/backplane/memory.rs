@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use futures_util::future::BoxFuture;
 
 use super::{Backplane, BackplaneError, BackplaneStats};
-use crate::registry::LocalRegistry;
+use crate::registry::{LocalRegistry, Source};
 use crate::types::{Answered, Envelope, GroupChange, InterestChange, Question, Reply};
 
 /// The single-server backplane.
@@ -26,7 +26,7 @@ impl MemoryBackplane {
 impl Backplane for MemoryBackplane {
     fn publish(&self, envelope: Envelope) {
         BackplaneStats::add(&self.stats.published, 1);
-        let stats = self.registry.deliver(&envelope);
+        let stats = self.registry.deliver(&envelope, Source::Only);
         tracing::trace!(hub = %envelope.hub, delivered = stats.delivered, "delivered");
     }
 

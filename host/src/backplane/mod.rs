@@ -17,7 +17,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::registry::LocalRegistry;
-use crate::types::{Answered, Envelope, GroupChange, InterestChange, Question};
+use crate::types::{
+    Answered, Envelope, GroupChange, Handover, HubName, InterestChange, MoveOrder, Offer, Question,
+};
 
 /// Why a group change for a connection on another server could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,20 @@ impl BackplaneStats {
     }
 }
 
+/// A connection another server holds, stopped for this one to take over (stateful reconnect
+/// across servers; see [`crate::types::Claim`]).
+pub struct Claimed {
+    pub offer: Offer,
+    /// The holder's [`Handover`], once it has seen the marker.
+    pub handover: tokio::sync::oneshot::Receiver<Handover>,
+}
+
+/// Where the claims of other servers go: whoever knows this server's connections by token.
+pub trait Movers: Send + Sync + 'static {
+    /// Asks the connection of `token` to move (`false` if this server holds none that can).
+    fn order(&self, hub: &HubName, token: &str, order: MoveOrder) -> bool;
+}
+
 /// What every backplane does.
 pub trait Backplane: Send + Sync + 'static {
     /// Fans a send out: delivered to this server's recipients before it returns, and handed on
@@ -98,4 +114,39 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// The registry of this server's connections, which the backplane delivers into.
     fn registry(&self) -> &Arc<LocalRegistry>;
+
+    /// Finds the server holding the connection of `token` and has it stopped for this one to
+    /// take over; `None` when no server answers (one server has no other to ask).
+    fn claim(&self, hub: &HubName, token: &str) -> BoxFuture<'static, Option<Claimed>> {
+        let _ = (hub, token);
+        Box::pin(async { None })
+    }
+
+    /// Makes a local connection about to move take every send in the backplane's order, this
+    /// server's own included (`false` where there is no such order, or it is not here).
+    fn deliver_in_order(&self, hub: &HubName, connection: &str) -> bool {
+        let _ = (hub, connection);
+        false
+    }
+
+    /// Publishes the marker of `claim` in the backplane's order (once this server is
+    /// subscribed to everything the connection needs).
+    fn mark(&self, hub: &HubName, connection: &str, claim: u64) {
+        let _ = (hub, connection, claim);
+    }
+
+    /// Answers a claim (the connection is stopped and waits for the marker).
+    fn offer(&self, order: &MoveOrder, offer: Offer) {
+        let _ = (order, offer);
+    }
+
+    /// Hands a moved connection's unacknowledged messages to its claimant.
+    fn hand_over(&self, order: &MoveOrder, handover: Handover) {
+        let _ = (order, handover);
+    }
+
+    /// Sends the claims of other servers to `movers`.
+    fn serve_moves(&self, movers: Arc<dyn Movers>) {
+        let _ = movers;
+    }
 }

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Answered, Envelope, GroupChange, Question};
+use crate::types::{Answered, Claim, Envelope, GroupChange, Handover, HubName, Offer, Question};
 
 /// The format version written first in every payload.
 const VERSION: u8 = 2;
@@ -36,6 +36,22 @@ pub enum WireMessage {
     Ask(Question),
     /// The answer to an [`WireMessage::Ask`], on the asking server's return channel.
     Answer(Answered),
+    /// A server asks for a connection to move to it (stateful reconnect); on the internal
+    /// channel every server reads. See [`crate::types::Claim`].
+    Claim(Claim),
+    /// The holder's answer to a claim, on the claimant's return channel.
+    Offer(Offer),
+    /// Cuts the backplane's order in two for a moving connection; on its channel.
+    Marker {
+        hub: HubName,
+        connection: String,
+        claim: u64,
+    },
+    /// What the client has not acknowledged, on the claimant's return channel.
+    Handover(Handover),
+    /// A connection about to move takes its server's own sends from the backplane from here
+    /// on; on its channel, read only by that server.
+    Switched { hub: HubName, connection: String },
 }
 
 /// Who sent a packet, and its place in that sender's sequence.
@@ -125,6 +141,35 @@ mod tests {
                 },
             },
             WireMessage::Ack { id: 7 },
+            WireMessage::Claim(Claim {
+                hub: HubName::new("chat"),
+                token: "t".into(),
+                id: 9,
+                claimant: "server-2".into(),
+            }),
+            WireMessage::Offer(Offer {
+                claim: 9,
+                connection: "c1".into(),
+                user: Some("ana".into()),
+                protocol: "json".into(),
+                groups: vec!["g".into()],
+                received: 4,
+            }),
+            WireMessage::Marker {
+                hub: HubName::new("chat"),
+                connection: "c1".into(),
+                claim: 9,
+            },
+            WireMessage::Handover(Handover {
+                claim: 9,
+                first: 3,
+                frames: vec![b"{}\x1e".to_vec()],
+                groups: vec![],
+            }),
+            WireMessage::Switched {
+                hub: HubName::new("chat"),
+                connection: "c1".into(),
+            },
         ];
         let header = Header {
             origin: u64::MAX - 3,

@@ -15,6 +15,11 @@ const MAX_VERSION: i64 = 2;
 /// The protocols this server speaks.
 const PROTOCOLS: &[&dyn HubProtocol] = &[&JSON, &MESSAGEPACK];
 
+/// The protocol this server speaks by the name clients ask for, if it speaks it.
+pub fn protocol_named(name: &str) -> Option<&'static dyn HubProtocol> {
+    PROTOCOLS.iter().copied().find(|p| p.name() == name)
+}
+
 /// The success answer, record separator included, in the chosen protocol's transfer format
 /// (over WebSockets a MessagePack client gets it as a binary message, as from ASP.NET).
 pub fn success(protocol: &dyn HubProtocol) -> Frame {

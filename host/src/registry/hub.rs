@@ -2,12 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::ConnectionHandle;
+use super::{ConnectionHandle, Delivery, Source};
 use crate::types::{ConnectionId, GroupChange, HubName, Interest, InterestChange, Target};
 
 struct Entry {
     handle: ConnectionHandle,
     groups: HashSet<String>,
+    delivery: Delivery,
 }
 
 #[derive(Default)]
@@ -42,7 +43,12 @@ impl HubConnections {
     }
 
     /// Adds a connection; returns the interests gained (its own channel, its user's).
-    pub(super) fn add(&mut self, hub: &HubName, handle: ConnectionHandle) -> Vec<InterestChange> {
+    pub(super) fn add(
+        &mut self,
+        hub: &HubName,
+        handle: ConnectionHandle,
+        delivery: Delivery,
+    ) -> Vec<InterestChange> {
         let mut changes = vec![InterestChange::Subscribe(Interest::Connection(
             hub.clone(),
             handle.id.to_string(),
@@ -62,9 +68,29 @@ impl HubConnections {
             Entry {
                 handle,
                 groups: HashSet::new(),
+                delivery,
             },
         );
         changes
+    }
+
+    /// How a local connection takes deliveries (`None` if it is not here).
+    pub(super) fn delivery(&self, id: &str) -> Option<Delivery> {
+        self.connections.get(id).map(|e| e.delivery)
+    }
+
+    /// Changes how a local connection takes deliveries; its handle, groups and the previous
+    /// way, or `None` if it is not here.
+    pub(super) fn set_delivery(
+        &mut self,
+        id: &str,
+        delivery: Delivery,
+    ) -> Option<(ConnectionHandle, Vec<String>, Delivery)> {
+        let entry = self.connections.get_mut(id)?;
+        let before = std::mem::replace(&mut entry.delivery, delivery);
+        let mut groups: Vec<String> = entry.groups.iter().cloned().collect();
+        groups.sort();
+        Some((entry.handle.clone(), groups, before))
     }
 
     /// Removes a connection with its memberships; returns the interests lost.
@@ -130,21 +156,28 @@ impl HubConnections {
         Some(changes)
     }
 
-    /// Calls `visit` once for each local connection `target` selects.
+    /// Calls `visit` once for each local connection `target` selects that takes deliveries
+    /// from `source`.
     pub(super) fn for_each_recipient(
         &self,
         target: &Target,
+        source: Source,
         mut visit: impl FnMut(&ConnectionHandle),
     ) {
-        let by_id = |id: &str| self.connections.get(id).map(|e| &e.handle);
+        let visit = |entry: &Entry| {
+            if entry.delivery.takes(source) {
+                visit(&entry.handle);
+            }
+        };
+        let by_id = |id: &str| self.connections.get(id);
         let excluded = |list: &[String], id: &ConnectionId| list.iter().any(|x| x == id.as_str());
         match target {
-            Target::All => self.connections.values().for_each(|e| visit(&e.handle)),
+            Target::All => self.connections.values().for_each(visit),
             Target::AllExcept(list) => self
                 .connections
                 .values()
                 .filter(|e| !excluded(list, &e.handle.id))
-                .for_each(|e| visit(&e.handle)),
+                .for_each(visit),
             Target::Connection(id) => by_id(id).into_iter().for_each(visit),
             Target::Connections(ids) => unique(ids).filter_map(by_id).for_each(visit),
             Target::Group(group) => self.members(self.groups.get(group), |_| true, visit),
@@ -162,12 +195,12 @@ impl HubConnections {
         &self,
         set: Option<&HashSet<ConnectionId>>,
         keep: impl Fn(&ConnectionId) -> bool,
-        visit: impl FnMut(&ConnectionHandle),
+        visit: impl FnMut(&Entry),
     ) {
         set.into_iter()
             .flatten()
             .filter(|id| keep(id))
-            .filter_map(|id| self.connections.get(id).map(|e| &e.handle))
+            .filter_map(|id| self.connections.get(id))
             .for_each(visit);
     }
 
@@ -175,13 +208,13 @@ impl HubConnections {
     fn union<'a>(
         &'a self,
         sets: impl Iterator<Item = Option<&'a HashSet<ConnectionId>>>,
-        visit: impl FnMut(&ConnectionHandle),
+        visit: impl FnMut(&Entry),
     ) {
         let mut seen = HashSet::new();
         sets.flatten()
             .flatten()
             .filter(|id| seen.insert(*id))
-            .filter_map(|id| self.connections.get(id).map(|e| &e.handle))
+            .filter_map(|id| self.connections.get(id))
             .for_each(visit);
     }
 

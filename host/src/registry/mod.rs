@@ -11,7 +11,7 @@ mod hub;
 pub mod outbox;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,53 @@ pub enum Outbound {
     KeepAlive(Frame),
     /// Write this frame (a Close message), then close the connection.
     Close(Frame),
+    /// The connection moved to another server (stateful reconnect): everything before this
+    /// was meant for it here; nothing after. `groups` are its groups at that point.
+    Moved { groups: Vec<String> },
+}
+
+/// How a local connection takes the deliveries of sends. Most take a send published here at
+/// once, and skip its copy coming back from the backplane. A connection moving between servers
+/// (stateful reconnect) must see every send in one order, the backplane's, on both servers:
+/// the order a marker cuts in two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sends published here at once; from the backplane, other servers' sends.
+    Direct,
+    /// On the way from [`Delivery::Direct`] to [`Delivery::InOrder`]: this server's sends
+    /// published before the switch were taken at once, and their copies coming back are
+    /// skipped, until the switch's own marker comes back.
+    Switching,
+    /// Every send in the backplane's order, this server's own included.
+    InOrder,
+    /// Nothing until the marker of this claim arrives, then [`Delivery::InOrder`]: the
+    /// connection is moving here, and what comes before the marker is its old server's.
+    AfterMarker(u64),
+    /// Nothing: the connection moved away.
+    Moved,
+}
+
+impl Delivery {
+    fn takes(self, source: Source) -> bool {
+        match self {
+            Self::Direct => source != Source::Echo,
+            Self::Switching => source == Source::Only,
+            Self::InOrder => source != Source::Local,
+            Self::AfterMarker(_) | Self::Moved => false,
+        }
+    }
+}
+
+/// Where a delivery comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Published here, and also on its way through the backplane (whose copy is the
+    /// [`Source::Echo`]).
+    Local,
+    /// The only copy: from another server, or published here with no copy coming back.
+    Only,
+    /// This server's own send, back from the backplane.
+    Echo,
 }
 
 /// How the registry reaches one connection: the protocol it speaks, its bounded outbox, and a
@@ -112,6 +159,9 @@ impl<'a> Encoded<'a> {
 #[derive(Default)]
 pub struct LocalRegistry {
     hubs: RwLock<HashMap<HubName, HubConnections>>,
+    /// Connections whose delivery is not [`Delivery::Direct`]: while there are none, the
+    /// backplane's copies of this server's own sends are skipped unread.
+    not_direct: AtomicUsize,
     /// Frames queued to connections by deliveries (for `/metrics`).
     delivered: AtomicU64,
     /// Client results in flight.
@@ -135,14 +185,117 @@ impl LocalRegistry {
     /// Registers a connection (after its handshake, before the hub's `on-connected`) and
     /// returns the interests this server gains.
     pub fn add(&self, hub: &HubName, handle: ConnectionHandle) -> Vec<InterestChange> {
+        self.add_with(hub, handle, Delivery::Direct, &[])
+    }
+
+    /// Registers a connection that moves here from another server (stateful reconnect), with
+    /// its groups: it takes nothing until the marker of `claim` arrives.
+    pub fn adopt(
+        &self,
+        hub: &HubName,
+        handle: ConnectionHandle,
+        groups: &[String],
+        claim: u64,
+    ) -> Vec<InterestChange> {
+        self.add_with(hub, handle, Delivery::AfterMarker(claim), groups)
+    }
+
+    fn add_with(
+        &self,
+        hub: &HubName,
+        handle: ConnectionHandle,
+        delivery: Delivery,
+        groups: &[String],
+    ) -> Vec<InterestChange> {
         let mut changes = Vec::new();
         let mut hubs = self.hubs.write();
         let conns = hubs.entry(hub.clone()).or_insert_with(|| {
             changes.push(InterestChange::Subscribe(Interest::Hub(hub.clone())));
             HubConnections::default()
         });
-        changes.extend(conns.add(hub, handle));
+        let id = handle.id.clone();
+        if let Some(before) = conns.delivery(id.as_str()) {
+            self.count_delivery(before, Delivery::Direct);
+        }
+        self.count_delivery(Delivery::Direct, delivery);
+        changes.extend(conns.add(hub, handle, delivery));
+        for group in groups {
+            let join = GroupChange::Add {
+                hub: hub.clone(),
+                connection: id.to_string(),
+                group: group.clone(),
+            };
+            changes.extend(conns.apply_group_change(&join).into_iter().flatten());
+        }
         changes
+    }
+
+    fn count_delivery(&self, before: Delivery, after: Delivery) {
+        match (before == Delivery::Direct, after == Delivery::Direct) {
+            (true, false) => {
+                self.not_direct.fetch_add(1, Ordering::Relaxed);
+            }
+            (false, true) => {
+                self.not_direct.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether some local connection takes sends in the backplane's order (so this server's
+    /// own sends coming back must be read).
+    pub fn wants_echoes(&self) -> bool {
+        self.not_direct.load(Ordering::Relaxed) > 0
+    }
+
+    /// From now on the connection takes every send in the backplane's order (it is about to
+    /// move to another server); `then` runs before any send can be published after the switch
+    /// (the backplane queues the switch's marker there). `false` if it is not here.
+    pub fn deliver_in_order(&self, hub: &HubName, id: &str, then: impl FnOnce()) -> bool {
+        let mut hubs = self.hubs.write();
+        let Some((_, _, before)) = hubs
+            .get_mut(hub)
+            .and_then(|c| c.set_delivery(id, Delivery::Switching))
+        else {
+            return false;
+        };
+        self.count_delivery(before, Delivery::Switching);
+        then();
+        true
+    }
+
+    /// The marker of a switch to the backplane's order came back: this server's own sends
+    /// that follow it reach the connection from the backplane.
+    pub fn switched(&self, hub: &HubName, id: &str) {
+        let mut hubs = self.hubs.write();
+        if let Some(conns) = hubs.get_mut(hub)
+            && conns.delivery(id) == Some(Delivery::Switching)
+        {
+            conns.set_delivery(id, Delivery::InOrder);
+        }
+    }
+
+    /// The marker of a move arrived, in the backplane's order. On the server the connection
+    /// moves to (waiting for this claim's marker), it takes what follows from now on. On the
+    /// server it leaves, it takes nothing more, and its writer is told, behind everything meant
+    /// for it here.
+    pub fn marker(&self, hub: &HubName, id: &str, claim: u64) {
+        let mut hubs = self.hubs.write();
+        let Some(conns) = hubs.get_mut(hub) else {
+            return;
+        };
+        match conns.delivery(id) {
+            Some(Delivery::AfterMarker(waiting)) if waiting == claim => {
+                conns.set_delivery(id, Delivery::InOrder);
+            }
+            Some(Delivery::Direct | Delivery::Switching | Delivery::InOrder) => {
+                if let Some((handle, groups, before)) = conns.set_delivery(id, Delivery::Moved) {
+                    self.count_delivery(before, Delivery::Moved);
+                    handle.offer(Outbound::Moved { groups });
+                }
+            }
+            Some(Delivery::AfterMarker(_) | Delivery::Moved) | None => {}
+        }
     }
 
     /// Forgets a connection and its group and user memberships; returns the interests this
@@ -152,6 +305,9 @@ impl LocalRegistry {
         let Some(conns) = hubs.get_mut(hub) else {
             return Vec::new();
         };
+        if let Some(before) = conns.delivery(id.as_str()) {
+            self.count_delivery(before, Delivery::Direct);
+        }
         let mut changes = conns.remove(hub, id);
         if conns.is_empty() {
             hubs.remove(hub);
@@ -167,29 +323,44 @@ impl LocalRegistry {
         hubs.get_mut(change.hub())?.apply_group_change(change)
     }
 
-    /// Delivers a send to the local recipients; the frame is encoded once per protocol and
-    /// shared.
-    pub fn deliver(&self, envelope: &Envelope) -> DeliveryStats {
+    /// Delivers a send to the local recipients that take it from `source`; the frame is
+    /// encoded once per protocol and shared.
+    pub fn deliver(&self, envelope: &Envelope, source: Source) -> DeliveryStats {
+        self.deliver_then(envelope, source, |_| ()).0
+    }
+
+    /// [`deliver`](Self::deliver), then `then`, given whether a connection takes this server's
+    /// sends at once ([`Delivery::Direct`]), before any connection can change how it takes
+    /// them: what `then` hands the backplane is on its way before a connection that starts
+    /// taking sends in the backplane's order (to move) says so.
+    pub fn deliver_then<R>(
+        &self,
+        envelope: &Envelope,
+        source: Source,
+        then: impl FnOnce(&dyn Fn(&str) -> bool) -> R,
+    ) -> (DeliveryStats, R) {
         let hubs = self.hubs.read();
-        let Some(conns) = hubs.get(&envelope.hub) else {
-            return DeliveryStats::default();
-        };
-        let mut encoded = Encoded::new(ServerMessage::Invocation {
-            invocation_id: None,
-            target: &envelope.method,
-            arguments: &envelope.arguments,
-        });
+        let conns = hubs.get(&envelope.hub);
         let mut stats = DeliveryStats::default();
-        conns.for_each_recipient(&envelope.target, |handle| {
-            if handle.offer(Outbound::Frame(encoded.frame(handle.protocol))) {
-                stats.delivered += 1;
-            } else {
-                stats.dropped += 1;
-            }
-        });
-        self.delivered
-            .fetch_add(stats.delivered as u64, Ordering::Relaxed);
-        stats
+        if let Some(conns) = conns {
+            let mut encoded = Encoded::new(ServerMessage::Invocation {
+                invocation_id: None,
+                target: &envelope.method,
+                arguments: &envelope.arguments,
+            });
+            conns.for_each_recipient(&envelope.target, source, |handle| {
+                if handle.offer(Outbound::Frame(encoded.frame(handle.protocol))) {
+                    stats.delivered += 1;
+                } else {
+                    stats.dropped += 1;
+                }
+            });
+            self.delivered
+                .fetch_add(stats.delivered as u64, Ordering::Relaxed);
+        }
+        let direct = |id: &str| conns.is_some_and(|c| c.delivery(id) == Some(Delivery::Direct));
+        let then = then(&direct);
+        (stats, then)
     }
 
     /// Delivers a question to the asked connection if it lives here (and remembers it, so the
@@ -201,7 +372,7 @@ impl LocalRegistry {
         };
         let target = crate::types::Target::Connection(question.connection.clone());
         let mut found = false;
-        conns.for_each_recipient(&target, |handle| {
+        conns.for_each_recipient(&target, Source::Only, |handle| {
             found = true;
             let frame = handle.protocol.encode(&ServerMessage::Invocation {
                 invocation_id: Some(&question.invocation_id),
@@ -232,7 +403,7 @@ impl LocalRegistry {
             allow_reconnect: false,
         });
         let mut count = 0;
-        conns.for_each_recipient(&crate::types::Target::All, |handle| {
+        conns.for_each_recipient(&crate::types::Target::All, Source::Only, |handle| {
             // A connection whose outbox is full is cut off anyway.
             handle.offer(Outbound::Close(encoded.frame(handle.protocol)));
             count += 1;

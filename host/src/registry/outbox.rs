@@ -207,6 +207,7 @@ mod tests {
             .iter()
             .map(|m| match m {
                 Outbound::Frame(f) | Outbound::KeepAlive(f) | Outbound::Close(f) => f.as_bytes(),
+                Outbound::Moved { .. } => b"moved",
             })
             .collect()
     }

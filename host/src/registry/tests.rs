@@ -19,7 +19,7 @@ impl Client {
             .into_iter()
             .filter_map(|m| match m {
                 Outbound::Frame(f) => Some(String::from_utf8_lossy(f.as_bytes()).into_owned()),
-                Outbound::KeepAlive(_) | Outbound::Close(_) => None,
+                Outbound::KeepAlive(_) | Outbound::Close(_) | Outbound::Moved { .. } => None,
             })
             .collect()
     }
@@ -52,12 +52,15 @@ fn connect(registry: &LocalRegistry, id: &str, user: Option<&str>) -> Client {
 }
 
 fn send(registry: &LocalRegistry, target: Target) -> DeliveryStats {
-    registry.deliver(&Envelope {
-        hub: hub(),
-        target,
-        method: "m".into(),
-        arguments: "[1]".into(),
-    })
+    registry.deliver(
+        &Envelope {
+            hub: hub(),
+            target,
+            method: "m".into(),
+            arguments: "[1]".into(),
+        },
+        Source::Only,
+    )
 }
 
 fn join(registry: &LocalRegistry, id: &str, group: &str) -> bool {
@@ -173,12 +176,15 @@ fn users_with_several_connections() {
 fn hubs_are_isolated() {
     let r = LocalRegistry::new();
     let mut a = connect(&r, "a", None);
-    let stats = r.deliver(&Envelope {
-        hub: HubName::new("other"),
-        target: Target::All,
-        method: "m".into(),
-        arguments: "[]".into(),
-    });
+    let stats = r.deliver(
+        &Envelope {
+            hub: HubName::new("other"),
+            target: Target::All,
+            method: "m".into(),
+            arguments: "[]".into(),
+        },
+        Source::Only,
+    );
     assert_eq!(stats.delivered, 0);
     assert!(a.frames().is_empty());
 }
@@ -324,4 +330,113 @@ fn closing_a_hub_tells_its_connections_only() {
     );
     batch.clear();
     assert!(!ro.try_recv_batch(&mut batch, 8));
+}
+
+fn send_from(registry: &LocalRegistry, source: Source) -> DeliveryStats {
+    registry.deliver(
+        &Envelope {
+            hub: hub(),
+            target: Target::All,
+            method: "m".into(),
+            arguments: "[1]".into(),
+        },
+        source,
+    )
+}
+
+/// What reached a client's outbox: frames as "frame", and the move's marker with its groups.
+fn outbound(client: &mut Client) -> Vec<String> {
+    let mut batch = Vec::new();
+    client.rx.try_recv_batch(&mut batch, usize::MAX);
+    batch
+        .into_iter()
+        .map(|m| match m {
+            Outbound::Moved { groups } => format!("moved {groups:?}"),
+            _ => "frame".to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_direct_connection_takes_local_sends_at_once_and_skips_their_echoes() {
+    let r = LocalRegistry::new();
+    let mut a = connect(&r, "a", None);
+    assert!(!r.wants_echoes());
+    for source in [Source::Local, Source::Only, Source::Echo] {
+        send_from(&r, source);
+    }
+    assert_eq!(outbound(&mut a), ["frame", "frame"], "Local and Only");
+}
+
+#[test]
+fn a_moving_connection_switches_to_the_backplanes_order_then_lets_go_at_the_marker() {
+    let r = LocalRegistry::new();
+    let mut a = connect(&r, "a", None);
+    assert!(join(&r, "a", "g"));
+    let mut queued = false;
+    assert!(r.deliver_in_order(&hub(), "a", || queued = true));
+    assert!(queued, "the switch's marker is queued under the switch");
+    assert!(!r.deliver_in_order(&hub(), "nobody", || unreachable!()));
+    assert!(r.wants_echoes());
+    // Switching: echoes are of sends it took at once; local sends come back as echoes later.
+    for source in [Source::Local, Source::Echo] {
+        send_from(&r, source);
+    }
+    assert!(outbound(&mut a).is_empty());
+    send_from(&r, Source::Only);
+    assert_eq!(outbound(&mut a), ["frame"]);
+
+    r.switched(&hub(), "a");
+    for source in [Source::Local, Source::Only, Source::Echo] {
+        send_from(&r, source);
+    }
+    assert_eq!(outbound(&mut a), ["frame", "frame"], "Only and Echo");
+
+    // Another claim's marker is the claimant's; this server's connection lets go at any.
+    r.marker(&hub(), "a", 7);
+    assert_eq!(outbound(&mut a), ["moved [\"g\"]"]);
+    for source in [Source::Local, Source::Only, Source::Echo] {
+        send_from(&r, source);
+    }
+    assert!(outbound(&mut a).is_empty(), "nothing after the marker");
+    assert_eq!(r.groups_of(&hub(), "a"), ["g"], "kept until it unregisters");
+    r.remove(&hub(), &ConnectionId::new("a"));
+    assert!(!r.wants_echoes());
+}
+
+#[test]
+fn an_adopted_connection_takes_nothing_until_its_claims_marker() {
+    let r = LocalRegistry::new();
+    let (handle, rx) = handle("a", Some("ana"), &JSON);
+    let changes = r.adopt(&hub(), handle, &["g".to_owned()], 9);
+    let subscribed: Vec<_> = changes
+        .iter()
+        .map(|c| match c {
+            InterestChange::Subscribe(i) => format!("{i:?}"),
+            InterestChange::Unsubscribe(i) => format!("-{i:?}"),
+        })
+        .collect();
+    assert_eq!(
+        subscribed.len(),
+        4,
+        "hub, connection, user and group: {subscribed:?}"
+    );
+    let mut a = Client { rx };
+    for source in [Source::Local, Source::Only, Source::Echo] {
+        send_from(&r, source);
+    }
+    assert!(outbound(&mut a).is_empty());
+    r.marker(&hub(), "a", 8);
+    send_from(&r, Source::Only);
+    assert!(
+        outbound(&mut a).is_empty(),
+        "another claim's marker changes nothing"
+    );
+    r.marker(&hub(), "a", 9);
+    for source in [Source::Local, Source::Only, Source::Echo] {
+        send_from(&r, source);
+    }
+    assert_eq!(outbound(&mut a), ["frame", "frame"], "Only and Echo");
+    assert_eq!(send(&r, Target::Group("g".into())).delivered, 1);
+    assert_eq!(send(&r, Target::User("ana".into())).delivered, 1);
 }

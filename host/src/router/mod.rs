@@ -109,6 +109,19 @@ impl Router {
         self.backplane.update_interest(changes).await;
     }
 
+    /// Registers a connection moving here from another server, with its groups, and subscribes
+    /// to what it needs; it takes nothing until the marker of `claim`.
+    pub async fn adopt(
+        &self,
+        hub: &HubName,
+        handle: ConnectionHandle,
+        groups: &[String],
+        claim: u64,
+    ) {
+        let changes = self.registry().adopt(hub, handle, groups, claim);
+        self.backplane.update_interest(changes).await;
+    }
+
     /// Forgets a local connection, with its groups, and drops the subscriptions no one needs.
     pub async fn disconnect(&self, hub: &HubName, id: &ConnectionId) {
         self.answer_gone(id);

@@ -16,7 +16,7 @@ use super::{AppState, authorize, text, unauthorized};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
 use crate::runtime::LoadedHub;
-use crate::session::Connection;
+use crate::session::{self, Connection};
 use crate::transport::connections::{Found, StartError, Started};
 use crate::transport::{Transport, long_polling, sse, websocket};
 use crate::types::{Caller, ConnectionId, Request};
@@ -158,10 +158,10 @@ pub(super) async fn connect(
                         attachments,
                         ..
                     }) => (connection_id, Some(lease), attachments),
-                    Err(StartError::Unknown) => {
-                        // A client coming back to a connection this host does not hold.
-                        Metrics::inc(&app.sessions.metrics.resumes_refused);
-                        return start_error(StartError::Unknown);
+                    Err(StartError::Unknown) if app.stateful_reconnect => {
+                        // A client coming back to a connection this host does not hold:
+                        // another host may, and hands it over.
+                        return take_over(&app, &loaded, identity, token, request(), upgrade).await;
                     }
                     Err(e) => return start_error(e),
                 },
@@ -225,6 +225,53 @@ pub(super) async fn connect(
                     text(StatusCode::BAD_REQUEST, OTHER_TRANSPORT)
                 }
             }
+        }
+    }
+}
+
+/// A WebSocket presenting a token this host does not hold: the connection moves here if another
+/// host holds it (stateful reconnect across hosts), else 404 as ASP.NET answers, and the client
+/// starts over.
+async fn take_over(
+    app: &Arc<AppState>,
+    loaded: &LoadedHub,
+    identity: Identity,
+    token: &str,
+    request: Option<Arc<Request>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let hub = loaded.name();
+    let refused = || {
+        Metrics::inc(&app.sessions.metrics.resumes_refused);
+        start_error(StartError::Unknown)
+    };
+    let Some(claimed) = app.sessions.router.backplane().claim(hub, token).await else {
+        return refused();
+    };
+    if claimed.offer.user != identity.user_id {
+        // The token is someone else's: its holder waits for a marker that never comes, and
+        // ends the connection.
+        tracing::warn!(hub = %hub, "a connection token presented by another user");
+        return refused();
+    }
+    let connection_id = ConnectionId::new(claimed.offer.connection.clone());
+    let connection = connection(
+        loaded,
+        connection_id.clone(),
+        identity,
+        Transport::WebSockets,
+        request,
+    );
+    let caller = Arc::new(connection.caller.clone());
+    match session::adopt(&app.sessions, caller, claimed).await {
+        Ok(adopted) => {
+            let (lease, attachments) = app.connections.adopt(hub, token, connection_id);
+            let sessions = app.sessions.clone();
+            websocket::accept_adopted(upgrade, connection, sessions, lease, attachments, adopted)
+        }
+        Err(e) => {
+            tracing::warn!(hub = %hub, "a connection could not move here: {e}");
+            refused()
         }
     }
 }

@@ -205,7 +205,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 28] = [
+    let samples: [(&str, &str, &str, u64); 30] = [
         (
             "hubhost_connections",
             gauge,
@@ -287,13 +287,25 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         (
             "hubhost_reconnect_resumes_total",
             counter,
-            "Stateful reconnect: connections resumed on a new WebSocket.",
+            "Stateful reconnect: connections resumed on a new WebSocket on this host.",
             get(&m.resumes),
+        ),
+        (
+            "hubhost_reconnect_moves_in_total",
+            counter,
+            "Stateful reconnect: connections resumed here that another host held.",
+            get(&m.moves_in),
+        ),
+        (
+            "hubhost_reconnect_moves_out_total",
+            counter,
+            "Stateful reconnect: connections handed over to another host their client resumed on.",
+            get(&m.moves_out),
         ),
         (
             "hubhost_reconnect_resumes_refused_total",
             counter,
-            "WebSockets presenting a connection token this host does not hold (a resume after the window, or to another host).",
+            "WebSockets presenting a connection token no host holds (a resume after the window).",
             get(&m.resumes_refused),
         ),
         (

@@ -18,13 +18,17 @@ use super::resume::{Received, Sent, Verdict};
 use super::streams::{self, Streams};
 use super::uploads::{self, Uploads};
 use super::{
-    Attachments, Connection, Inbound, SessionContext, TransportError, TransportFeatures, Uploaded,
+    Attachment, Attachments, Connection, Inbound, SessionContext, TransportError,
+    TransportFeatures, Uploaded,
 };
 use crate::metrics::Metrics;
 use crate::protocol::handshake::{self, Chosen, HandshakeError};
 use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
 use crate::registry::{ConnectionHandle, OfferError, Outbound, OutboxSender};
-use crate::types::{Caller, Reply};
+use crate::types::{Caller, Handover, MoveOrder, Offer, Reply};
+
+/// How long a connection moving away waits for its claimant's marker.
+const MARKER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a session ended.
 enum End {
@@ -40,6 +44,8 @@ enum End {
     },
     /// Cut off by the server (slow client, shutdown, hub removed); the writer closes.
     Cancelled,
+    /// Another server took the client's new transport and claims the connection.
+    Moved(MoveOrder),
 }
 
 impl End {
@@ -83,9 +89,12 @@ pub(super) struct Resume<I, O> {
     generation: u64,
     /// What the writer keeps for the client (the session passes on the client's Acks).
     sent: Arc<Sent>,
-    received: Received,
+    pub(super) received: Received,
     /// When the transport was cut, while the client has not come back.
     away_since: Option<Instant>,
+    /// The connection moved here from another server: its protocol and registration (taken
+    /// when the session starts).
+    pub(super) moved_in: Option<(&'static dyn HubProtocol, Registration)>,
 }
 
 impl<I, O> Resume<I, O> {
@@ -101,6 +110,7 @@ impl<I, O> Resume<I, O> {
             sent,
             received: Received::default(),
             away_since: None,
+            moved_in: None,
         }
     }
 }
@@ -149,7 +159,56 @@ where
         }
     }
 
+    /// Serves the connection: from its handshake, or, for a connection that moved here from
+    /// another server, on from where it was.
     pub(super) async fn run(mut self) {
+        let Some((protocol, registration)) = self.start().await else {
+            return;
+        };
+        let context = self.context.clone();
+        let _counted = Counted::new(&context.metrics, self.transport.name, protocol.name());
+        let end = self.read_loop(protocol).await;
+        let error = match end {
+            End::TransportGone(error) => error,
+            End::ClientClosed(error) => {
+                self.close(protocol, None, false);
+                error
+            }
+            End::Close {
+                error,
+                allow_reconnect,
+                reason,
+            } => {
+                self.close(protocol, error.as_deref(), allow_reconnect);
+                reason
+            }
+            End::Cancelled => None,
+            End::Moved(order) => {
+                // Boxed: a rare path, which an idle connection's future should not hold room for.
+                if Box::pin(self.move_out(protocol, &order)).await {
+                    // It lives on on the other server, where the hub hears of its end.
+                    registration.abandon().await;
+                    return;
+                }
+                Some("the move to another server did not complete".into())
+            }
+        };
+        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
+        registration.end(error).await;
+    }
+
+    /// The handshake, registration and the hub's `on-connected`: the protocol and registration
+    /// of a connection that made it through them (or of one that moved here from another
+    /// server, which did on its first server).
+    async fn start(&mut self) -> Option<(&'static dyn HubProtocol, Registration)> {
+        if let Some((protocol, registration)) = self.resume.as_mut().and_then(|r| r.moved_in.take())
+        {
+            if !self.transport.inherent_keep_alive {
+                self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
+            }
+            tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "moved here");
+            return Some((protocol, registration));
+        }
         let protocol = match self.handshake().await {
             Ok(chosen) => {
                 match &self.resume {
@@ -169,7 +228,7 @@ where
             Err(error) => {
                 tracing::debug!(connection = %self.caller.connection_id, "handshake failed: {error}");
                 self.queue(Outbound::Close(handshake::error_response(&error)));
-                return;
+                return None;
             }
         };
         self.queue(Outbound::Frame(handshake::success(protocol)));
@@ -199,34 +258,59 @@ where
             protocol = protocol.name(),
             "connected"
         );
-        let _counted = Counted::new(&context.metrics, self.transport.name, protocol.name());
-
         if let Err(text) = context.hubs.clone().connected(self.caller.clone()).await {
             registration.abandon().await;
             self.close(protocol, Some(&text), false);
-            return;
+            return None;
         }
         registration.connected();
+        Some((protocol, registration))
+    }
 
-        let end = self.read_loop(protocol).await;
-        let error = match end {
-            End::TransportGone(error) => error,
-            End::ClientClosed(error) => {
-                self.close(protocol, None, false);
-                error
-            }
-            End::Close {
-                error,
-                allow_reconnect,
-                reason,
-            } => {
-                self.close(protocol, error.as_deref(), allow_reconnect);
-                reason
-            }
-            End::Cancelled => None,
+    /// Hands the connection to the server that claimed it: answers the claim, waits for the
+    /// writer to reach the claimant's marker (everything before it is kept for the client),
+    /// and hands over what the client has not acknowledged. `false` if the marker did not come.
+    async fn move_out(&mut self, protocol: &'static dyn HubProtocol, order: &MoveOrder) -> bool {
+        let Some(resume) = &self.resume else {
+            return false;
         };
-        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
-        registration.end(error).await;
+        let (sent, context, caller) = (
+            resume.sent.clone(),
+            self.context.clone(),
+            self.caller.clone(),
+        );
+        let router = &context.router;
+        let (hub, id) = (&caller.hub, &caller.connection_id);
+        router.backplane().offer(
+            order,
+            Offer {
+                claim: order.claim,
+                connection: id.to_string(),
+                user: caller.user_id.clone(),
+                protocol: protocol.name().to_owned(),
+                groups: router.registry().groups_of(hub, id.as_str()),
+                received: resume.received.latest(),
+            },
+        );
+        let marker = sent.reached_marker();
+        let Ok(groups) = tokio::time::timeout(MARKER_WITHIN, marker).await else {
+            tracing::warn!(connection = %id, "the server that claimed the connection sent no marker");
+            return false;
+        };
+        let (first, frames) = sent.replay();
+        let frames = frames.iter().map(|f| f.as_bytes().to_vec()).collect();
+        router.backplane().hand_over(
+            order,
+            Handover {
+                claim: order.claim,
+                first,
+                frames,
+                groups,
+            },
+        );
+        Metrics::inc(&context.metrics.moves_out);
+        tracing::debug!(hub = %hub, connection = %id, "moved to another server");
+        true
     }
 
     /// Reads until the handshake request is complete: what the client chose.
@@ -345,6 +429,17 @@ where
                             let error = TransportError("writing to it failed".into());
                             self.transport_cut(&error);
                         }
+                    }
+                    Resumption::Move(order) => {
+                        // From now on this server's own sends reach the connection in the
+                        // backplane's order too, where the claimant's marker will cut it.
+                        let backplane = self.context.router.backplane();
+                        backplane.deliver_in_order(&self.caller.hub, self.caller.connection_id.as_str());
+                        if let Some(resume) = &self.resume {
+                            resume.sent.start_moving();
+                        }
+                        self.incoming = None;
+                        break End::Moved(order);
                     }
                     Resumption::Ended => {}
                 },
@@ -703,6 +798,8 @@ enum Resumption<I, O> {
     Attached(I, O),
     /// The writer could not write to the current transport.
     WriterLost,
+    /// Another server claims the connection.
+    Move(MoveOrder),
     /// No transport can come any more.
     Ended,
 }
@@ -723,7 +820,10 @@ fn poll_resumption<I, O>(
         return Poll::Pending;
     };
     match std::task::ready!(attachments.poll_recv(cx)) {
-        Some((incoming, outgoing)) => Poll::Ready(Resumption::Attached(incoming, outgoing)),
+        Some(Attachment::Transport(incoming, outgoing)) => {
+            Poll::Ready(Resumption::Attached(incoming, outgoing))
+        }
+        Some(Attachment::Move(order)) => Poll::Ready(Resumption::Move(order)),
         None => {
             resume.attachments = None;
             Poll::Ready(Resumption::Ended)

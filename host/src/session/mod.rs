@@ -49,13 +49,17 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backplane::Claimed;
 use crate::dispatcher::{Dispatcher, ErrorText, Replied, Streamed};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
+use crate::protocol::HubProtocol;
+use crate::protocol::handshake;
 use crate::registry::outbox;
+use crate::registry::{ConnectionHandle, OutboxReceiver, OutboxSender};
 use crate::router::Router;
 use crate::runtime::{UploadEvent, UploadStep};
-use crate::types::Caller;
+use crate::types::{Caller, GroupChange, MoveOrder};
 
 /// Protocol settings of every connection.
 #[derive(Debug, Clone)]
@@ -270,9 +274,17 @@ pub struct TransportError(pub String);
 /// The end of the stream is the client going away.
 pub type Inbound = Result<Bytes, TransportError>;
 
-/// The transports a resumable connection may resume on: each new WebSocket that presents the
-/// connection's token, as the session's stream and sink.
-pub type Attachments<I, O> = handoff::HandoffReceiver<(I, O)>;
+/// What reaches a resumable connection from outside.
+pub enum Attachment<I, O> {
+    /// The client came back on a new transport.
+    Transport(I, O),
+    /// Another server took the client's new transport and claims the connection.
+    Move(MoveOrder),
+}
+
+/// The transports a resumable connection may resume on (each new WebSocket that presents the
+/// connection's token, as the session's stream and sink), and claims of other servers.
+pub type Attachments<I, O> = handoff::HandoffReceiver<Attachment<I, O>>;
 
 /// How long the writer may take to flush the last frames once the session ended; a peer that
 /// stopped reading is cut off then.
@@ -326,25 +338,215 @@ where
     O: Sink<Frame> + Unpin + Send + 'static,
     O::Error: std::fmt::Display,
 {
-    let running = context.sessions.token();
     let (sender, receiver) = outbox(context.settings.outbox_capacity);
     let cancel = context.shutdown.child_token();
-    let (resumable, resume) = match attachments {
-        Some(attachments) => {
-            let sent = Arc::new(resume::Sent::new(
-                context.settings.reconnect_buffer,
-                context.metrics.clone(),
-            ));
+    let sent = attachments.as_ref().map(|_| {
+        Arc::new(resume::Sent::new(
+            context.settings.reconnect_buffer,
+            context.metrics.clone(),
+        ))
+    });
+    let parts = Parts {
+        sender,
+        receiver,
+        cancel,
+        sent,
+        moved_in: None,
+    };
+    run_session(incoming, outgoing, connection, context, attachments, parts)
+}
+
+/// A connection that moved here from another server, ready to carry on over its client's new
+/// transport ([`adopt`]).
+pub struct Adopted {
+    parts: Parts,
+}
+
+/// Why a connection could not move here.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("the connection's server offered an unknown protocol {0:?}")]
+    Protocol(String),
+    #[error("the connection's server did not hand it over within {0:?}")]
+    NoHandover(Duration),
+}
+
+/// How long a claimant waits for the handover once it published its marker: the old server
+/// finishes the calls in flight first (each within its deadline).
+const HANDOVER_WITHIN: Duration = Duration::from_secs(10);
+
+/// What a session is made of besides its transport.
+struct Parts {
+    sender: OutboxSender,
+    receiver: OutboxReceiver,
+    cancel: CancellationToken,
+    /// What the writer keeps for the client, with stateful reconnect.
+    sent: Option<Arc<resume::Sent>>,
+    /// The connection moved here: its protocol, registration and count of received messages.
+    moved_in: Option<(&'static dyn HubProtocol, registration::Registration, u64)>,
+}
+
+/// Takes over a connection another server held (stateful reconnect across servers): registers
+/// it here taking nothing yet, publishes the marker once subscribed to everything it needs,
+/// and waits for what its old server kept for the client.
+pub async fn adopt(
+    context: &Arc<SessionContext>,
+    caller: Arc<Caller>,
+    claimed: Claimed,
+) -> Result<Adopted, AdoptError> {
+    let Claimed { offer, handover } = claimed;
+    let protocol = handshake::protocol_named(&offer.protocol)
+        .ok_or_else(|| AdoptError::Protocol(offer.protocol.clone()))?;
+    let (sender, receiver) = outbox(context.settings.outbox_capacity);
+    let cancel = context.shutdown.child_token();
+    let handle = ConnectionHandle {
+        id: caller.connection_id.clone(),
+        user: caller.user_id.clone(),
+        protocol,
+        outbox: sender.clone(),
+        cancel: cancel.clone(),
+    };
+    let router = context.router.clone();
+    let registration = registration::Registration::adopt(
+        router.clone(),
+        context.hubs.clone(),
+        caller.clone(),
+        handle,
+        &offer.groups,
+        offer.claim,
+    )
+    .await;
+    router
+        .backplane()
+        .mark(&caller.hub, caller.connection_id.as_str(), offer.claim);
+    let handover = match tokio::time::timeout(HANDOVER_WITHIN, handover).await {
+        Ok(Ok(handover)) => handover,
+        _ => {
+            registration.abandon().await;
+            return Err(AdoptError::NoHandover(HANDOVER_WITHIN));
+        }
+    };
+    // Groups joined or left on the old server between its offer and the marker.
+    let change = |group: &String, join: bool| {
+        let (hub, connection, group) = (
+            caller.hub.clone(),
+            caller.connection_id.to_string(),
+            group.clone(),
+        );
+        if join {
+            GroupChange::Add {
+                hub,
+                connection,
+                group,
+            }
+        } else {
+            GroupChange::Remove {
+                hub,
+                connection,
+                group,
+            }
+        }
+    };
+    let joined = handover.groups.iter().filter(|g| !offer.groups.contains(g));
+    let left = offer.groups.iter().filter(|g| !handover.groups.contains(g));
+    for change in joined
+        .map(|g| change(g, true))
+        .chain(left.map(|g| change(g, false)))
+    {
+        if let Err(e) = router.change_group(change).await {
+            tracing::warn!(connection = %caller.connection_id, "a group change of a moving connection failed: {e}");
+        }
+    }
+    let sent = Arc::new(resume::Sent::new(
+        context.settings.reconnect_buffer,
+        context.metrics.clone(),
+    ));
+    let frames = handover
+        .frames
+        .into_iter()
+        .filter_map(|bytes| match protocol.transfer_format() {
+            crate::protocol::TransferFormat::Binary => Some(Frame::binary(bytes)),
+            crate::protocol::TransferFormat::Text => String::from_utf8(bytes).ok().map(Frame::text),
+        })
+        .collect();
+    sent.restore(protocol, handover.first, frames);
+    Metrics::inc(&context.metrics.moves_in);
+    Ok(Adopted {
+        parts: Parts {
+            sender,
+            receiver,
+            cancel,
+            sent: Some(sent),
+            moved_in: Some((protocol, registration, offer.received)),
+        },
+    })
+}
+
+/// Serves a connection that moved here ([`adopt`]) on its client's new transport: the writer
+/// starts with the resume (Sequence, then what the old server kept), the session reads on.
+pub fn serve_adopted<I, O>(
+    incoming: I,
+    outgoing: O,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    attachments: Attachments<I, O>,
+    adopted: Adopted,
+) -> impl Future<Output = ()> + Send
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Frame> + Unpin + Send + 'static,
+    O::Error: std::fmt::Display,
+{
+    run_session(
+        incoming,
+        outgoing,
+        connection,
+        context,
+        Some(attachments),
+        adopted.parts,
+    )
+}
+
+fn run_session<I, O>(
+    incoming: I,
+    outgoing: O,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    attachments: Option<Attachments<I, O>>,
+    parts: Parts,
+) -> impl Future<Output = ()> + Send
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Frame> + Unpin + Send + 'static,
+    O::Error: std::fmt::Display,
+{
+    let running = context.sessions.token();
+    let Parts {
+        sender,
+        receiver,
+        cancel,
+        sent,
+        moved_in,
+    } = parts;
+    let (resumable, resume) = match (attachments, sent) {
+        (Some(attachments), Some(sent)) => {
             let (sinks, sinks_receiver) = handoff::handoff();
+            let mut resume = connection::Resume::new(attachments, sinks, sent.clone());
+            let moved = moved_in.is_some();
+            if let Some((protocol, registration, received)) = moved_in {
+                resume.received = resume::Received::after(received);
+                resume.moved_in = Some((protocol, registration));
+            }
             (
                 Some(writer::Resumable {
-                    sent: sent.clone(),
+                    sent,
                     sinks: sinks_receiver,
+                    moved_in: moved,
                 }),
-                Some(Box::new(connection::Resume::new(attachments, sinks, sent))),
+                Some(Box::new(resume)),
             )
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let mut writer = tokio::spawn(writer::run(
         outgoing,

@@ -55,6 +55,34 @@ impl Registration {
         registration
     }
 
+    /// Registers a connection that moves here from another server, with its groups, taking
+    /// nothing until the marker of `claim` (see [`LocalRegistry::adopt`]). The hub heard of it
+    /// on its first server, so it hears of its end here.
+    ///
+    /// [`LocalRegistry::adopt`]: crate::registry::LocalRegistry::adopt
+    pub(super) async fn adopt(
+        router: Router,
+        hubs: Arc<dyn HubCalls>,
+        caller: Arc<Caller>,
+        handle: ConnectionHandle,
+        groups: &[String],
+        claim: u64,
+    ) -> Self {
+        let registration = Self {
+            router,
+            hubs,
+            caller,
+            stage: Stage::Connected,
+        };
+        Box::pin(
+            registration
+                .router
+                .adopt(&registration.caller.hub, handle, groups, claim),
+        )
+        .await;
+        registration
+    }
+
     /// The hub's `on-connected` succeeded: from now on, it must hear of the disconnection.
     pub(super) fn connected(&mut self) {
         self.stage = Stage::Connected;
@@ -77,8 +105,8 @@ impl Registration {
         }
     }
 
-    /// Unregisters without telling the hub (its `on-connected` failed: ASP.NET does not call
-    /// `OnDisconnectedAsync` then either).
+    /// Unregisters without telling the hub: its `on-connected` failed (ASP.NET does not call
+    /// `OnDisconnectedAsync` then either), or the connection lives on on another server.
     pub(super) async fn abandon(mut self) {
         self.stage = Stage::Done;
         Box::pin(

@@ -46,6 +46,9 @@ pub struct Sent {
     receiving: Notify,
     /// Whether the client numbers what it receives yet (see [`Sent::heard`]).
     heard: AtomicBool,
+    /// The connection is moving to another server: the writer takes everything meant for it
+    /// here, room or not, and writes nothing more.
+    moving: AtomicBool,
     /// The writer could not write to the transport it had (its generation + 1; 0: none), and
     /// the session's waker, so the session lets the transport go and waits for a new one.
     lost: AtomicU64,
@@ -58,6 +61,8 @@ struct Unacked {
     /// Sequence id of `frames[0]` (of the next frame when there is none).
     first: u64,
     bytes: usize,
+    /// Set when the writer reached the marker of a move: the connection's groups then.
+    moved: Option<Vec<String>>,
 }
 
 impl Sent {
@@ -68,12 +73,14 @@ impl Sent {
                 frames: VecDeque::new(),
                 first: 1,
                 bytes: 0,
+                moved: None,
             }),
             limit: limit.max(1),
             room: Notify::new(),
             received: AtomicU64::new(0),
             receiving: Notify::new(),
             heard: AtomicBool::new(false),
+            moving: AtomicBool::new(false),
             lost: AtomicU64::new(0),
             lost_waker: AtomicWaker::new(),
             metrics,
@@ -84,6 +91,47 @@ impl Sent {
     /// answer is queued, so the writer sees it once it has written that answer.
     pub fn activate(&self, protocol: &'static dyn HubProtocol) {
         let _ = self.protocol.set(protocol);
+    }
+
+    /// Takes over what another server kept for the client (the connection moved here):
+    /// numbering is on, and `frames`, numbered from `first`, are what a resume replays.
+    pub fn restore(&self, protocol: &'static dyn HubProtocol, first: u64, frames: Vec<Frame>) {
+        self.activate(protocol);
+        self.heard.store(true, Ordering::Release);
+        let bytes: usize = frames.iter().map(Frame::len).sum();
+        let mut inner = self.inner.lock();
+        inner.first = first;
+        inner.bytes += bytes;
+        inner.frames.extend(frames);
+        Metrics::add(&self.metrics.reconnect_buffer_bytes, bytes);
+    }
+
+    /// The connection is moving to another server (see `moving`).
+    pub fn start_moving(&self) {
+        self.moving.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    pub fn is_moving(&self) -> bool {
+        self.moving.load(Ordering::Acquire)
+    }
+
+    /// The writer reached the marker of the move: everything meant for the client here is
+    /// kept. `groups` are the connection's groups then.
+    pub fn moved(&self, groups: Vec<String>) {
+        self.inner.lock().moved = Some(groups);
+        self.room.notify_waiters();
+    }
+
+    /// Waits until the writer reached the marker of the move: the connection's groups then.
+    pub async fn reached_marker(&self) -> Vec<String> {
+        loop {
+            let notified = self.room.notified();
+            if let Some(groups) = self.inner.lock().moved.take() {
+                return groups;
+            }
+            notified.await;
+        }
     }
 
     /// The protocol of the connection, once numbering is on.
@@ -102,7 +150,8 @@ impl Sent {
     /// Whether the writer may send more: the client numbers what it receives, and has
     /// acknowledged enough.
     pub fn has_room(&self) -> bool {
-        self.heard.load(Ordering::Acquire) && self.inner.lock().bytes < self.limit
+        self.is_moving()
+            || (self.heard.load(Ordering::Acquire) && self.inner.lock().bytes < self.limit)
     }
 
     /// The client is numbering what it receives. The official JavaScript client starts its
@@ -223,6 +272,14 @@ impl Default for Received {
 }
 
 impl Received {
+    /// The count of a connection that moved here, whose old server handled up to `latest`.
+    pub fn after(latest: u64) -> Self {
+        Self {
+            latest,
+            next: latest + 1,
+        }
+    }
+
     /// The client's Sequence (on a resume): its next message has `sequence_id`. An id past
     /// what was received would leave a gap, which is an error. (As ASP.NET 8, messages that
     /// come before the Sequence are numbered on from where the count was; the official

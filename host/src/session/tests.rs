@@ -758,8 +758,9 @@ async fn an_idle_session_stays_small() {
     let session = serve(incoming(receiver), sink, connection("c"), h.context.clone());
     let size = std::mem::size_of_val(&session);
     // 1,016 bytes before stateful reconnect, which added 40 (the transport may be absent, and
-    // the read loop also watches for a new one).
-    assert!(size <= 1056, "the session future takes {size} bytes");
+    // the read loop also watches for a new one); moving connections between hosts 8 more (the
+    // pointer to the boxed hand-over).
+    assert!(size <= 1064, "the session future takes {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1052,7 +1053,10 @@ fn start_resumable(
     h: &Harness,
     id: &str,
     (client, (incoming, sink)): (Client, (TestIncoming, TestSink)),
-) -> (Client, handoff::HandoffSender<(TestIncoming, TestSink)>) {
+) -> (
+    Client,
+    handoff::HandoffSender<Attachment<TestIncoming, TestSink>>,
+) {
     let (attach, attachments) = handoff::shut_handoff();
     let task = tokio::spawn(serve_resumable(
         incoming,
@@ -1066,9 +1070,13 @@ fn start_resumable(
 
 /// Resumes on a new transport, which gets the server's Sequence (1) and the replay of the
 /// completion of `Echo("one")`, its only numbered message.
-async fn resume_with_echo_one(attach: &handoff::HandoffSender<(TestIncoming, TestSink)>) -> Client {
+async fn resume_with_echo_one(
+    attach: &handoff::HandoffSender<Attachment<TestIncoming, TestSink>>,
+) -> Client {
     let (mut back, pair) = transport(false);
-    assert!(attach.send(pair).is_ok(), "the session takes it");
+    let (incoming, sink) = pair;
+    let attachment = Attachment::Transport(incoming, sink);
+    assert!(attach.send(attachment).is_ok(), "the session takes it");
     assert_eq!(
         back.next().await.as_deref(),
         Some("{\"type\":9,\"sequenceId\":1}")

@@ -31,6 +31,9 @@ pub(super) struct Resumable<O> {
     pub sent: Arc<Sent>,
     /// New transports, each with its generation (the session counts them).
     pub sinks: HandoffReceiver<(u64, O)>,
+    /// The connection moved here from another server: the first transport is a resume (the
+    /// server's Sequence, then what the old server kept).
+    pub moved_in: bool,
 }
 
 /// The writer's transport and what it has sent.
@@ -62,20 +65,25 @@ pub(super) async fn run<O>(
     O: Sink<Frame> + Unpin,
     O::Error: std::fmt::Display,
 {
-    let (sent, sinks) = match resumable {
-        Some(r) => (Some(r.sent), Some(r.sinks)),
-        None => (None, None),
+    let (sent, sinks, moved_in) = match resumable {
+        Some(r) => (Some(r.sent), Some(r.sinks), r.moved_in),
+        None => (None, None, false),
     };
     // The writer's own handle on the kept frames, for the waits below (which must not borrow
     // the writer while it writes).
     let kept = sent.clone();
+    let (sink, next) = if moved_in {
+        (None, Some((0, sink)))
+    } else {
+        (Some(sink), None)
+    };
     let mut writer = Writer {
-        sink: Some(sink),
+        sink,
         ping: None,
-        answered: false,
+        answered: moved_in,
         sent,
         sinks,
-        next: None,
+        next,
         generation: 0,
         metrics,
     };
@@ -280,12 +288,17 @@ where
     async fn write_batch(&mut self, batch: Vec<Outbound>) -> Flow {
         if self.sent.is_some() {
             for message in &batch {
-                if let Outbound::Frame(frame) = message {
-                    if let Some(sent) = self.numbering() {
-                        sent.push(frame);
+                match message {
+                    Outbound::Frame(frame) => {
+                        if let Some(sent) = self.numbering() {
+                            sent.push(frame);
+                        }
+                        // The first frame is the handshake's answer, which is never numbered.
+                        self.answered = true;
                     }
-                    // The first frame is the handshake's answer, which is never numbered.
-                    self.answered = true;
+                    // Nothing after it is for this server to send.
+                    Outbound::Moved { .. } => break,
+                    Outbound::KeepAlive(_) | Outbound::Close(_) => {}
                 }
             }
         }
@@ -319,6 +332,14 @@ where
                     }
                     return Flow::Closed;
                 }
+                Outbound::Moved { groups } => {
+                    // Everything meant for the client here is kept: the session hands it to
+                    // the connection's new server.
+                    if let Some(sent) = &self.sent {
+                        sent.moved(groups);
+                    }
+                    return Flow::Closed;
+                }
             }
         }
         if let Some(rest) = joined.take()
@@ -331,6 +352,10 @@ where
 
     /// Feeds one message to the transport, if there is one.
     async fn feed(&mut self, frame: Frame) -> Result<(), Flow> {
+        if self.sent.as_ref().is_some_and(|sent| sent.is_moving()) {
+            // The client is on another server now; its old transport gets nothing more.
+            self.sink = None;
+        }
         let Some(sink) = &mut self.sink else {
             return Ok(());
         };

@@ -469,7 +469,8 @@ async fn pump(mut receiver: OutboxReceiver, connection: Arc<Persistent>) {
         for outbound in batch.drain(..) {
             match outbound {
                 Outbound::Frame(frame) => connection.mailbox.push(frame.bytes()),
-                Outbound::KeepAlive(_) => {}
+                // SignalR 2 connections do not move between servers this way.
+                Outbound::KeepAlive(_) | Outbound::Moved { .. } => {}
                 Outbound::Close(_) => connection.ended.cancel(),
             }
         }

@@ -134,6 +134,14 @@ pub enum Found {
     Ended(Arc<Polls>),
 }
 
+/// Claims of other servers reach the connection of the token through its resumer.
+impl crate::backplane::Movers for Connections {
+    fn order(&self, hub: &HubName, token: &str, order: crate::types::MoveOrder) -> bool {
+        self.resumer(hub, token)
+            .is_some_and(|resumer| resumer.order(order))
+    }
+}
+
 /// Negotiated connections by secret token.
 pub struct Connections {
     table: Mutex<Table>,
@@ -300,6 +308,39 @@ impl Connections {
             polls,
             attachments,
         })
+    }
+
+    /// Records a connection that moved here from another server on a WebSocket (stateful
+    /// reconnect across servers), under its token: its later sockets resume here.
+    pub fn adopt(
+        self: &Arc<Self>,
+        hub: &HubName,
+        token: &str,
+        connection_id: ConnectionId,
+    ) -> (Lease, Attachments<websocket::Incoming, websocket::Outgoing>) {
+        let (resumer, attachments) = Resumer::new();
+        // The session takes sockets from the start: its client chose stateful reconnect on
+        // its first server.
+        attachments.open();
+        let mut table = self.table.lock();
+        table.remove(token);
+        table.by_token.insert(
+            token.to_owned(),
+            Entry {
+                hub: hub.clone(),
+                connection_id,
+                created: Instant::now(),
+                stateful: true,
+                state: State::WebSocket {
+                    resumer: Some(resumer),
+                },
+            },
+        );
+        let lease = Lease {
+            connections: self.clone(),
+            token: token.to_owned(),
+        };
+        (lease, attachments)
     }
 
     /// Where a new socket for `token` goes if its connection can resume on it (stateful

@@ -13,12 +13,15 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use crate::protocol::{Frame, TransferFormat};
 use crate::session::handoff::{HandoffSender, shut_handoff};
-use crate::session::{self, Attachments, Connection, Inbound, SessionContext, TransportError};
+use crate::session::{
+    self, Adopted, Attachment, Attachments, Connection, Inbound, SessionContext, TransportError,
+};
+use crate::types::MoveOrder;
 
 /// Where the new sockets of a connection that can resume (stateful reconnect) go: to its
 /// session.
 #[derive(Clone)]
-pub struct Resumer(HandoffSender<(Incoming, Outgoing)>);
+pub struct Resumer(HandoffSender<Attachment<Incoming, Outgoing>>);
 
 impl Resumer {
     /// A resumer and the session's end of it, which the session opens once the client's
@@ -41,7 +44,7 @@ impl Resumer {
         configure(upgrade, max_message_size).on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             if sender
-                .send((Incoming(stream), Outgoing::new(sink)))
+                .send(Attachment::Transport(Incoming(stream), Outgoing::new(sink)))
                 .is_err()
             {
                 // The session ended as the socket opened; dropping the socket closes it, and
@@ -49,6 +52,11 @@ impl Resumer {
                 tracing::debug!("a resumed socket came after its connection ended");
             }
         })
+    }
+
+    /// Asks the connection to move to the server that claimed it; `false` if it ended.
+    pub fn order(&self, order: MoveOrder) -> bool {
+        self.0.send(Attachment::Move(order)).is_ok()
     }
 }
 
@@ -99,6 +107,31 @@ pub fn accept(
                 .map(move |()| drop(lease))
                 .right_future(),
         }
+    })
+}
+
+/// Upgrades the request and carries on, over the socket, a connection that moved here from
+/// another server ([`session::adopt`]).
+pub fn accept_adopted(
+    upgrade: WebSocketUpgrade,
+    connection: Connection,
+    context: Arc<SessionContext>,
+    lease: impl Send + 'static,
+    attachments: Attachments<Incoming, Outgoing>,
+    adopted: Adopted,
+) -> Response {
+    configure(upgrade, connection.max_message_size).on_upgrade(move |socket| {
+        let (sink, stream) = socket.split();
+        let (incoming, outgoing) = (Incoming(stream), Outgoing::new(sink));
+        session::serve_adopted(
+            incoming,
+            outgoing,
+            connection,
+            context,
+            attachments,
+            adopted,
+        )
+        .map(move |()| drop(lease))
     })
 }
 

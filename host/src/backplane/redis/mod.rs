@@ -28,6 +28,7 @@ pub mod client;
 mod groups;
 mod health;
 pub mod memory;
+mod moves;
 mod publisher;
 mod subscriber;
 #[cfg(test)]
@@ -43,13 +44,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::channels::Channels;
 use super::wire::{self, WireMessage};
-use super::{Backplane, BackplaneError, BackplaneStats};
-use crate::registry::LocalRegistry;
-use crate::types::{Answered, Envelope, GroupChange, InterestChange, Question, Target};
+use super::{Backplane, BackplaneError, BackplaneStats, Claimed, Movers};
+use crate::registry::{LocalRegistry, Source};
+use crate::types::{
+    Answered, Envelope, GroupChange, Handover, HubName, InterestChange, MoveOrder, Offer, Question,
+    Target,
+};
 use broker::Broker;
 pub use client::{RedisBroker, RedisSetupError};
 use groups::PendingAcks;
 use health::Health;
+use moves::Moves;
 use publisher::{Outgoing, PublishQueue};
 use subscriber::Subscriptions;
 
@@ -117,6 +122,7 @@ struct Inner<B: Broker> {
     queue: PublishQueue,
     subscriptions: Subscriptions<B::Link>,
     acks: PendingAcks,
+    moves: Moves,
     ack_timeout: Duration,
     health: Health,
     stats: BackplaneStats,
@@ -194,6 +200,7 @@ impl<B: Broker> RedisBackplane<B> {
             registry,
             queue,
             acks: PendingAcks::default(),
+            moves: Moves::default(),
             ack_timeout,
             stats: BackplaneStats::default(),
             seen: Mutex::new(Seen::default()),
@@ -247,18 +254,21 @@ impl<B: Broker> Inner<B> {
                 return;
             }
         };
-        if let Some(header) = header {
-            if header.origin == self.server.origin {
-                return; // ours: delivered here when it was published
-            }
-            if !self.seen.lock().accept(header.origin, header.seq) {
-                tracing::debug!(
-                    origin = header.origin,
-                    seq = header.seq,
-                    "dropped a duplicate"
-                );
-                return;
-            }
+        // Ours: delivered here when it was published, except to connections that take their
+        // sends in the backplane's order (moving between servers), and our own markers.
+        let echo = header.is_some_and(|h| h.origin == self.server.origin);
+        if echo && !self.registry.wants_echoes() {
+            return;
+        }
+        if let Some(header) = header
+            && !self.seen.lock().accept(header.origin, header.seq)
+        {
+            tracing::debug!(
+                origin = header.origin,
+                seq = header.seq,
+                "dropped a duplicate"
+            );
+            return;
         }
         let message = match wire::decode_body(body) {
             Ok(message) => message,
@@ -267,10 +277,27 @@ impl<B: Broker> Inner<B> {
                 return;
             }
         };
+        if echo {
+            match message {
+                WireMessage::Send(envelope) => {
+                    self.registry.deliver(&envelope, Source::Echo);
+                }
+                WireMessage::Marker {
+                    hub,
+                    connection,
+                    claim,
+                } => self.registry.marker(&hub, &connection, claim),
+                WireMessage::Switched { hub, connection } => {
+                    self.registry.switched(&hub, &connection);
+                }
+                _ => {}
+            }
+            return;
+        }
         BackplaneStats::add(&self.stats.received, 1);
         match message {
             WireMessage::Send(envelope) => {
-                self.registry.deliver(&envelope);
+                self.registry.deliver(&envelope, Source::Only);
             }
             WireMessage::GroupCommand {
                 id,
@@ -285,13 +312,27 @@ impl<B: Broker> Inner<B> {
             WireMessage::Answer(answered) => {
                 self.registry.asks().resolve(answered);
             }
+            WireMessage::Claim(claim) => moves::claimed(self, claim),
+            WireMessage::Offer(offer) => self.moves.offered(offer),
+            WireMessage::Marker {
+                hub,
+                connection,
+                claim,
+            } => self.registry.marker(&hub, &connection, claim),
+            WireMessage::Handover(handover) => self.moves.handed_over(handover),
+            // Only its sender acts on it (above).
+            WireMessage::Switched { .. } => {}
         }
     }
 
     /// The copies of a send other servers need: one per channel, leaving out connections that
-    /// live here (delivered already).
-    fn remote_copies(&self, envelope: &Envelope) -> Vec<(String, WireMessage)> {
-        let local = |id: &str| self.registry.contains(&envelope.hub, id);
+    /// live here and took it already (`direct`).
+    fn remote_copies(
+        &self,
+        envelope: &Envelope,
+        direct: &dyn Fn(&str) -> bool,
+    ) -> Vec<(String, WireMessage)> {
+        let local = |id: &str| direct(id);
         self.channels
             .for_target(&envelope.hub, &envelope.target)
             .into_iter()
@@ -312,8 +353,18 @@ impl<B: Broker> Inner<B> {
 impl<B: Broker> Backplane for RedisBackplane<B> {
     fn publish(&self, envelope: Envelope) {
         let inner = &self.inner;
-        inner.registry.deliver(&envelope);
-        inner.send(inner.remote_copies(&envelope));
+        // Without a link no copy comes back: every local recipient takes it now.
+        let source = if inner.stats.is_connected() {
+            Source::Local
+        } else {
+            Source::Only
+        };
+        // One look at the registry for both: a connection switching to the backplane's order
+        // (to move) does so before this delivery or after its copies are queued, never
+        // between, so it gets the send exactly once.
+        inner.registry.deliver_then(&envelope, source, |direct| {
+            inner.send(inner.remote_copies(&envelope, direct));
+        });
     }
 
     fn change_remote_group(
@@ -377,5 +428,50 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
 
     fn registry(&self) -> &Arc<LocalRegistry> {
         &self.inner.registry
+    }
+
+    fn claim(&self, hub: &HubName, token: &str) -> BoxFuture<'static, Option<Claimed>> {
+        Box::pin(moves::claim(
+            self.inner.clone(),
+            hub.clone(),
+            token.to_owned(),
+        ))
+    }
+
+    fn deliver_in_order(&self, hub: &HubName, connection: &str) -> bool {
+        let inner = &self.inner;
+        inner.registry.deliver_in_order(hub, connection, || {
+            let switched = WireMessage::Switched {
+                hub: hub.clone(),
+                connection: connection.to_owned(),
+            };
+            inner.send(vec![(inner.channels.connection(hub, connection), switched)]);
+        })
+    }
+
+    fn mark(&self, hub: &HubName, connection: &str, claim: u64) {
+        let inner = &self.inner;
+        let marker = WireMessage::Marker {
+            hub: hub.clone(),
+            connection: connection.to_owned(),
+            claim,
+        };
+        inner.send(vec![(inner.channels.connection(hub, connection), marker)]);
+    }
+
+    fn offer(&self, order: &MoveOrder, offer: Offer) {
+        let inner = &self.inner;
+        let channel = inner.channels.returns(&order.claimant);
+        inner.send(vec![(channel, WireMessage::Offer(offer))]);
+    }
+
+    fn hand_over(&self, order: &MoveOrder, handover: Handover) {
+        let inner = &self.inner;
+        let channel = inner.channels.returns(&order.claimant);
+        inner.send(vec![(channel, WireMessage::Handover(handover))]);
+    }
+
+    fn serve_moves(&self, movers: Arc<dyn Movers>) {
+        self.inner.moves.serve(movers);
     }
 }

@@ -386,3 +386,120 @@ fn the_longest_silent_sender_is_forgotten_first() {
     assert!(seen.last.contains_key(&0), "recently heard");
     assert!(!seen.last.contains_key(&1), "the longest silent");
 }
+
+/// Passes the claims that reach a server to the test.
+struct Orders(tokio::sync::mpsc::UnboundedSender<(String, MoveOrder)>);
+
+impl Movers for Orders {
+    fn order(&self, _hub: &HubName, token: &str, order: MoveOrder) -> bool {
+        self.0.send((token.to_owned(), order)).is_ok()
+    }
+}
+
+/// Everything a client got here up to its move's marker, and whether the marker came.
+fn until_moved(rx: &mut OutboxReceiver, seen: &mut Vec<String>) -> bool {
+    let mut batch = Vec::new();
+    rx.try_recv_batch(&mut batch, usize::MAX);
+    for message in batch {
+        match message {
+            Outbound::Frame(frame) => seen.push(String::from_utf8_lossy(frame.as_bytes()).into()),
+            Outbound::Moved { .. } => return true,
+            Outbound::KeepAlive(_) | Outbound::Close(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_moving_between_servers_gets_every_send_once_in_order() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (server(&broker).await, server(&broker).await);
+    let (orders, mut ordered) = tokio::sync::mpsc::unbounded_channel();
+    a.backplane.serve_moves(Arc::new(Orders(orders)));
+    let mut old = connect(&a, "c").await;
+    join(&a, "c", "g").await.expect("joined");
+    // Both servers send to the group and to the connection throughout, in numbered turns.
+    let mut n = 0;
+    let turn = |n: &mut usize| {
+        for (server, tag) in [(&a, "A"), (&b, "B")] {
+            send(server, Target::Group("g".into()), &format!("{tag}g{n}"));
+            send(
+                server,
+                Target::Connection("c".into()),
+                &format!("{tag}c{n}"),
+            );
+        }
+        *n += 1;
+    };
+    turn(&mut n);
+
+    let claimant = b.backplane.clone();
+    let claim = tokio::spawn(async move { claimant.claim(&hub(), "token").await });
+    let (token, order) = ordered.recv().await.expect("the claim reached A");
+    assert_eq!(token, "token");
+    turn(&mut n);
+    assert!(a.backplane.deliver_in_order(&hub(), "c"));
+    turn(&mut n);
+    let offer = Offer {
+        claim: order.claim,
+        connection: "c".into(),
+        user: None,
+        protocol: "json".into(),
+        groups: a.registry.groups_of(&hub(), "c"),
+        received: 0,
+    };
+    a.backplane.offer(&order, offer.clone());
+    turn(&mut n);
+    let claimed = claim.await.expect("claim task").expect("the offer");
+    assert_eq!(claimed.offer, offer);
+    turn(&mut n);
+    let (tx, mut new) = outbox(256);
+    let handle = ConnectionHandle {
+        id: ConnectionId::new("c"),
+        user: None,
+        protocol: &JSON,
+        outbox: tx,
+        cancel: CancellationToken::new(),
+    };
+    let changes = b.registry.adopt(&hub(), handle, &offer.groups, order.claim);
+    b.backplane.update_interest(changes).await;
+    turn(&mut n);
+    b.backplane.mark(&hub(), "c", order.claim);
+    turn(&mut n);
+    let mut here = Vec::new();
+    eventually(|| until_moved(&mut old.rx, &mut here), "the marker on A").await;
+    turn(&mut n);
+    // Sentinels from both servers, after everything: once they are in, everything is.
+    send(&a, Target::Group("g".into()), "Aend");
+    send(&b, Target::Group("g".into()), "Bend");
+    let mut there = Vec::new();
+    eventually(
+        || {
+            until_moved(&mut new, &mut there);
+            there.iter().filter(|f| f.contains("end")).count() == 2
+        },
+        "the sentinels on B",
+    )
+    .await;
+    let all: Vec<String> = here
+        .iter()
+        .chain(&there)
+        .filter_map(|f| Some(f.split_once("[\"")?.1.split_once("\"]")?.0.to_owned()))
+        .collect();
+    for tag in ["A", "B"] {
+        for kind in ["g", "c"] {
+            let prefix = format!("{tag}{kind}");
+            let got: Vec<&String> = all.iter().filter(|m| m.starts_with(&prefix)).collect();
+            let expected: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+            assert_eq!(
+                got,
+                expected.iter().collect::<Vec<_>>(),
+                "{prefix}: once each, in order"
+            );
+        }
+    }
+    assert!(
+        !here.is_empty() && there.len() > 2,
+        "both servers delivered some"
+    );
+}

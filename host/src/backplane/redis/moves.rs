@@ -1,0 +1,137 @@
+//! Connections moving between servers (stateful reconnect across servers; the steps are in
+//! [`crate::types::Claim`]'s module).
+//!
+//! The claimant publishes its claim on the internal channel every server reads, and waits for
+//! an offer on its return channel; the holder's answer and, later, its handover come there
+//! too. The marker goes on the connection's own channel, which both servers are subscribed to
+//! by then, so each sees it in its place among the connection's sends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::Inner;
+use super::broker::Broker;
+use crate::backplane::wire::WireMessage;
+use crate::backplane::{Claimed, Movers};
+use crate::types::{Claim, Handover, HubName, MoveOrder, Offer};
+
+/// How long a claim waits for the holder's offer: a server that holds the token answers within
+/// a round trip through Redis; none answering means no server holds it.
+const OFFER_WITHIN: Duration = Duration::from_secs(1);
+/// When an unanswered claim is forgotten (well past any wait for its handover).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// Claims of this server waiting for answers, and where other servers' claims go.
+#[derive(Default)]
+pub(super) struct Moves {
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    movers: OnceLock<Arc<dyn Movers>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    offer: Option<oneshot::Sender<Offer>>,
+    handover: Option<oneshot::Sender<Handover>>,
+}
+
+impl Moves {
+    pub(super) fn serve(&self, movers: Arc<dyn Movers>) {
+        if self.movers.set(movers).is_err() {
+            tracing::warn!("claims already have a destination");
+        }
+    }
+
+    /// An offer arrived for one of this server's claims.
+    pub(super) fn offered(&self, offer: Offer) {
+        let sender = self
+            .waiting
+            .lock()
+            .get_mut(&offer.claim)
+            .and_then(|w| w.offer.take());
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(offer);
+            }
+            None => tracing::debug!(claim = offer.claim, "an offer for no claim waiting"),
+        }
+    }
+
+    /// A handover arrived for one of this server's claims.
+    pub(super) fn handed_over(&self, handover: Handover) {
+        let waiting = self.waiting.lock().remove(&handover.claim);
+        match waiting.and_then(|w| w.handover) {
+            Some(sender) => {
+                let _ = sender.send(handover);
+            }
+            None => tracing::debug!(claim = handover.claim, "a handover for no claim waiting"),
+        }
+    }
+}
+
+/// Claims the connection of `token`: resolves with the holder's offer, or `None` when no
+/// server answers in time.
+pub(super) async fn claim<B: Broker>(
+    inner: Arc<Inner<B>>,
+    hub: HubName,
+    token: String,
+) -> Option<Claimed> {
+    if !inner.stats.is_connected() {
+        return None;
+    }
+    let id = rand::random::<u64>();
+    let (offer_sender, offer) = oneshot::channel();
+    let (handover_sender, handover) = oneshot::channel();
+    inner.moves.waiting.lock().insert(
+        id,
+        Waiting {
+            offer: Some(offer_sender),
+            handover: Some(handover_sender),
+        },
+    );
+    let claim = Claim {
+        hub,
+        token,
+        id,
+        claimant: inner.server.name.clone(),
+    };
+    inner.send(vec![(
+        inner.channels.group_commands(),
+        WireMessage::Claim(claim),
+    )]);
+    match tokio::time::timeout(OFFER_WITHIN, offer).await {
+        Ok(Ok(offer)) => {
+            // A handover that never comes (its server died) must not be waited for forever.
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FORGET_AFTER).await;
+                inner.moves.waiting.lock().remove(&id);
+            });
+            Some(Claimed { offer, handover })
+        }
+        _ => {
+            inner.moves.waiting.lock().remove(&id);
+            None
+        }
+    }
+}
+
+/// Another server's claim: the connection is asked to move if it lives here.
+pub(super) fn claimed<B: Broker>(inner: &Inner<B>, claim: Claim) {
+    if claim.claimant == inner.server.name {
+        return;
+    }
+    let Some(movers) = inner.moves.movers.get() else {
+        return;
+    };
+    let order = MoveOrder {
+        claim: claim.id,
+        claimant: claim.claimant,
+    };
+    if movers.order(&claim.hub, &claim.token, order) {
+        tracing::debug!(hub = %claim.hub, claim = claim.id, "a connection moves to another server");
+    }
+}

@@ -1,0 +1,59 @@
+//! What servers tell each other when a connection moves from one to another: a client of
+//! stateful reconnect came back through a load balancer to a server that does not hold its
+//! connection.
+//!
+//! The new server (the claimant) publishes a [`Claim`] for the connection token to every
+//! server. The holder stops the connection and answers with an [`Offer`]: who the connection
+//! is, its groups, how many of the client's messages it handled. The claimant registers the
+//! connection (taking nothing yet), subscribes to its channels, and publishes a marker on the
+//! connection's channel. Both servers see every send in the backplane's one order, and the
+//! marker cuts it: what came before is the old server's to keep for the client, what comes after
+//! is the new one's. At the marker the old server hands the client's unacknowledged messages
+//! over ([`Handover`]) and lets the connection go; the new one replays them, then what came
+//! after the marker.
+
+use serde::{Deserialize, Serialize};
+
+use super::HubName;
+
+/// A server asks for the connection holding `token`, to take it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub hub: HubName,
+    pub token: String,
+    /// Random; names the claim in every later message.
+    pub id: u64,
+    /// The claiming server (whose return channel gets the answers).
+    pub claimant: String,
+}
+
+/// The holder's answer to a [`Claim`]: the connection, stopped and waiting for the marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub claim: u64,
+    pub connection: String,
+    pub user: Option<String>,
+    /// The hub protocol's name (`json`, `messagepack`).
+    pub protocol: String,
+    pub groups: Vec<String>,
+    /// The newest of the client's numbered messages that the holder handled.
+    pub received: u64,
+}
+
+/// The holder reached the marker: the messages the client has not acknowledged (encoded in
+/// its protocol, numbered from `first`), and its groups at the marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub claim: u64,
+    pub first: u64,
+    pub frames: Vec<Vec<u8>>,
+    pub groups: Vec<String>,
+}
+
+/// What a server holding a connection is asked by a [`Claim`]: stop it, and answer the
+/// claimant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveOrder {
+    pub claim: u64,
+    pub claimant: String,
+}
