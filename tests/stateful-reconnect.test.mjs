@@ -264,6 +264,34 @@ describe("stateful reconnect across hosts", () => {
       await path.close();
     });
   }
+
+  test("a stream to a client that moves ends with an error; the connection goes on", async () => {
+    const [a, b] = hosts;
+    const path = await startProxy([a.address]);
+    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const id = client.connectionId;
+    const items = [];
+    const ended = new Promise((resolve) => {
+      client.stream("Counter", 100_000, 10).subscribe({
+        next: (item) => {
+          items.push(item);
+          if (items.length === 10) {
+            path.retarget([b.address]);
+            path.cut();
+          }
+        },
+        complete: () => resolve("completed"),
+        error: (e) => resolve(e.message),
+      });
+    });
+    assert.equal(await ended, "The stream ended because the connection moved to another server.");
+    assert.deepEqual(items, Array.from({ length: items.length }, (_, i) => i), "the items before, once each");
+    assert.equal(await client.invoke("Echo", "still here"), "still here");
+    assert.equal(client.connectionId, id);
+    assert.equal(events.reconnecting, 0);
+    await client.stop();
+    await path.close();
+  });
 });
 
 describe("stateful reconnect behind a round-robin nginx", () => {

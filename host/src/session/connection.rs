@@ -27,6 +27,10 @@ use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, Ser
 use crate::registry::{ConnectionHandle, OfferError, Outbound, OutboxSender};
 use crate::types::{Caller, Handover, MoveOrder, Offer, Reply};
 
+/// The error of a stream to the client when its connection moves to another server (a stream
+/// does not move with it).
+const STREAM_MOVED: &str = "The stream ended because the connection moved to another server.";
+
 /// How long a connection moving away waits for its claimant's marker.
 const MARKER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -457,10 +461,19 @@ where
                 }
             }
         };
-        // Streams stop (their clients are leaving). Invocations in progress finish (each
-        // within its deadline), and their callers get their completions while the transport
-        // lasts; one still waiting for a slot is not started.
-        drop(streams);
+        // Streams stop (their clients are leaving; a client whose connection moves to another
+        // server is told). Invocations in progress finish (each within its deadline), and
+        // their callers get their completions while the transport lasts; one still waiting for
+        // a slot is not started.
+        let stopped = streams.stop_all();
+        if matches!(end, End::Moved(_)) {
+            for invocation_id in stopped {
+                self.queue(Outbound::Frame(protocol.encode(&ServerMessage::Completion {
+                    invocation_id: &invocation_id,
+                    completion: Completion::Error(STREAM_MOVED),
+                })));
+            }
+        }
         drop(uploads);
         invocations.drop_waiting();
         while invocations.is_running() {

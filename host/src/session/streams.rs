@@ -92,6 +92,16 @@ impl Streams {
         )));
     }
 
+    /// Stops every stream; their invocation ids.
+    pub(super) fn stop_all(&mut self) -> Vec<String> {
+        let running = self.0.take();
+        let mut ids: Vec<String> = running
+            .map(|r| r.cancels.into_keys().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
     /// Stops a stream the client gave up on (CancelInvocation); it ends with an empty
     /// Completion, as ASP.NET's. Unknown ids are ignored: the stream may have just ended.
     pub(super) fn cancel(&mut self, invocation_id: &str) -> bool {
