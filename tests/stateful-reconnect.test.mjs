@@ -14,6 +14,7 @@ import { launchChromium } from "./support/browser.mjs";
 import { metric, startHost, waitReady } from "./support/host.mjs";
 import { startNginx } from "./support/nginx.mjs";
 import { startProxy } from "./support/proxy.mjs";
+import { jwt } from "./support/jwt.mjs";
 import { startRedis } from "./support/redis.mjs";
 
 /** An official client built `.withStatefulReconnect().withAutomaticReconnect()`, with hooks. */
@@ -188,13 +189,18 @@ describe("stateful reconnect on one host", () => {
   });
 });
 
+const SECRET = "stateful-reconnect-test-secret";
+/** A bearer token for `user`, valid for ten minutes. */
+const bearer = (user) => jwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 600 }, SECRET);
+
 describe("stateful reconnect across hosts", () => {
   let redis;
   let hosts;
 
   before(async () => {
     redis = await startRedis();
-    hosts = await Promise.all([0, 1].map(() => startHost({ args: ["--redis", redis.url, "--rate-limit", "0"] })));
+    const args = ["--redis", redis.url, "--rate-limit", "0", "--jwt-secret", SECRET];
+    hosts = await Promise.all([0, 1].map(() => startHost({ args })));
     await Promise.all(hosts.map((h) => waitReady(h)));
   });
   after(async () => {
@@ -264,6 +270,42 @@ describe("stateful reconnect across hosts", () => {
       await path.close();
     });
   }
+
+  test("another user presenting a connection's token to another host gets 404; the connection stays", async () => {
+    const [a, b] = hosts;
+    const ana = bearer("ana");
+    const negotiated = await (
+      await fetch(`${a.url}/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ana}` },
+      })
+    ).json();
+    const token = negotiated.connectionToken;
+    const raw = await rawStateful(a.url, `${token}&access_token=${ana}`);
+    raw.send({ protocol: "json", version: 2 });
+    await raw.until((r) => Object.keys(r).length === 0, "the handshake's answer");
+    raw.send({ type: 6 });
+    const attempt = (user) =>
+      new Promise((resolve) => {
+        const socket = new WebSocket(`${b.url.replace("http", "ws")}/chat?id=${token}&access_token=${bearer(user)}`);
+        socket.on("unexpected-response", (_, response) => resolve(response.statusCode));
+        socket.on("open", () => {
+          socket.terminate();
+          resolve("open");
+        });
+      });
+    const refusedBefore = await metric(b, "hubhost_reconnect_resumes_refused_total");
+    const movedBefore = await metric(a, "hubhost_reconnect_moves_out_total");
+    assert.equal(await attempt("ben"), 404);
+    assert.equal(await metric(b, "hubhost_reconnect_resumes_refused_total"), refusedBefore + 1);
+    // Ana's connection did not move: a message to it still reaches her socket on host A.
+    const sender = await connect(`${b.url}/chat`);
+    await sender.invoke("SendToConnection", negotiated.connectionId, "still yours");
+    await raw.until((r) => r.type === 1 && r.arguments?.includes("still yours"), "the message on host A");
+    assert.equal(await metric(a, "hubhost_reconnect_moves_out_total"), movedBefore);
+    await sender.stop();
+    raw.socket.terminate();
+  });
 
   test("a stream to a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;

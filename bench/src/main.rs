@@ -28,8 +28,9 @@
 //!   stream's items.
 //!
 //! - `cuts`: broadcast load on C clients with stateful reconnect while `--cut-percent` of them
-//!   have their TCP connection reset every second and resume: messages lost and duplicated
-//!   (both must be 0), resume latency, host CPU per delivery.
+//!   have their TCP connection reset every second and resume (on the same host, or with
+//!   `--resume-elsewhere` on the next one): messages lost and duplicated (both must be 0),
+//!   resume latency, host CPU per delivery.
 //!
 //! `--quick` runs every scenario small and fails if any message was lost (CI runs it; it asserts
 //! nothing about speed). See docs/performance.md for how to run the full figures.
@@ -117,6 +118,10 @@ struct Args {
     /// Share of the clients whose connection is cut each second (cuts), in percent.
     #[arg(long, default_value_t = 10)]
     cut_percent: u64,
+    /// Clients that are cut resume on the next host, which takes their connection over from
+    /// the host that held it (cuts; needs 2 or more hosts).
+    #[arg(long)]
+    resume_elsewhere: bool,
     /// Small runs of every scenario that fail if a message is lost; for CI.
     #[arg(long)]
     quick: bool,
@@ -195,8 +200,16 @@ async fn main() -> anyhow::Result<()> {
             "hub-call" => scenarios::hub_call(&args).await?,
             "rooms" => failed |= scenarios::rooms(&args, &bin).await?.lost > 0,
             "cuts" => {
-                let stats = scenarios::cuts(&args, &bin).await?;
-                failed |= stats.lost > 0 || stats.duplicates > 0;
+                // The quick run resumes on the same host and on the other.
+                let ways = if args.quick {
+                    vec![false, true]
+                } else {
+                    vec![args.resume_elsewhere]
+                };
+                for elsewhere in ways {
+                    let stats = scenarios::cuts(&args, &bin, elsewhere).await?;
+                    failed |= stats.lost > 0 || stats.duplicates > 0;
+                }
             }
             "negotiate-flood" => scenarios::negotiate_flood(&args, &bin).await?,
             "streams" => {

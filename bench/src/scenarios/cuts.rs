@@ -1,8 +1,9 @@
 //! `cuts`: broadcast load while the network keeps cutting clients off. C clients negotiate
 //! stateful reconnect (JSON over WebSockets, handshake version 2); every second, `--cut-percent`
 //! of them have their TCP connection reset (no WebSocket close) and resume on a new socket with
-//! their connection token, as ASP.NET Core 8's client does. S other connections broadcast chat
-//! messages numbered per sender.
+//! their connection token, as ASP.NET Core 8's client does; with `--resume-elsewhere` the new
+//! socket goes to the next host, which takes the connection over. S other connections
+//! broadcast chat messages numbered per sender.
 //!
 //! Each client numbers what it receives, acknowledges once a second, skips what a resume sends
 //! again, and checks every sender's numbers arrive exactly once and in order. Reports
@@ -48,8 +49,9 @@ pub(crate) struct CutStats {
     pub(crate) duplicates: u64,
 }
 
-pub(crate) async fn cuts(args: &Args, bin: &PathBuf) -> anyhow::Result<CutStats> {
+pub(crate) async fn cuts(args: &Args, bin: &PathBuf, elsewhere: bool) -> anyhow::Result<CutStats> {
     let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
+    let addrs: Arc<Vec<String>> = Arc::new(hosts.iter().map(|h| h.addr.clone()).collect());
     let epoch = Instant::now();
     let tally = Arc::new(Tally::default());
     let latencies = Arc::new(Mutex::new(histogram()));
@@ -59,9 +61,9 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf) -> anyhow::Result<CutStats>
     let receivers = args.connections;
     let mut clients = Vec::new();
     for i in 0..receivers {
-        let addr = hosts[i % hosts.len()].addr.clone();
-        let client = Client::connect(&addr).await?;
+        let client = Client::connect(addrs.clone(), i % addrs.len()).await?;
         let context = Shared {
+            elsewhere,
             index: i as u64,
             every: cut_every(args.cut_percent),
             epoch,
@@ -131,9 +133,11 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf) -> anyhow::Result<CutStats>
     let total_time = started.elapsed();
     let cpu = hosts.iter().map(Proc::cpu_seconds).sum::<f64>() - cpu_before;
     let mut resumed_on_hosts = 0.0;
+    let mut moved = 0.0;
     let mut replayed = 0.0;
     for host in &hosts {
         resumed_on_hosts += metric(&host.addr, "hubhost_reconnect_resumes_total").await?;
+        moved += metric(&host.addr, "hubhost_reconnect_moves_in_total").await?;
         replayed += metric(&host.addr, "hubhost_reconnect_replayed_messages_total").await?;
     }
     let got = tally.delivered.load(Ordering::Relaxed);
@@ -147,8 +151,16 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf) -> anyhow::Result<CutStats>
     let r = resume_times.lock().await.clone();
     table(
         &format!(
-            "cuts: {receivers} stateful clients over {} host(s), {}% cut every second, {} senders, {}/s",
-            args.hosts, args.cut_percent, args.senders, args.rate
+            "cuts: {receivers} stateful clients over {} host(s), {}% cut every second and resumed on {}, {} senders, {}/s",
+            args.hosts,
+            args.cut_percent,
+            if elsewhere {
+                "the next host"
+            } else {
+                "their host"
+            },
+            args.senders,
+            args.rate
         ),
         &[
             (
@@ -160,9 +172,9 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf) -> anyhow::Result<CutStats>
             ("gaps seen", tally.gaps.load(Ordering::Relaxed).to_string()),
             ("duplicates delivered", duplicates.to_string()),
             (
-                "resumes (clients / hosts)",
+                "resumes (clients / same host / moved)",
                 format!(
-                    "{} / {resumed_on_hosts} ({} failed)",
+                    "{} / {resumed_on_hosts} / {moved} ({} failed)",
                     tally.resumes.load(Ordering::Relaxed),
                     tally.failed_resumes.load(Ordering::Relaxed)
                 ),
@@ -212,6 +224,8 @@ async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
 }
 
 struct Shared {
+    /// Cut clients resume on the next host.
+    elsewhere: bool,
     index: u64,
     every: u64,
     epoch: Instant,
@@ -223,7 +237,9 @@ struct Shared {
 
 /// A client of the chat hub with stateful reconnect.
 struct Client {
-    addr: String,
+    /// Every host, and the one this client is on.
+    hosts: Arc<Vec<String>>,
+    at: usize,
     token: String,
     ws: Ws,
     /// The newest id received, and the id the next numbered message has.
@@ -235,7 +251,8 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
+    async fn connect(hosts: Arc<Vec<String>>, at: usize) -> anyhow::Result<Self> {
+        let addr = &hosts[at];
         let token = negotiate_stateful(addr, "chat", None).await?;
         let mut ws = websocket(addr, &format!("/chat?id={token}"), None).await?;
         ws.send(Message::text(String::from_utf8(
@@ -250,7 +267,8 @@ impl Client {
         ws.send(Message::text(String::from_utf8(Protocol::Json.ping())?))
             .await?;
         Ok(Self {
-            addr: addr.to_owned(),
+            hosts: hosts.clone(),
+            at,
             token,
             ws,
             latest: 0,
@@ -295,6 +313,9 @@ impl Client {
                     let round = *context.round.borrow();
                     if context.every > 0 && (context.index + round).is_multiple_of(context.every) {
                         self.cut();
+                        if context.elsewhere {
+                            self.at = (self.at + 1) % self.hosts.len();
+                        }
                         if !self.resume(&context, &mut pending).await {
                             break;
                         }
@@ -321,7 +342,7 @@ impl Client {
         let started = Instant::now();
         pending.clear();
         let path = format!("/chat?id={}", self.token);
-        let ws = match websocket(&self.addr, &path, None).await {
+        let ws = match websocket(&self.hosts[self.at], &path, None).await {
             Ok(ws) => ws,
             Err(_) => {
                 context.tally.failed_resumes.fetch_add(1, Ordering::Relaxed);

@@ -116,9 +116,15 @@ pub trait Backplane: Send + Sync + 'static {
     fn registry(&self) -> &Arc<LocalRegistry>;
 
     /// Finds the server holding the connection of `token` and has it stopped for this one to
-    /// take over; `None` when no server answers (one server has no other to ask).
-    fn claim(&self, hub: &HubName, token: &str) -> BoxFuture<'static, Option<Claimed>> {
-        let _ = (hub, token);
+    /// take over, if `user` is its user; `None` when no server answers (one server has no
+    /// other to ask).
+    fn claim(
+        &self,
+        hub: &HubName,
+        token: &str,
+        user: Option<String>,
+    ) -> BoxFuture<'static, Option<Claimed>> {
+        let _ = (hub, token, user);
         Box::pin(async { None })
     }
 

@@ -146,6 +146,7 @@ mod tests {
                 token: "t".into(),
                 id: 9,
                 claimant: "server-2".into(),
+                user: Some("ana".into()),
             }),
             WireMessage::Offer(Offer {
                 claim: 9,

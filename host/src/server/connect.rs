@@ -245,15 +245,12 @@ async fn take_over(
         Metrics::inc(&app.sessions.metrics.resumes_refused);
         start_error(StartError::Unknown)
     };
-    let Some(claimed) = app.sessions.router.backplane().claim(hub, token).await else {
+    let backplane = app.sessions.router.backplane();
+    // The holder stays put unless the user is the connection's.
+    let user = identity.user_id.clone();
+    let Some(claimed) = backplane.claim(hub, token, user).await else {
         return refused();
     };
-    if claimed.offer.user != identity.user_id {
-        // The token is someone else's: its holder waits for a marker that never comes, and
-        // ends the connection.
-        tracing::warn!(hub = %hub, "a connection token presented by another user");
-        return refused();
-    }
     let connection_id = ConnectionId::new(claimed.offer.connection.clone());
     let connection = connection(
         loaded,

@@ -48,8 +48,9 @@ enum End {
     },
     /// Cut off by the server (slow client, shutdown, hub removed); the writer closes.
     Cancelled,
-    /// Another server took the client's new transport and claims the connection.
-    Moved(MoveOrder),
+    /// Another server took the client's new transport and claims the connection. (Boxed:
+    /// every connection's session future has room for an `End`.)
+    Moved(Box<MoveOrder>),
 }
 
 impl End {
@@ -434,6 +435,9 @@ where
                             self.transport_cut(&error);
                         }
                     }
+                    Resumption::Move(order) if order.user != self.caller.user_id => {
+                        tracing::warn!(connection = %self.caller.connection_id, "another user presented the connection's token");
+                    }
                     Resumption::Move(order) => {
                         // From now on this server's own sends reach the connection in the
                         // backplane's order too, where the claimant's marker will cut it.
@@ -443,7 +447,7 @@ where
                             resume.sent.start_moving();
                         }
                         self.incoming = None;
-                        break End::Moved(order);
+                        break End::Moved(Box::new(order));
                     }
                     Resumption::Ended => {}
                 },
@@ -468,10 +472,12 @@ where
         let stopped = streams.stop_all();
         if matches!(end, End::Moved(_)) {
             for invocation_id in stopped {
-                self.queue(Outbound::Frame(protocol.encode(&ServerMessage::Completion {
-                    invocation_id: &invocation_id,
-                    completion: Completion::Error(STREAM_MOVED),
-                })));
+                self.queue(Outbound::Frame(protocol.encode(
+                    &ServerMessage::Completion {
+                        invocation_id: &invocation_id,
+                        completion: Completion::Error(STREAM_MOVED),
+                    },
+                )));
             }
         }
         drop(uploads);

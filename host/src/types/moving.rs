@@ -25,6 +25,8 @@ pub struct Claim {
     pub id: u64,
     /// The claiming server (whose return channel gets the answers).
     pub claimant: String,
+    /// Who presented the token: a connection moves only to its own user.
+    pub user: Option<String>,
 }
 
 /// The holder's answer to a [`Claim`]: the connection, stopped and waiting for the marker.
@@ -56,4 +58,6 @@ pub struct Handover {
 pub struct MoveOrder {
     pub claim: u64,
     pub claimant: String,
+    /// Who presented the token (the connection stays put for anyone but its user).
+    pub user: Option<String>,
 }

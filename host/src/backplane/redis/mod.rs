@@ -430,11 +430,17 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
         &self.inner.registry
     }
 
-    fn claim(&self, hub: &HubName, token: &str) -> BoxFuture<'static, Option<Claimed>> {
+    fn claim(
+        &self,
+        hub: &HubName,
+        token: &str,
+        user: Option<String>,
+    ) -> BoxFuture<'static, Option<Claimed>> {
         Box::pin(moves::claim(
             self.inner.clone(),
             hub.clone(),
             token.to_owned(),
+            user,
         ))
     }
 

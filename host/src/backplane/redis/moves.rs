@@ -78,6 +78,7 @@ pub(super) async fn claim<B: Broker>(
     inner: Arc<Inner<B>>,
     hub: HubName,
     token: String,
+    user: Option<String>,
 ) -> Option<Claimed> {
     if !inner.stats.is_connected() {
         return None;
@@ -97,6 +98,7 @@ pub(super) async fn claim<B: Broker>(
         token,
         id,
         claimant: inner.server.name.clone(),
+        user,
     };
     inner.send(vec![(
         inner.channels.group_commands(),
@@ -130,6 +132,7 @@ pub(super) fn claimed<B: Broker>(inner: &Inner<B>, claim: Claim) {
     let order = MoveOrder {
         claim: claim.id,
         claimant: claim.claimant,
+        user: claim.user,
     };
     if movers.order(&claim.hub, &claim.token, order) {
         tracing::debug!(hub = %claim.hub, claim = claim.id, "a connection moves to another server");

@@ -434,7 +434,7 @@ async fn a_connection_moving_between_servers_gets_every_send_once_in_order() {
     turn(&mut n);
 
     let claimant = b.backplane.clone();
-    let claim = tokio::spawn(async move { claimant.claim(&hub(), "token").await });
+    let claim = tokio::spawn(async move { claimant.claim(&hub(), "token", None).await });
     let (token, order) = ordered.recv().await.expect("the claim reached A");
     assert_eq!(token, "token");
     turn(&mut n);
