@@ -209,7 +209,7 @@ describe("stateful reconnect across hosts", () => {
   });
 
   for (const protocol of ["json", "messagepack"]) {
-    test(`a client cut from one host resumes on the other with every message exactly once, in order (${protocol})`, async () => {
+    test(`a client cut from one host resumes on the other, and back, with every message exactly once, in order (${protocol})`, async () => {
       const [a, b] = hosts;
       // The client's path leads to host A, until the cut; then to host B.
       const path = await startProxy([a.address]);
@@ -224,6 +224,7 @@ describe("stateful reconnect across hosts", () => {
       const seenBySenders = senders.map((s) => record(s, "broadcastMessage"));
       await client.invoke("JoinRoom", "r");
       const [movesIn, movesOut] = [await metric(b, "hubhost_reconnect_moves_in_total"), await metric(a, "hubhost_reconnect_moves_out_total")];
+      const [backIn, backOut] = [await metric(a, "hubhost_reconnect_moves_in_total"), await metric(b, "hubhost_reconnect_moves_out_total")];
 
       const n = 120;
       const sends = [];
@@ -237,6 +238,12 @@ describe("stateful reconnect across hosts", () => {
           path.retarget([b.address]);
           assert.ok(path.cut() >= 1);
           for (let j = 0; j < 10; j++) sends.push(client.send("Send", "client", `c${j}`));
+        }
+        if (i === 80) {
+          // And back: a connection that moved moves on again.
+          await waitUntilAsync(async () => (await metric(b, "hubhost_reconnect_moves_in_total")) === movesIn + 1, "the first move");
+          path.retarget([a.address]);
+          assert.ok(path.cut() >= 1);
         }
         if (i % 10 === 0) await Promise.all(sends.splice(0));
       }
@@ -261,9 +268,11 @@ describe("stateful reconnect across hosts", () => {
       assert.equal(events.reconnecting, 0, "resumed without the automatic reconnect");
       assert.equal(await metric(b, "hubhost_reconnect_moves_in_total"), movesIn + 1);
       assert.equal(await metric(a, "hubhost_reconnect_moves_out_total"), movesOut + 1);
-      // Its room came along: a room message from host A reaches it on host B.
-      await senders[0].invoke("SendToRoom", "r", "A", "after");
-      await waitUntil(() => rooms.some(([, , m]) => m === "after"), "a room message after the move");
+      assert.equal(await metric(a, "hubhost_reconnect_moves_in_total"), backIn + 1, "moved back");
+      assert.equal(await metric(b, "hubhost_reconnect_moves_out_total"), backOut + 1);
+      // Its room came along: a room message from host B reaches it on host A.
+      await senders[1].invoke("SendToRoom", "r", "B", "after");
+      await waitUntil(() => rooms.some(([, , m]) => m === "after"), "a room message after the moves");
 
       await client.stop();
       await Promise.all(senders.map((s) => s.stop()));

@@ -253,15 +253,20 @@ impl LocalRegistry {
     /// (the backplane queues the switch's marker there). `false` if it is not here.
     pub fn deliver_in_order(&self, hub: &HubName, id: &str, then: impl FnOnce()) -> bool {
         let mut hubs = self.hubs.write();
-        let Some((_, _, before)) = hubs
-            .get_mut(hub)
-            .and_then(|c| c.set_delivery(id, Delivery::Switching))
-        else {
+        let Some(conns) = hubs.get_mut(hub) else {
             return false;
         };
-        self.count_delivery(before, Delivery::Switching);
-        then();
-        true
+        match conns.delivery(id) {
+            None => false,
+            Some(Delivery::Direct) => {
+                conns.set_delivery(id, Delivery::Switching);
+                self.count_delivery(Delivery::Direct, Delivery::Switching);
+                then();
+                true
+            }
+            // A connection that moved here takes everything in that order already.
+            Some(_) => true,
+        }
     }
 
     /// The marker of a switch to the backplane's order came back: this server's own sends

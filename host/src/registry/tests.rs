@@ -439,4 +439,10 @@ fn an_adopted_connection_takes_nothing_until_its_claims_marker() {
     assert_eq!(outbound(&mut a), ["frame", "frame"], "Only and Echo");
     assert_eq!(send(&r, Target::Group("g".into())).delivered, 1);
     assert_eq!(send(&r, Target::User("ana".into())).delivered, 1);
+    outbound(&mut a);
+
+    // Moving on again: it takes this server's sends from the backplane already, and goes on.
+    assert!(r.deliver_in_order(&hub(), "a", || panic!("no switch to mark")));
+    send_from(&r, Source::Echo);
+    assert_eq!(outbound(&mut a), ["frame"]);
 }
