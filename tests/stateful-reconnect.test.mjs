@@ -316,6 +316,34 @@ describe("stateful reconnect across hosts", () => {
     raw.socket.terminate();
   });
 
+  test("a call in flight when the client moves finishes on the old host, and its result reaches the client on the new one", async () => {
+    const [a, b] = hosts;
+    const path = await startProxy([a.address]);
+    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const id = client.connectionId;
+    // Another client takes its time answering the question the call asks it (2 s, longer
+    // than a host waits for an answer to its claim).
+    const answerer = await connect(`${b.url}/chat`);
+    let asked;
+    const questioned = new Promise((resolve) => (asked = resolve));
+    answerer.on("Answer", async (question) => {
+      asked();
+      await new Promise((r) => setTimeout(r, 2000));
+      return `${question} yes`;
+    });
+    const call = client.invoke("Ask", answerer.connectionId, "slow?");
+    await questioned;
+    path.retarget([b.address]);
+    assert.ok(path.cut() >= 1);
+    assert.equal(await call, "slow? yes");
+    assert.equal(client.connectionId, id);
+    assert.equal(events.reconnecting, 0, "moved, not started over");
+    assert.equal(await client.invoke("Echo", "on B"), "on B");
+    await answerer.stop();
+    await client.stop();
+    await path.close();
+  });
+
   test("a stream to a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;
     const path = await startProxy([a.address]);

@@ -141,6 +141,12 @@ pub trait Backplane: Send + Sync + 'static {
         let _ = (hub, connection, claim);
     }
 
+    /// Tells the claimant this server holds the connection and stops it (the offer follows
+    /// once its calls in flight are done).
+    fn hold(&self, order: &MoveOrder) {
+        let _ = order;
+    }
+
     /// Answers a claim (the connection is stopped and waits for the marker).
     fn offer(&self, order: &MoveOrder, offer: Offer) {
         let _ = (order, offer);

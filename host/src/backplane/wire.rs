@@ -52,6 +52,9 @@ pub enum WireMessage {
     /// A connection about to move takes its server's own sends from the backplane from here
     /// on; on its channel, read only by that server.
     Switched { hub: HubName, connection: String },
+    /// A server holds the connection a claim asks for (its offer follows); on the claimant's
+    /// return channel.
+    Held { claim: u64 },
 }
 
 /// Who sent a packet, and its place in that sender's sequence.
@@ -171,6 +174,7 @@ mod tests {
                 hub: HubName::new("chat"),
                 connection: "c1".into(),
             },
+            WireMessage::Held { claim: 9 },
         ];
         let header = Header {
             origin: u64::MAX - 3,

@@ -442,6 +442,7 @@ where
                         // From now on this server's own sends reach the connection in the
                         // backplane's order too, where the claimant's marker will cut it.
                         let backplane = self.context.router.backplane();
+                        backplane.hold(&order);
                         backplane.deliver_in_order(&self.caller.hub, self.caller.connection_id.as_str());
                         if let Some(resume) = &self.resume {
                             resume.sent.start_moving();
@@ -481,7 +482,11 @@ where
             }
         }
         drop(uploads);
-        invocations.drop_waiting();
+        // A connection that moves keeps its calls: the client counts them as received, so they
+        // must run here, their completions going over with the rest.
+        if !matches!(end, End::Moved(_)) {
+            invocations.drop_waiting();
+        }
         while invocations.is_running() {
             let finished = invocations.next().await;
             // The session is ending anyway: an abort changes nothing.

@@ -116,6 +116,17 @@ impl Sent {
         self.moving.load(Ordering::Acquire)
     }
 
+    /// Waits until the connection is moving to another server.
+    pub async fn moving(&self) {
+        loop {
+            let notified = self.room.notified();
+            if self.is_moving() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The writer reached the marker of the move: everything meant for the client here is
     /// kept. `groups` are the connection's groups then.
     pub fn moved(&self, groups: Vec<String>) {

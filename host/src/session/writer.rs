@@ -231,19 +231,27 @@ enum Flow {
 
 /// One write on the transport; a new transport that arrives meanwhile abandons it (`None`,
 /// with the transport in `next`): the old one is dead or stuck behind a full send buffer, and
-/// the client is waiting on the new one (ASP.NET cancels the old socket too).
+/// the client is waiting on the new one (ASP.NET cancels the old socket too). So does a move of
+/// the connection to another server (`None`, nothing in `next`): the client is there.
 async fn racing<O, T>(
     sinks: &mut Option<HandoffReceiver<O>>,
     next: &mut Option<O>,
+    sent: Option<&Sent>,
     op: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     let mut op = std::pin::pin!(op);
+    let moving = unless_none(sent.map(Sent::moving));
+    let mut moving = std::pin::pin!(moving);
     loop {
         let Some(receiver) = sinks.as_mut().filter(|_| next.is_none()) else {
-            return Some(op.await);
+            return tokio::select! {
+                done = &mut op => Some(done),
+                () = &mut moving => None,
+            };
         };
         tokio::select! {
             done = &mut op => return Some(done),
+            () = &mut moving => return None,
             sink = receiver.recv() => match sink {
                 Some(sink) => {
                     *next = Some(sink);
@@ -359,7 +367,8 @@ where
         let Some(sink) = &mut self.sink else {
             return Ok(());
         };
-        match racing(&mut self.sinks, &mut self.next, sink.feed(frame)).await {
+        let sent = self.sent.as_deref();
+        match racing(&mut self.sinks, &mut self.next, sent, sink.feed(frame)).await {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => match self.failed(&e) {
                 Flow::Continue => Ok(()),
@@ -377,7 +386,8 @@ where
         let Some(sink) = &mut self.sink else {
             return Flow::Continue;
         };
-        match racing(&mut self.sinks, &mut self.next, sink.flush()).await {
+        let sent = self.sent.as_deref();
+        match racing(&mut self.sinks, &mut self.next, sent, sink.flush()).await {
             Some(Err(e)) => self.failed(&e),
             Some(Ok(())) => Flow::Continue,
             None => {

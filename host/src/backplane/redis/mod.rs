@@ -313,6 +313,7 @@ impl<B: Broker> Inner<B> {
                 self.registry.asks().resolve(answered);
             }
             WireMessage::Claim(claim) => moves::claimed(self, claim),
+            WireMessage::Held { claim } => self.moves.held(claim),
             WireMessage::Offer(offer) => self.moves.offered(offer),
             WireMessage::Marker {
                 hub,
@@ -463,6 +464,13 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
             claim,
         };
         inner.send(vec![(inner.channels.connection(hub, connection), marker)]);
+    }
+
+    fn hold(&self, order: &MoveOrder) {
+        let inner = &self.inner;
+        let channel = inner.channels.returns(&order.claimant);
+        let held = WireMessage::Held { claim: order.claim };
+        inner.send(vec![(channel, held)]);
     }
 
     fn offer(&self, order: &MoveOrder, offer: Offer) {

@@ -19,9 +19,12 @@ use crate::backplane::wire::WireMessage;
 use crate::backplane::{Claimed, Movers};
 use crate::types::{Claim, Handover, HubName, MoveOrder, Offer};
 
-/// How long a claim waits for the holder's offer: a server that holds the token answers within
-/// a round trip through Redis; none answering means no server holds it.
-const OFFER_WITHIN: Duration = Duration::from_secs(1);
+/// How long a claim waits for the holder's first answer: a server that holds the token answers
+/// within a round trip through Redis; none answering means no server holds it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+/// How long a claim the holder answered waits for its offer: the holder finishes the
+/// connection's calls in flight first, each within its deadline.
+const OFFER_WITHIN: Duration = Duration::from_secs(30);
 /// When an unanswered claim is forgotten (well past any wait for its handover).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
@@ -34,6 +37,8 @@ pub(super) struct Moves {
 
 #[derive(Default)]
 struct Waiting {
+    /// Told when the holder answers that it holds the connection (its offer follows).
+    held: Option<oneshot::Sender<()>>,
     offer: Option<oneshot::Sender<Offer>>,
     handover: Option<oneshot::Sender<Handover>>,
 }
@@ -42,6 +47,18 @@ impl Moves {
     pub(super) fn serve(&self, movers: Arc<dyn Movers>) {
         if self.movers.set(movers).is_err() {
             tracing::warn!("claims already have a destination");
+        }
+    }
+
+    /// The holder of one of this server's claims answered that it holds the connection.
+    pub(super) fn held(&self, claim: u64) {
+        let sender = self
+            .waiting
+            .lock()
+            .get_mut(&claim)
+            .and_then(|w| w.held.take());
+        if let Some(sender) = sender {
+            let _ = sender.send(());
         }
     }
 
@@ -84,15 +101,24 @@ pub(super) async fn claim<B: Broker>(
         return None;
     }
     let id = rand::random::<u64>();
+    let (held_sender, held) = oneshot::channel();
     let (offer_sender, offer) = oneshot::channel();
     let (handover_sender, handover) = oneshot::channel();
     inner.moves.waiting.lock().insert(
         id,
         Waiting {
+            held: Some(held_sender),
             offer: Some(offer_sender),
             handover: Some(handover_sender),
         },
     );
+    // Forgets the claim however this ends, the request that made it going away included;
+    // a claim that got its offer is kept a while for its handover.
+    let mut waiting = Forget {
+        inner: inner.clone(),
+        id,
+        after: None,
+    };
     let claim = Claim {
         hub,
         token,
@@ -104,19 +130,41 @@ pub(super) async fn claim<B: Broker>(
         inner.channels.group_commands(),
         WireMessage::Claim(claim),
     )]);
+    if !matches!(tokio::time::timeout(ANSWER_WITHIN, held).await, Ok(Ok(()))) {
+        return None;
+    }
     match tokio::time::timeout(OFFER_WITHIN, offer).await {
         Ok(Ok(offer)) => {
             // A handover that never comes (its server died) must not be waited for forever.
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(FORGET_AFTER).await;
-                inner.moves.waiting.lock().remove(&id);
-            });
+            waiting.after = Some(FORGET_AFTER);
             Some(Claimed { offer, handover })
         }
-        _ => {
-            inner.moves.waiting.lock().remove(&id);
-            None
+        _ => None,
+    }
+}
+
+/// Forgets a claim when dropped: at once, or `after` a while.
+struct Forget<B: Broker> {
+    inner: Arc<Inner<B>>,
+    id: u64,
+    after: Option<Duration>,
+}
+
+impl<B: Broker> Drop for Forget<B> {
+    fn drop(&mut self) {
+        let (inner, id) = (self.inner.clone(), self.id);
+        match self.after {
+            None => {
+                inner.moves.waiting.lock().remove(&id);
+            }
+            Some(after) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(after).await;
+                        inner.moves.waiting.lock().remove(&id);
+                    });
+                }
+            }
         }
     }
 }
@@ -135,6 +183,6 @@ pub(super) fn claimed<B: Broker>(inner: &Inner<B>, claim: Claim) {
         user: claim.user,
     };
     if movers.order(&claim.hub, &claim.token, order) {
-        tracing::debug!(hub = %claim.hub, claim = claim.id, "a connection moves to another server");
+        tracing::debug!(hub = %claim.hub, claim = claim.id, "a claim reached its connection");
     }
 }

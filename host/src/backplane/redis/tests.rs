@@ -437,6 +437,7 @@ async fn a_connection_moving_between_servers_gets_every_send_once_in_order() {
     let claim = tokio::spawn(async move { claimant.claim(&hub(), "token", None).await });
     let (token, order) = ordered.recv().await.expect("the claim reached A");
     assert_eq!(token, "token");
+    a.backplane.hold(&order);
     turn(&mut n);
     assert!(a.backplane.deliver_in_order(&hub(), "c"));
     turn(&mut n);
