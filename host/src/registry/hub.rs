@@ -128,7 +128,11 @@ impl HubConnections {
     ) -> Option<Vec<InterestChange>> {
         let hub = change.hub();
         let group = change.group();
-        let entry = self.connections.get_mut(change.connection())?;
+        // A connection that moved away is its new server's to change.
+        let entry = self
+            .connections
+            .get_mut(change.connection())
+            .filter(|e| e.delivery != Delivery::Moved)?;
         let id = entry.handle.id.clone();
         let mut changes = Vec::new();
         match change {

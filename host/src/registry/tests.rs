@@ -400,6 +400,10 @@ fn a_moving_connection_switches_to_the_backplanes_order_then_lets_go_at_the_mark
     }
     assert!(outbound(&mut a).is_empty(), "nothing after the marker");
     assert_eq!(r.groups_of(&hub(), "a"), ["g"], "kept until it unregisters");
+    assert!(
+        !join(&r, "a", "h"),
+        "its group changes go to its new server"
+    );
     r.remove(&hub(), &ConnectionId::new("a"));
     assert!(!r.wants_echoes());
 }

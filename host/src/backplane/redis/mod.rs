@@ -220,11 +220,17 @@ impl<B: Broker> RedisBackplane<B> {
 impl<B: Broker> Inner<B> {
     /// Encodes and queues messages for the publisher; what cannot be queued is counted.
     fn send(&self, messages: Vec<(String, WireMessage)>) {
+        self.send_if(self.stats.is_connected(), messages);
+    }
+
+    /// [`send`](Self::send) with the link's state as the caller saw it (a send delivered here
+    /// decided by it whether a copy comes back).
+    fn send_if(&self, connected: bool, messages: Vec<(String, WireMessage)>) {
         let count = messages.len() as u64;
         if count == 0 {
             return;
         }
-        if !self.stats.is_connected() {
+        if !connected {
             self.health
                 .dropped(&self.stats, count, "Redis is not connected");
             return;
@@ -354,8 +360,10 @@ impl<B: Broker> Inner<B> {
 impl<B: Broker> Backplane for RedisBackplane<B> {
     fn publish(&self, envelope: Envelope) {
         let inner = &self.inner;
-        // Without a link no copy comes back: every local recipient takes it now.
-        let source = if inner.stats.is_connected() {
+        // Without a link no copy comes back: every local recipient takes it now. Read once, so
+        // the delivery and the copy agree.
+        let connected = inner.stats.is_connected();
+        let source = if connected {
             Source::Local
         } else {
             Source::Only
@@ -364,7 +372,7 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
         // (to move) does so before this delivery or after its copies are queued, never
         // between, so it gets the send exactly once.
         inner.registry.deliver_then(&envelope, source, |direct| {
-            inner.send(inner.remote_copies(&envelope, direct));
+            inner.send_if(connected, inner.remote_copies(&envelope, direct));
         });
     }
 
