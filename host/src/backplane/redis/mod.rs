@@ -283,28 +283,29 @@ impl<B: Broker> Inner<B> {
                 return;
             }
         };
-        if echo {
-            match message {
-                WireMessage::Send(envelope) => {
-                    self.registry.deliver(&envelope, Source::Echo);
-                }
-                WireMessage::Marker {
-                    hub,
-                    connection,
-                    claim,
-                } => self.registry.marker(&hub, &connection, claim),
-                WireMessage::Switched { hub, connection } => {
-                    self.registry.switched(&hub, &connection);
-                }
-                _ => {}
-            }
-            return;
-        }
-        BackplaneStats::add(&self.stats.received, 1);
+        let source = if echo {
+            Source::Echo
+        } else {
+            BackplaneStats::add(&self.stats.received, 1);
+            Source::Only
+        };
         match message {
             WireMessage::Send(envelope) => {
-                self.registry.deliver(&envelope, Source::Only);
+                self.registry.deliver(&envelope, source);
             }
+            WireMessage::Marker {
+                hub,
+                connection,
+                claim,
+            } => self.registry.marker(&hub, &connection, claim),
+            // Only its sender acts on it.
+            WireMessage::Switched { hub, connection } => {
+                if echo {
+                    self.registry.switched(&hub, &connection);
+                }
+            }
+            // The rest of our own packets were for other servers.
+            _ if echo => {}
             WireMessage::GroupCommand {
                 id,
                 reply_to,
@@ -321,14 +322,7 @@ impl<B: Broker> Inner<B> {
             WireMessage::Claim(claim) => moves::claimed(self, claim),
             WireMessage::Held { claim } => self.moves.held(claim),
             WireMessage::Offer(offer) => self.moves.offered(offer),
-            WireMessage::Marker {
-                hub,
-                connection,
-                claim,
-            } => self.registry.marker(&hub, &connection, claim),
             WireMessage::Handover(handover) => self.moves.handed_over(handover),
-            // Only its sender acts on it (above).
-            WireMessage::Switched { .. } => {}
         }
     }
 
