@@ -344,6 +344,25 @@ describe("stateful reconnect across hosts", () => {
     await path.close();
   });
 
+  test("a client whose host was killed cannot resume elsewhere (no durable mode): it starts over on the other host", async () => {
+    const doomed = await startHost({ args: ["--redis", redis.url, "--jwt-secret", SECRET] });
+    const survivor = hosts[1];
+    const path = await startProxy([doomed.address]);
+    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const id = client.connectionId;
+    const refusedBefore = await metric(survivor, "hubhost_reconnect_resumes_refused_total");
+    path.retarget([survivor.address]);
+    doomed.kill();
+    await doomed.exited;
+    await waitUntil(() => events.reconnected.length === 1, "a new connection on the surviving host", 10_000);
+    assert.notEqual(events.reconnected[0], id, "a new connection id: what it had not acknowledged died with its host");
+    assert.ok((await metric(survivor, "hubhost_reconnect_resumes_refused_total")) > refusedBefore);
+    assert.equal(await client.invoke("Echo", "on the survivor"), "on the survivor");
+    await client.stop();
+    await path.close();
+    await doomed.stop();
+  });
+
   test("a stream to a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;
     const path = await startProxy([a.address]);
