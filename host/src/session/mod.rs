@@ -24,7 +24,9 @@
 //! A WebSocket connection negotiated with stateful reconnect ([`serve_resumable`]) outlives
 //! its socket: when the socket is cut, the session keeps running for the reconnect window,
 //! the writer keeps what the client has not acknowledged ([`resume`]), and a new socket with
-//! the same connection token carries on where the old one stopped.
+//! the same connection token carries on where the old one stopped. A socket that reaches
+//! another server moves the connection there: this session hands it over and ends without
+//! `on-disconnected`, and that server's session ([`adopt`], [`serve_adopted`]) carries on.
 
 mod connection;
 pub mod handoff;

@@ -16,6 +16,10 @@
 //!   sender and carries a sequence number ([`wire`](crate::backplane::wire)): a server skips
 //!   its own packets and drops duplicates, so nothing is delivered twice, even when a
 //!   pipeline that failed half-way is retried.
+//! - A connection of stateful reconnect whose client comes back to another server moves there
+//!   ([`moves`], and [`crate::types::Claim`] for the steps): while it moves, it takes this
+//!   server's own sends back from Redis like everyone else's (they are not skipped for it), so
+//!   both servers see one order, which the new server's marker cuts in two.
 //! - If Redis goes away nothing crashes: this server's clients keep being served, what cannot
 //!   reach other servers is counted and logged once per outage ([`health`]), the link is retried
 //!   with a short backoff, and every subscription is restored when it is back.
