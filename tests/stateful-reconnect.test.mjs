@@ -363,6 +363,28 @@ describe("stateful reconnect across hosts", () => {
     await doomed.stop();
   });
 
+  test("an upload from a client that moves ends with an error; the connection goes on", async () => {
+    const [a, b] = hosts;
+    const path = await startProxy([a.address]);
+    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const id = client.connectionId;
+    const numbers = new signalR.Subject();
+    const sum = client.invoke("Sum", numbers);
+    numbers.next(1);
+    numbers.next(2);
+    // A round trip behind the items: the upload runs on host A.
+    assert.equal(await client.invoke("Echo", "uploading"), "uploading");
+    path.retarget([b.address]);
+    assert.ok(path.cut() >= 1);
+    await assert.rejects(sum, { message: "The upload ended because the connection moved to another server." });
+    numbers.complete();
+    assert.equal(await client.invoke("Echo", "on B"), "on B");
+    assert.equal(client.connectionId, id);
+    assert.equal(events.reconnecting, 0);
+    await client.stop();
+    await path.close();
+  });
+
   test("a stream to a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;
     const path = await startProxy([a.address]);

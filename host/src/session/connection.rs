@@ -30,6 +30,8 @@ use crate::types::{Caller, Handover, MoveOrder, Offer, Reply};
 /// The error of a stream to the client when its connection moves to another server (a stream
 /// does not move with it).
 const STREAM_MOVED: &str = "The stream ended because the connection moved to another server.";
+/// The error of a stream from the client (an upload) when its connection moves.
+const UPLOAD_MOVED: &str = "The upload ended because the connection moved to another server.";
 
 /// How long a connection moving away waits for its claimant's marker.
 const MARKER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -466,22 +468,26 @@ where
                 }
             }
         };
-        // Streams stop (their clients are leaving; a client whose connection moves to another
-        // server is told). Invocations in progress finish (each within its deadline), and
+        // Streams and uploads stop (their clients are leaving; a client whose connection moves
+        // to another server is told). Invocations in progress finish (each within its deadline), and
         // their callers get their completions while the transport lasts; one still waiting for
         // a slot is not started.
-        let stopped = streams.stop_all();
+        let stopped = [
+            (streams.stop_all(), STREAM_MOVED),
+            (uploads.stop_all(), UPLOAD_MOVED),
+        ];
         if matches!(end, End::Moved(_)) {
-            for invocation_id in stopped {
-                self.queue(Outbound::Frame(protocol.encode(
-                    &ServerMessage::Completion {
-                        invocation_id: &invocation_id,
-                        completion: Completion::Error(STREAM_MOVED),
-                    },
-                )));
+            for (ids, error) in &stopped {
+                for invocation_id in ids {
+                    self.queue(Outbound::Frame(protocol.encode(
+                        &ServerMessage::Completion {
+                            invocation_id,
+                            completion: Completion::Error(error),
+                        },
+                    )));
+                }
             }
         }
-        drop(uploads);
         // A connection that moves keeps its calls: the client counts them as received, so they
         // must run here, their completions going over with the rest.
         if !matches!(end, End::Moved(_)) {

@@ -33,6 +33,8 @@ struct Running {
     futures: FuturesUnordered<BoxFuture<'static, (String, Finished)>>,
     /// Where each stream's items go, by stream id.
     streams: HashMap<String, mpsc::Sender<Uploaded>>,
+    /// Each running upload's invocation id (`None`: the client wants no answer), by stream id.
+    invocations: HashMap<String, Option<String>>,
     /// An event whose upload's buffer was full; the session reads nothing until it is taken.
     waiting: Option<(mpsc::Sender<Uploaded>, Uploaded)>,
 }
@@ -73,6 +75,9 @@ impl Uploads {
         let (sender, receiver) = mpsc::channel(BUFFER);
         let running = self.0.get_or_insert_with(Box::default);
         running.streams.insert(stream_id.clone(), sender);
+        running
+            .invocations
+            .insert(stream_id.clone(), invocation_id.clone());
         let upload = run(
             start,
             invocation_id,
@@ -84,6 +89,16 @@ impl Uploads {
         running
             .futures
             .push(Box::pin(async move { (stream_id, upload.await) }));
+    }
+
+    /// Stops every upload; the invocation ids of those whose client waits for an answer.
+    pub(super) fn stop_all(&mut self) -> Vec<String> {
+        let running = self.0.take();
+        let mut ids: Vec<String> = running
+            .map(|r| r.invocations.into_values().flatten().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
     }
 
     /// Passes what the client sent on `stream_id` to its upload; `false` if no upload reads
@@ -134,6 +149,7 @@ impl Uploads {
         let Running {
             futures,
             streams,
+            invocations,
             waiting,
         } = &mut **running;
         let sender = waiting.as_ref().map(|(sender, _)| sender.clone());
@@ -147,6 +163,7 @@ impl Uploads {
             ended = futures.next() => {
                 let (stream_id, finished) = ended?;
                 streams.remove(&stream_id);
+                invocations.remove(&stream_id);
                 if futures.is_empty() && waiting.is_none() {
                     // Give the memory back until the next upload.
                     self.0 = None;
