@@ -363,6 +363,31 @@ describe("stateful reconnect across hosts", () => {
     await doomed.stop();
   });
 
+  test("a client result asked before the move is answered after it, from the new host", async () => {
+    const [a, b] = hosts;
+    const path = await startProxy([a.address]);
+    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    let asked;
+    const questioned = new Promise((resolve) => (asked = resolve));
+    client.on("Answer", async (question) => {
+      asked();
+      // Answered once the client is on host B.
+      await waitUntilAsync(async () => (await metric(b, "hubhost_reconnect_moves_in_total")) > movesIn, "the move", 10_000);
+      return `${question} yes`;
+    });
+    const movesIn = await metric(b, "hubhost_reconnect_moves_in_total");
+    const asker = await connect(`${a.url}/chat`);
+    const answer = asker.invoke("Ask", client.connectionId, "there?");
+    await questioned;
+    path.retarget([b.address]);
+    assert.ok(path.cut() >= 1);
+    assert.equal(await answer, "there? yes");
+    assert.equal(events.reconnecting, 0);
+    await asker.stop();
+    await client.stop();
+    await path.close();
+  });
+
   test("an upload from a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;
     const path = await startProxy([a.address]);

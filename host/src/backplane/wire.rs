@@ -169,6 +169,7 @@ mod tests {
                 first: 3,
                 frames: vec![b"{}\x1e".to_vec()],
                 groups: vec![],
+                questions: vec!["s.1".into()],
             }),
             WireMessage::Switched {
                 hub: HubName::new("chat"),

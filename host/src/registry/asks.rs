@@ -80,6 +80,12 @@ impl Asks {
         true
     }
 
+    /// A local connection moves to another server: the questions it was delivered here and has
+    /// not answered, which it answers there.
+    pub fn moving(&self, connection: &str) -> Vec<String> {
+        self.delivered.lock().remove(connection).unwrap_or_default()
+    }
+
     /// A local connection left: the questions it will never answer.
     pub fn left(&self, connection: &str) -> Vec<Answered> {
         self.delivered

@@ -306,6 +306,8 @@ where
         };
         let (first, frames) = sent.replay();
         let frames = frames.iter().map(|f| f.as_bytes().to_vec()).collect();
+        // Questions it was asked here go with it (not answered "gone" when it unregisters).
+        let questions = router.registry().asks().moving(id.as_str());
         router.backplane().hand_over(
             order,
             Handover {
@@ -313,6 +315,7 @@ where
                 first,
                 frames,
                 groups,
+                questions,
             },
         );
         Metrics::inc(&context.metrics.moves_out);

@@ -459,6 +459,11 @@ pub async fn adopt(
             tracing::warn!(connection = %caller.connection_id, "a group change of a moving connection failed: {e}");
         }
     }
+    // Client results it was asked on its old server, which it may answer here.
+    let asks = router.registry().asks();
+    for invocation_id in &handover.questions {
+        asks.delivered(caller.connection_id.as_str(), invocation_id);
+    }
     let sent = Arc::new(resume::Sent::new(
         context.settings.reconnect_buffer,
         context.metrics.clone(),

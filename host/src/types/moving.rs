@@ -43,13 +43,16 @@ pub struct Offer {
 }
 
 /// The holder reached the marker: the messages the client has not acknowledged (encoded in
-/// its protocol, numbered from `first`), and its groups at the marker.
+/// its protocol, numbered from `first`), its groups at the marker, and the client results it
+/// was asked for and has not answered (their invocation ids), which it may answer on its new
+/// server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handover {
     pub claim: u64,
     pub first: u64,
     pub frames: Vec<Vec<u8>>,
     pub groups: Vec<String>,
+    pub questions: Vec<String>,
 }
 
 /// What a server holding a connection is asked by a [`Claim`]: stop it, and answer the
