@@ -230,6 +230,19 @@ impl LocalRegistry {
         changes
     }
 
+    /// Changes how a local connection takes deliveries, keeping the count of those not
+    /// [`Delivery::Direct`]; its handle and groups, or `None` if it is not here.
+    fn set_delivery(
+        &self,
+        conns: &mut HubConnections,
+        id: &str,
+        delivery: Delivery,
+    ) -> Option<(ConnectionHandle, Vec<String>)> {
+        let (handle, groups, before) = conns.set_delivery(id, delivery)?;
+        self.count_delivery(before, delivery);
+        Some((handle, groups))
+    }
+
     fn count_delivery(&self, before: Delivery, after: Delivery) {
         match (before == Delivery::Direct, after == Delivery::Direct) {
             (true, false) => {
@@ -259,8 +272,7 @@ impl LocalRegistry {
         match conns.delivery(id) {
             None => false,
             Some(Delivery::Direct) => {
-                conns.set_delivery(id, Delivery::Switching);
-                self.count_delivery(Delivery::Direct, Delivery::Switching);
+                self.set_delivery(conns, id, Delivery::Switching);
                 then();
                 true
             }
@@ -276,7 +288,7 @@ impl LocalRegistry {
         if let Some(conns) = hubs.get_mut(hub)
             && conns.delivery(id) == Some(Delivery::Switching)
         {
-            conns.set_delivery(id, Delivery::InOrder);
+            self.set_delivery(conns, id, Delivery::InOrder);
         }
     }
 
@@ -291,11 +303,10 @@ impl LocalRegistry {
         };
         match conns.delivery(id) {
             Some(Delivery::AfterMarker(waiting)) if waiting == claim => {
-                conns.set_delivery(id, Delivery::InOrder);
+                self.set_delivery(conns, id, Delivery::InOrder);
             }
             Some(Delivery::Direct | Delivery::Switching | Delivery::InOrder) => {
-                if let Some((handle, groups, before)) = conns.set_delivery(id, Delivery::Moved) {
-                    self.count_delivery(before, Delivery::Moved);
+                if let Some((handle, groups)) = self.set_delivery(conns, id, Delivery::Moved) {
                     handle.offer(Outbound::Moved { groups });
                 }
             }

@@ -490,10 +490,10 @@ where
                     )));
                 }
             }
-        }
-        // A connection that moves keeps its calls: the client counts them as received, so they
-        // must run here, their completions going over with the rest.
-        if !matches!(end, End::Moved(_)) {
+            // A connection that moves keeps its calls, the one waiting for a slot too: the
+            // client counts them as received, so they run here and their completions go over
+            // with the rest.
+        } else {
             invocations.drop_waiting();
         }
         while invocations.is_running() {

@@ -118,13 +118,7 @@ impl Sent {
 
     /// Waits until the connection is moving to another server.
     pub async fn moving(&self) {
-        loop {
-            let notified = self.room.notified();
-            if self.is_moving() {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_for(|| self.is_moving().then_some(())).await;
     }
 
     /// The writer reached the marker of the move: everything meant for the client here is
@@ -136,10 +130,16 @@ impl Sent {
 
     /// Waits until the writer reached the marker of the move: the connection's groups then.
     pub async fn reached_marker(&self) -> Vec<String> {
+        self.wait_for(|| self.inner.lock().moved.take()).await
+    }
+
+    /// Waits until `ready` gives something, checking it whenever the writer's state changes
+    /// (room made, a move started, the marker reached: each wakes `room`'s waiters).
+    async fn wait_for<T>(&self, mut ready: impl FnMut() -> Option<T>) -> T {
         loop {
             let notified = self.room.notified();
-            if let Some(groups) = self.inner.lock().moved.take() {
-                return groups;
+            if let Some(value) = ready() {
+                return value;
             }
             notified.await;
         }
@@ -196,13 +196,7 @@ impl Sent {
 
     /// Waits until [`has_room`](Self::has_room).
     pub async fn room(&self) {
-        loop {
-            let notified = self.room.notified();
-            if self.has_room() {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_for(|| self.has_room().then_some(())).await;
     }
 
     /// The client has every message up to `sequence_id`: they are forgotten. An id beyond what

@@ -239,6 +239,9 @@ async fn racing<O, T>(
     sent: Option<&Sent>,
     op: impl std::future::Future<Output = T>,
 ) -> Option<T> {
+    if sent.is_some_and(Sent::is_moving) {
+        return None;
+    }
     let mut op = std::pin::pin!(op);
     let moving = unless_none(sent.map(Sent::moving));
     let mut moving = std::pin::pin!(moving);
@@ -360,10 +363,6 @@ where
 
     /// Feeds one message to the transport, if there is one.
     async fn feed(&mut self, frame: Frame) -> Result<(), Flow> {
-        if self.sent.as_ref().is_some_and(|sent| sent.is_moving()) {
-            // The client is on another server now; its old transport gets nothing more.
-            self.sink = None;
-        }
         let Some(sink) = &mut self.sink else {
             return Ok(());
         };

@@ -330,6 +330,12 @@ impl<B: Broker> Inner<B> {
         }
     }
 
+    /// Sends `message` to the server that made the claim of `order`, on its return channel.
+    fn answer_claim(&self, order: &MoveOrder, message: WireMessage) {
+        let channel = self.channels.returns(&order.claimant);
+        self.send(vec![(channel, message)]);
+    }
+
     /// The copies of a send other servers need: one per channel, leaving out connections that
     /// live here and took it already (`direct`).
     fn remote_copies(
@@ -337,11 +343,10 @@ impl<B: Broker> Inner<B> {
         envelope: &Envelope,
         direct: &dyn Fn(&str) -> bool,
     ) -> Vec<(String, WireMessage)> {
-        let local = |id: &str| direct(id);
         self.channels
             .for_target(&envelope.hub, &envelope.target)
             .into_iter()
-            .filter(|(_, target)| !matches!(target, Target::Connection(id) if local(id)))
+            .filter(|(_, target)| !matches!(target, Target::Connection(id) if direct(id)))
             .map(|(channel, target)| {
                 let copy = Envelope {
                     hub: envelope.hub.clone(),
@@ -473,22 +478,17 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
     }
 
     fn hold(&self, order: &MoveOrder) {
-        let inner = &self.inner;
-        let channel = inner.channels.returns(&order.claimant);
         let held = WireMessage::Held { claim: order.claim };
-        inner.send(vec![(channel, held)]);
+        self.inner.answer_claim(order, held);
     }
 
     fn offer(&self, order: &MoveOrder, offer: Offer) {
-        let inner = &self.inner;
-        let channel = inner.channels.returns(&order.claimant);
-        inner.send(vec![(channel, WireMessage::Offer(offer))]);
+        self.inner.answer_claim(order, WireMessage::Offer(offer));
     }
 
     fn hand_over(&self, order: &MoveOrder, handover: Handover) {
-        let inner = &self.inner;
-        let channel = inner.channels.returns(&order.claimant);
-        inner.send(vec![(channel, WireMessage::Handover(handover))]);
+        self.inner
+            .answer_claim(order, WireMessage::Handover(handover));
     }
 
     fn serve_moves(&self, movers: Arc<dyn Movers>) {

@@ -52,29 +52,28 @@ impl Moves {
 
     /// The holder of one of this server's claims answered that it holds the connection.
     pub(super) fn held(&self, claim: u64) {
-        let sender = self
-            .waiting
-            .lock()
-            .get_mut(&claim)
-            .and_then(|w| w.held.take());
-        if let Some(sender) = sender {
+        if let Some(sender) = self.take(claim, |w| w.held.take()) {
             let _ = sender.send(());
         }
     }
 
     /// An offer arrived for one of this server's claims.
     pub(super) fn offered(&self, offer: Offer) {
-        let sender = self
-            .waiting
-            .lock()
-            .get_mut(&offer.claim)
-            .and_then(|w| w.offer.take());
-        match sender {
+        match self.take(offer.claim, |w| w.offer.take()) {
             Some(sender) => {
                 let _ = sender.send(offer);
             }
             None => tracing::debug!(claim = offer.claim, "an offer for no claim waiting"),
         }
+    }
+
+    /// The sender `pick` takes from the claim's waiting senders, if the claim still waits.
+    fn take<T>(
+        &self,
+        claim: u64,
+        pick: impl FnOnce(&mut Waiting) -> Option<oneshot::Sender<T>>,
+    ) -> Option<oneshot::Sender<T>> {
+        self.waiting.lock().get_mut(&claim).and_then(pick)
     }
 
     /// A handover arrived for one of this server's claims.
