@@ -193,6 +193,29 @@ const SECRET = "stateful-reconnect-test-secret";
 /** A bearer token for `user`, valid for ten minutes. */
 const bearer = (user) => jwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 600 }, SECRET);
 
+/**
+ * The official client with stateful reconnect on host `from`, through a path a test can cut
+ * and point at another host.
+ */
+async function onPath(from, options) {
+  const path = await startProxy([from.address]);
+  const { connection, events } = await resilient(`${path.url}/chat`, options);
+  return {
+    client: connection,
+    events,
+    path,
+    /** Cuts the client's connection, as a network does; it resumes on `host`. */
+    moveTo(host) {
+      path.retarget([host.address]);
+      assert.ok(path.cut() >= 1);
+    },
+    async close() {
+      await connection.stop();
+      await path.close();
+    },
+  };
+}
+
 describe("stateful reconnect across hosts", () => {
   let redis;
   let hosts;
@@ -212,8 +235,7 @@ describe("stateful reconnect across hosts", () => {
     test(`a client cut from one host resumes on the other, and back, with every message exactly once, in order (${protocol})`, async () => {
       const [a, b] = hosts;
       // The client's path leads to host A, until the cut; then to host B.
-      const path = await startProxy([a.address]);
-      const { connection: client, events } = await resilient(`${path.url}/chat`, { protocol });
+      const { client, events, moveTo, close } = await onPath(a, { protocol });
       // Senders on both hosts: each host's own sends reach the moving client in order too.
       const senders = [await connect(`${a.url}/chat`), await connect(`${b.url}/chat`)];
       const tags = ["A", "B"];
@@ -235,15 +257,13 @@ describe("stateful reconnect across hosts", () => {
           sends.push(sender.invoke("Send", tags[s], `a${i}`));
         });
         if (i === 40) {
-          path.retarget([b.address]);
-          assert.ok(path.cut() >= 1);
+          moveTo(b);
           for (let j = 0; j < 10; j++) sends.push(client.send("Send", "client", `c${j}`));
         }
         if (i === 80) {
           // And back: a connection that moved moves on again.
           await waitUntilAsync(async () => (await metric(b, "hubhost_reconnect_moves_in_total")) === movesIn + 1, "the first move");
-          path.retarget([a.address]);
-          assert.ok(path.cut() >= 1);
+          moveTo(a);
         }
         if (i % 10 === 0) await Promise.all(sends.splice(0));
       }
@@ -274,9 +294,8 @@ describe("stateful reconnect across hosts", () => {
       await senders[1].invoke("SendToRoom", "r", "B", "after");
       await waitUntil(() => rooms.some(([, , m]) => m === "after"), "a room message after the moves");
 
-      await client.stop();
+      await close();
       await Promise.all(senders.map((s) => s.stop()));
-      await path.close();
     });
   }
 
@@ -318,8 +337,7 @@ describe("stateful reconnect across hosts", () => {
 
   test("a call in flight when the client moves finishes on the old host, and its result reaches the client on the new one", async () => {
     const [a, b] = hosts;
-    const path = await startProxy([a.address]);
-    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const { client, events, moveTo, close } = await onPath(a);
     const id = client.connectionId;
     // Another client takes its time answering the question the call asks it (2 s, longer
     // than a host waits for an answer to its claim).
@@ -333,22 +351,19 @@ describe("stateful reconnect across hosts", () => {
     });
     const call = client.invoke("Ask", answerer.connectionId, "slow?");
     await questioned;
-    path.retarget([b.address]);
-    assert.ok(path.cut() >= 1);
+    moveTo(b);
     assert.equal(await call, "slow? yes");
     assert.equal(client.connectionId, id);
     assert.equal(events.reconnecting, 0, "moved, not started over");
     assert.equal(await client.invoke("Echo", "on B"), "on B");
     await answerer.stop();
-    await client.stop();
-    await path.close();
+    await close();
   });
 
   test("a client whose host was killed cannot resume elsewhere (no durable mode): it starts over on the other host", async () => {
     const doomed = await startHost({ args: ["--redis", redis.url, "--jwt-secret", SECRET] });
     const survivor = hosts[1];
-    const path = await startProxy([doomed.address]);
-    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const { client, events, path, close } = await onPath(doomed);
     const id = client.connectionId;
     const refusedBefore = await metric(survivor, "hubhost_reconnect_resumes_refused_total");
     path.retarget([survivor.address]);
@@ -358,15 +373,13 @@ describe("stateful reconnect across hosts", () => {
     assert.notEqual(events.reconnected[0], id, "a new connection id: what it had not acknowledged died with its host");
     assert.ok((await metric(survivor, "hubhost_reconnect_resumes_refused_total")) > refusedBefore);
     assert.equal(await client.invoke("Echo", "on the survivor"), "on the survivor");
-    await client.stop();
-    await path.close();
+    await close();
     await doomed.stop();
   });
 
   test("a client result asked before the move is answered after it, from the new host", async () => {
     const [a, b] = hosts;
-    const path = await startProxy([a.address]);
-    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const { client, events, moveTo, close } = await onPath(a);
     let asked;
     const questioned = new Promise((resolve) => (asked = resolve));
     client.on("Answer", async (question) => {
@@ -379,19 +392,16 @@ describe("stateful reconnect across hosts", () => {
     const asker = await connect(`${a.url}/chat`);
     const answer = asker.invoke("Ask", client.connectionId, "there?");
     await questioned;
-    path.retarget([b.address]);
-    assert.ok(path.cut() >= 1);
+    moveTo(b);
     assert.equal(await answer, "there? yes");
     assert.equal(events.reconnecting, 0);
     await asker.stop();
-    await client.stop();
-    await path.close();
+    await close();
   });
 
   test("an upload from a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;
-    const path = await startProxy([a.address]);
-    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const { client, events, moveTo, close } = await onPath(a);
     const id = client.connectionId;
     const numbers = new signalR.Subject();
     const sum = client.invoke("Sum", numbers);
@@ -399,21 +409,18 @@ describe("stateful reconnect across hosts", () => {
     numbers.next(2);
     // A round trip behind the items: the upload runs on host A.
     assert.equal(await client.invoke("Echo", "uploading"), "uploading");
-    path.retarget([b.address]);
-    assert.ok(path.cut() >= 1);
+    moveTo(b);
     await assert.rejects(sum, { message: "The upload ended because the connection moved to another server." });
     numbers.complete();
     assert.equal(await client.invoke("Echo", "on B"), "on B");
     assert.equal(client.connectionId, id);
     assert.equal(events.reconnecting, 0);
-    await client.stop();
-    await path.close();
+    await close();
   });
 
   test("a stream to a client that moves ends with an error; the connection goes on", async () => {
     const [a, b] = hosts;
-    const path = await startProxy([a.address]);
-    const { connection: client, events } = await resilient(`${path.url}/chat`);
+    const { client, events, moveTo, close } = await onPath(a);
     const id = client.connectionId;
     const items = [];
     const ended = new Promise((resolve) => {
@@ -421,8 +428,7 @@ describe("stateful reconnect across hosts", () => {
         next: (item) => {
           items.push(item);
           if (items.length === 10) {
-            path.retarget([b.address]);
-            path.cut();
+            moveTo(b);
           }
         },
         complete: () => resolve("completed"),
@@ -434,8 +440,7 @@ describe("stateful reconnect across hosts", () => {
     assert.equal(await client.invoke("Echo", "still here"), "still here");
     assert.equal(client.connectionId, id);
     assert.equal(events.reconnecting, 0);
-    await client.stop();
-    await path.close();
+    await close();
   });
 });
 
