@@ -200,13 +200,36 @@ fn test(root: &Path, filters: &[String]) -> anyhow::Result<()> {
         .env("HUBHOST_BIN", root.join("target/debug/hubhost"))
         .env("HUBHOST_EXAMPLE_HUBS", root.join("target/hubs"))
         .env("HUBHOST_TEST_HUBS", root.join("target/test-hubs"))
-        .args(["--test", "--test-concurrency=1"]);
+        .args(["--test", "--test-concurrency=1"])
+        // A test that hangs fails after ten minutes instead of holding CI until its limit.
+        .arg("--test-timeout=600000");
+    // A test file whose tests have all finished ends even if something it opened is still
+    // open (a CI run once waited out its limit on such a file, all of whose tests had passed).
+    if node_at_least(root, (20, 14))? {
+        node.arg("--test-force-exit");
+    }
     if filters.is_empty() {
         node.arg("tests/");
     } else {
         node.args(filters);
     }
     run(&mut node)
+}
+
+/// Whether the `node` on the path is at least `major.minor`.
+fn node_at_least(root: &Path, (major, minor): (u32, u32)) -> anyhow::Result<bool> {
+    let output = Command::new("node")
+        .current_dir(root)
+        .arg("--version")
+        .output()
+        .context("cannot start node")?;
+    let version = String::from_utf8_lossy(&output.stdout);
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let mut next = || parts.next().and_then(|part| part.parse::<u32>().ok());
+    let (Some(have_major), Some(have_minor)) = (next(), next()) else {
+        bail!("cannot read node's version from {version:?}");
+    };
+    Ok((have_major, have_minor) >= (major, minor))
 }
 
 /// A Python with the SignalR client the end-to-end tests drive (`tests/support/requirements.txt`),
