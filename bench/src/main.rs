@@ -21,6 +21,11 @@
 //!   connection sends to its room `--client-rate` times a second. Reports deliveries/s, latency
 //!   percentiles, messages lost, and host CPU per delivery. Real chat traffic looks like this:
 //!   many small rooms with sparse messages.
+//! - `floor`: the kernel's own cost of delivering frames: minimal writer threads write frames to
+//!   C loopback TCP sockets (TCP_NODELAY) at the rooms load's pace (`--client-rate` ×
+//!   `--room-size` a second each), one `write()` per frame; reports writer CPU per frame. rooms
+//!   and broadcast measure it after their load, at their own pace and frame size, and print
+//!   host CPU per delivery as a multiple of it (`--no-floor` leaves it out).
 //! - `negotiate-flood`: `--negotiations` negotiate requests that never connect, against one
 //!   host: how many are refused, and the host's memory before and after.
 //! - `streams`: `--streams` clients on one host each stream the lobby hub's `Countdown` (one
@@ -48,17 +53,18 @@ use anyhow::bail;
 use clap::Parser;
 
 use client::{Dialect, Transport};
+use scenarios::Pace;
 use wire::Protocol;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", about = "hubhost load generator")]
 struct Args {
-    /// Scenarios to run: broadcast, echo, idle, hub-call, native-vs-wasm, rooms,
+    /// Scenarios to run: broadcast, echo, idle, hub-call, native-vs-wasm, rooms, floor,
     /// negotiate-flood, streams, cuts (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,negotiate-flood,streams,cuts"
+        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,floor,negotiate-flood,streams,cuts"
     )]
     scenarios: Vec<String>,
     /// Hub protocols clients speak (broadcast, echo, idle, streams), comma-separated.
@@ -122,6 +128,13 @@ struct Args {
     /// the host that held it (cuts; needs 2 or more hosts).
     #[arg(long)]
     resume_elsewhere: bool,
+    /// A flag for every host, after loadgen's own (repeatable), e.g. `--host-arg=--write-delay=5ms`.
+    #[arg(long, allow_hyphen_values = true)]
+    host_arg: Vec<String>,
+    /// Leaves out the kernel floor that rooms and broadcast measure after their load (see the
+    /// floor scenario).
+    #[arg(long)]
+    no_floor: bool,
     /// Small runs of every scenario that fail if a message is lost; for CI.
     #[arg(long)]
     quick: bool,
@@ -199,6 +212,18 @@ async fn main() -> anyhow::Result<()> {
             }
             "hub-call" => scenarios::hub_call(&args).await?,
             "rooms" => failed |= scenarios::rooms(&args, &bin).await?.lost > 0,
+            "floor" => {
+                // The rooms load's shape.
+                let frames_per_s =
+                    args.connections as f64 * args.client_rate * args.room_size as f64;
+                scenarios::floor(Pace {
+                    sockets: args.connections,
+                    frames_per_s,
+                    frame_bytes: 110,
+                    duration: args.duration,
+                })
+                .await?;
+            }
             "cuts" => {
                 // The quick run resumes on the same host and on the other.
                 let ways = if args.quick {

@@ -91,6 +91,7 @@ pub(crate) async fn start_host(
     bin: &PathBuf,
     hubs: &PathBuf,
     redis: Option<&Proc>,
+    extra: &[String],
 ) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -113,6 +114,7 @@ pub(crate) async fn start_host(
     if let Some(redis) = redis {
         cmd.args(["--redis", &format!("redis://{}", redis.addr)]);
     }
+    cmd.args(extra);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -173,7 +175,7 @@ pub(crate) async fn start_cluster(
     };
     let mut procs = Vec::new();
     for _ in 0..hosts {
-        procs.push(start_host(bin, &args.hubs, redis.as_ref()).await?);
+        procs.push(start_host(bin, &args.hubs, redis.as_ref(), &args.host_arg).await?);
     }
     Ok((redis, procs))
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::floor::{self, Pace};
 use crate::Args;
 use crate::client::{Deliveries, Dialect, connect, ms, nanos, table};
 use crate::procs::{Proc, start_cluster};
@@ -101,6 +102,47 @@ pub(crate) async fn broadcast(
         lost,
         cpu_per_million: cpu / (got.max(1) as f64 / 1e6),
     };
+    // The kernel's cost of the same deliveries, measured right after (not for every dialect:
+    // the frames are of one size, and the comparison is the WebSockets one).
+    let floor = match !args.no_floor {
+        true => Some(
+            floor::measure(Pace {
+                sockets: args.connections,
+                frames_per_s: stats.deliveries_per_s,
+                frame_bytes: 2 + dialect
+                    .protocol
+                    .invocation(None, "broadcastMessage", &["bench", "5000000000"])
+                    .len(),
+                duration: args.duration,
+            })
+            .await?,
+        ),
+        false => None,
+    };
+    let mut rows = vec![
+        (
+            "messages sent",
+            format!(
+                "{} in {:.1} s",
+                sent.load(Ordering::Relaxed),
+                send_time.as_secs_f64()
+            ),
+        ),
+        ("deliveries", format!("{got} of {expected}")),
+        ("deliveries/s", format!("{:.0}", stats.deliveries_per_s)),
+        ("latency p50", ms(&h, 0.50)),
+        ("latency p90", ms(&h, 0.90)),
+        ("latency p99", ms(&h, 0.99)),
+        ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
+        ("lost", lost.to_string()),
+        (
+            "host CPU-s / 1M deliveries",
+            format!("{:.2}", stats.cpu_per_million),
+        ),
+    ];
+    if let Some(floor) = floor {
+        rows.extend(floor.rows(stats.cpu_per_million));
+    }
     table(
         &format!(
             "broadcast ({}, {dialect}): {} connections over {} host(s), {} senders, rate {}",
@@ -114,27 +156,7 @@ pub(crate) async fn broadcast(
                 format!("{}/s", args.rate)
             }
         ),
-        &[
-            (
-                "messages sent",
-                format!(
-                    "{} in {:.1} s",
-                    sent.load(Ordering::Relaxed),
-                    send_time.as_secs_f64()
-                ),
-            ),
-            ("deliveries", format!("{got} of {expected}")),
-            ("deliveries/s", format!("{:.0}", stats.deliveries_per_s)),
-            ("latency p50", ms(&h, 0.50)),
-            ("latency p90", ms(&h, 0.90)),
-            ("latency p99", ms(&h, 0.99)),
-            ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
-            ("lost", lost.to_string()),
-            (
-                "host CPU-s / 1M deliveries",
-                format!("{:.2}", stats.cpu_per_million),
-            ),
-        ],
+        &rows,
     );
     Ok(stats)
 }
@@ -148,6 +170,11 @@ pub(crate) async fn native_vs_wasm(
 ) -> anyhow::Result<bool> {
     let mut wasm = Vec::new();
     let mut native = Vec::new();
+    // The comparison here is between binaries, not with the kernel.
+    let args = &Args {
+        no_floor: true,
+        ..args.clone()
+    };
     for _ in 0..args.repeat {
         wasm.push(broadcast(args, wasm_bin, Dialect::JSON_WEBSOCKETS).await?);
         native.push(broadcast(args, native_bin, Dialect::JSON_WEBSOCKETS).await?);

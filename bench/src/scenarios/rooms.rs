@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::floor::{self, Pace};
 use crate::Args;
 use crate::client::{Deliveries, Dialect, Receiver, Sender, completion, connect, ms, nanos, table};
 use crate::procs::{Proc, start_cluster};
+use crate::wire::Protocol;
 
 /// What one rooms run measured.
 pub(crate) struct RoomsStats {
@@ -99,6 +101,38 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
     let h = deliveries.latencies().await;
     let lost = expected.saturating_sub(got);
     let per = |n: u64| cpu / (n.max(1) as f64) * 1e6;
+    // The kernel's cost of the same deliveries, measured right after.
+    let floor = floor::measure(Pace {
+        sockets: connections,
+        frames_per_s: got as f64 / send_time.as_secs_f64(),
+        frame_bytes: frame_bytes(connections / room_size.max(1)),
+        duration: args.duration,
+    })
+    .await?;
+    let mut rows = vec![
+        (
+            "messages sent",
+            format!("{sent} in {:.1} s", send_time.as_secs_f64()),
+        ),
+        ("deliveries", format!("{got} of {expected}")),
+        (
+            "deliveries/s",
+            format!("{:.0}", got as f64 / total_time.as_secs_f64()),
+        ),
+        ("latency p50", ms(&h, 0.50)),
+        ("latency p90", ms(&h, 0.90)),
+        ("latency p99", ms(&h, 0.99)),
+        ("latency p99.9", ms(&h, 0.999)),
+        ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
+        ("lost", lost.to_string()),
+        ("host CPU per delivery", format!("{:.1} µs", per(got))),
+        ("host CPU per message", format!("{:.1} µs", per(sent))),
+        (
+            "host CPU",
+            format!("{:.1} % of one core", cpu / send_time.as_secs_f64() * 100.0),
+        ),
+    ];
+    rows.extend(floor.rows(per(got)));
     table(
         &format!(
             "rooms ({}): {connections} connections over {} host(s), rooms of {room_size}, {} msg/s each",
@@ -106,29 +140,17 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
             args.hosts,
             args.client_rate
         ),
-        &[
-            (
-                "messages sent",
-                format!("{sent} in {:.1} s", send_time.as_secs_f64()),
-            ),
-            ("deliveries", format!("{got} of {expected}")),
-            (
-                "deliveries/s",
-                format!("{:.0}", got as f64 / total_time.as_secs_f64()),
-            ),
-            ("latency p50", ms(&h, 0.50)),
-            ("latency p90", ms(&h, 0.90)),
-            ("latency p99", ms(&h, 0.99)),
-            ("latency p99.9", ms(&h, 0.999)),
-            ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
-            ("lost", lost.to_string()),
-            ("host CPU per delivery", format!("{:.1} µs", per(got))),
-            ("host CPU per message", format!("{:.1} µs", per(sent))),
-            (
-                "host CPU",
-                format!("{:.1} % of one core", cpu / send_time.as_secs_f64() * 100.0),
-            ),
-        ],
+        &rows,
     );
     Ok(RoomsStats { lost })
+}
+
+/// Bytes of a `roomMessage` frame as a host writes it to a member of one of `rooms` rooms: the
+/// chat hub's invocation (room, name, the sender's clock 5 s into a run) and a 2-byte WebSocket
+/// header.
+fn frame_bytes(rooms: usize) -> usize {
+    let room = format!("room-{}", rooms.saturating_sub(1));
+    let invocation =
+        Protocol::Json.invocation(None, "roomMessage", &[&room, "bench", "5000000000"]);
+    2 + invocation.len()
 }
