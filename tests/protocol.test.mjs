@@ -171,6 +171,35 @@ describe("handshake", () => {
   });
 });
 
+describe("--write-delay", () => {
+  let host;
+  before(async () => {
+    host = await startHost({ hubs: ["chat"], args: ["--write-delay", "300ms"] });
+  });
+  after(() => host.stop());
+
+  it("sends the frames queued within the delay in one WebSocket message", async () => {
+    const raw = await rawHub(`${host.url}/chat`);
+    const messages = [];
+    raw.ws.on("message", (data) => messages.push(data.toString()));
+    raw.send(`{"type":1,"invocationId":"a","target":"Echo","arguments":["1"]}${RS}`);
+    // Well inside the delay: the first answer is still waiting for company.
+    await new Promise((r) => setTimeout(r, 50));
+    raw.send(`{"type":1,"invocationId":"b","target":"Echo","arguments":["2"]}${RS}`);
+    await waitUntil(() => raw.records.filter((r) => JSON.parse(r).type === 3).length === 2, "two completions");
+    const carrying = (id) => messages.filter((m) => m.includes(`"invocationId":"${id}"`));
+    assert.equal(carrying("a").length, 1);
+    assert.equal(carrying("a")[0], carrying("b")[0], "both answers in one message");
+    raw.ws.close();
+  });
+
+  it("the official client works as before, only later", async () => {
+    const client = await connect(`${host.url}/chat`);
+    assert.equal(await client.invoke("Echo", "late"), "late");
+    await client.stop();
+  });
+});
+
 describe("messages and bad input", () => {
   let host;
   const clients = [];

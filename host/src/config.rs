@@ -9,6 +9,9 @@ use clap::{Parser, ValueEnum};
 use crate::transport::Transport;
 use crate::units::{parse_duration, parse_size};
 
+/// The longest `--write-delay`: past it, the delay is a latency nobody wants.
+const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
+
 /// hubhost: a SignalR-compatible real-time server whose hubs are WebAssembly components.
 ///
 /// Every `NAME.wasm` in the hubs directory is served at `/NAME` to SignalR clients
@@ -155,6 +158,17 @@ pub struct Config {
     /// server waits for its Ack before sending more (ASP.NET's StatefulReconnectBufferSize).
     #[arg(long, env = "HUBHOST_RECONNECT_BUFFER", default_value = "100000", value_parser = parse_size)]
     pub reconnect_buffer: usize,
+
+    /// Threads that run connections and hub calls (default: one per core). Fewer threads wake
+    /// each other less: several hosts sharing a machine each do best with fewer.
+    #[arg(long, env = "HUBHOST_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
+    /// How long a connection's writer waits after a frame is queued for more to join it in one
+    /// write (Centrifugo's write delay). 0 writes at once; a few milliseconds make a busy
+    /// broadcast cheaper for the host and its clients, at that much latency.
+    #[arg(long, env = "HUBHOST_WRITE_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub write_delay: Duration,
 
     /// Frames queued for one slow client before it is disconnected.
     #[arg(long, env = "HUBHOST_OUTBOX", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
@@ -359,6 +373,12 @@ impl Config {
                 "--keep-alive must be greater than zero and shorter than --client-timeout".into(),
             );
         }
+        if self.write_delay > MAX_WRITE_DELAY {
+            return Err(format!(
+                "--write-delay must be at most {}",
+                humantime::format_duration(MAX_WRITE_DELAY)
+            ));
+        }
         Ok(())
     }
 }
@@ -448,5 +468,18 @@ mod tests {
     fn rejects_keep_alive_longer_than_timeout() {
         let config = Config::parse_from(["hubhost", "--keep-alive", "40s"]);
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn write_delay_is_off_by_default_and_at_most_a_second() {
+        assert_eq!(Config::parse_from(["hubhost"]).write_delay, Duration::ZERO);
+        let config = Config::parse_from(["hubhost", "--write-delay", "5ms"]);
+        assert_eq!(config.write_delay, Duration::from_millis(5));
+        assert_eq!(config.validate(), Ok(()));
+        let config = Config::parse_from(["hubhost", "--write-delay", "2s"]);
+        assert_eq!(
+            config.validate(),
+            Err("--write-delay must be at most 1s".into())
+        );
     }
 }

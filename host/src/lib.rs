@@ -255,6 +255,7 @@ pub async fn run_with_native_hubs(
             client_timeout: config.client_timeout,
             handshake_timeout: config.handshake_timeout,
             outbox_capacity: config.outbox as usize,
+            write_delay: config.write_delay,
             rate_limit: config.rate_limit,
             max_parallel_invocations: config.max_parallel_invocations as usize,
             max_streams: config.max_streams as usize,

@@ -4,8 +4,7 @@ use anyhow::Context as _;
 use hubhost::config::{Command, Config};
 use hubhost::template::Sdk;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let config = match Config::load() {
         Ok(config) => config,
         Err(error) => {
@@ -13,6 +12,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(main_async(config)),
+        Err(error) => {
+            eprintln!("hubhost: cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_async(config: Config) -> std::process::ExitCode {
     if let Some(Command::New {
         name,
         sdk,

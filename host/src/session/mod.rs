@@ -74,6 +74,9 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Frames queued for one connection before it counts as too slow and is cut off.
     pub outbox_capacity: usize,
+    /// How long the writer waits after a frame for more to go out in the same write (zero: at
+    /// once).
+    pub write_delay: Duration,
     /// Invocations per second per connection (0: unlimited).
     pub rate_limit: u32,
     /// Invocations of one connection running at once (ASP.NET's
@@ -558,7 +561,10 @@ where
     let mut writer = tokio::spawn(writer::run(
         outgoing,
         receiver,
-        context.settings.keep_alive,
+        writer::Timing {
+            keep_alive: context.settings.keep_alive,
+            write_delay: context.settings.write_delay,
+        },
         cancel.clone(),
         resumable,
         context.metrics.clone(),

@@ -29,6 +29,7 @@ const PING: &str = "{\"type\":6}";
 fn settings() -> Settings {
     Settings {
         keep_alive: Duration::from_secs(15),
+        write_delay: Duration::ZERO,
         client_timeout: Duration::from_secs(30),
         handshake_timeout: Duration::from_secs(15),
         outbox_capacity: 64,
@@ -533,6 +534,43 @@ async fn pings_go_out_after_a_quiet_keep_alive_interval() {
     let written = Instant::now();
     assert_eq!(client.next().await.as_deref(), Some(PING));
     assert_eq!(written.elapsed(), Duration::from_secs(15));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_delay_joins_the_frames_queued_within_it_into_one_write() {
+    let delay = Duration::from_millis(5);
+    let h = harness(Settings {
+        write_delay: delay,
+        ..settings()
+    });
+    let mut client = start(&h, "c", false);
+    client.handshake().await;
+    let written = |out: Option<Out>| match out {
+        Some(Out::Frame(text)) => text,
+        other => panic!("expected a write, got {other:?}"),
+    };
+    // The first answer waits the delay; the second, queued 3 ms later, joins it.
+    let started = Instant::now();
+    client.invoke("1", "Echo", "\"a\"");
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    client.invoke("2", "Echo", "\"b\"");
+    assert_eq!(
+        written(client.out.recv().await),
+        format!(
+            "{}\u{1e}{}\u{1e}",
+            completion("1", "\"a\""),
+            completion("2", "\"b\"")
+        )
+    );
+    assert_eq!(started.elapsed(), delay);
+    // One queued after the write goes out in the next one, again after the delay.
+    let started = Instant::now();
+    client.invoke("3", "Echo", "\"c\"");
+    assert_eq!(
+        written(client.out.recv().await),
+        format!("{}\u{1e}", completion("3", "\"c\""))
+    );
+    assert_eq!(started.elapsed(), delay);
 }
 
 #[tokio::test(start_paused = true)]

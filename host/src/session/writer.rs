@@ -25,6 +25,15 @@ const MAX_JOINED: usize = 16 * 1024;
 /// Least time between two Acks (ASP.NET's AckRate).
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
+/// When the writer writes without being asked to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// A Ping goes out when nothing was written for this long.
+    pub keep_alive: Duration,
+    /// After a frame is queued, how long the writer waits for more to join it in one write.
+    pub write_delay: Duration,
+}
+
 /// What a connection that may resume gives its writer: the frames it keeps for the client, and
 /// the transports it resumes on.
 pub(super) struct Resumable<O> {
@@ -57,7 +66,10 @@ struct Writer<O> {
 pub(super) async fn run<O>(
     sink: O,
     mut outbox: OutboxReceiver,
-    keep_alive: Duration,
+    Timing {
+        keep_alive,
+        write_delay,
+    }: Timing,
     cancel: CancellationToken,
     resumable: Option<Resumable<O>>,
     metrics: Arc<Metrics>,
@@ -135,6 +147,13 @@ pub(super) async fn run<O>(
                     break;
                 }
                 let answered = writer.answered;
+                if !write_delay.is_zero() && answered && batch.len() < most {
+                    // Frames queued meanwhile go out in the same write. A Close waits too,
+                    // and the session's end waits for the writer.
+                    tokio::time::sleep(write_delay).await;
+                    let more = most - batch.len();
+                    outbox.try_recv_batch(&mut batch, more);
+                }
                 match writer.write_batch(batch).await {
                     Flow::Continue => {
                         last_write = Instant::now();
