@@ -102,6 +102,7 @@ pub(crate) async fn measure(pace: Pace) -> anyhow::Result<FloorStats> {
         shares[i % writers].push(socket);
     }
     let frame = Arc::new(frame(pace.frame_bytes));
+    let frame_len = frame.len() as u64;
     let started = Instant::now();
     let threads: Vec<_> = shares
         .into_iter()
@@ -124,7 +125,7 @@ pub(crate) async fn measure(pace: Pace) -> anyhow::Result<FloorStats> {
     for reader in readers {
         reader.await?;
     }
-    let expected = frames * pace.frame_bytes as u64;
+    let expected = frames * frame_len;
     let got = drained.load(Ordering::Relaxed);
     anyhow::ensure!(
         got == expected,
@@ -166,12 +167,9 @@ pub(crate) async fn floor(pace: Pace) -> anyhow::Result<FloorStats> {
     Ok(stats)
 }
 
-/// A frame of `bytes` bytes shaped like a host's: a WebSocket text frame header, then text.
+/// A frame of `bytes` bytes (what they say does not matter to the kernel, only how many).
 fn frame(bytes: usize) -> Vec<u8> {
-    let mut frame = vec![b'x'; bytes.max(2)];
-    frame[0] = 0x81;
-    frame[1] = (bytes.saturating_sub(2)).min(125) as u8;
-    frame
+    vec![b'x'; bytes.max(1)]
 }
 
 /// Writes `frame` round-robin to `sockets` at `rate` frames a second until `duration` has
