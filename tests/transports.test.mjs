@@ -97,12 +97,15 @@ describe("the official client over every transport and protocol", () => {
 
       it("closes with ASP.NET's error for a message over the limit, and only that connection", async () => {
         const bystander = await join(transport, protocol);
+        const before = await onTransport(host, transport);
         const c = await join(transport, protocol);
         const call = c.invoke("Echo", "x".repeat(40_000)).catch((e) => e);
         const closeError = await c.closed;
         assert.equal(closeError.message, `Server returned an error on close: ${MAX_SIZE_TEXT}`);
         assert.ok((await call) instanceof Error);
         assert.equal(await bystander.invoke("Echo", "unaffected"), "unaffected");
+        // The server lets it go too (the next test counts connections).
+        await waitUntilAsync(async () => (await onTransport(host, transport)) === before, "the server to let the closed connection go");
       });
 
       it("stops cleanly, and the server sees it go", async () => {

@@ -169,11 +169,9 @@ where
     /// Serves the connection: from its handshake, or, for a connection that moved here from
     /// another server, on from where it was.
     pub(super) async fn run(mut self) {
-        let Some((protocol, registration)) = self.start().await else {
+        let Some((protocol, registration, _counted)) = self.start().await else {
             return;
         };
-        let context = self.context.clone();
-        let _counted = Counted::new(&context.metrics, self.transport.name, protocol.name());
         let end = self.read_loop(protocol).await;
         let error = match end {
             End::TransportGone(error) => error,
@@ -207,14 +205,15 @@ where
     /// The handshake, registration and the hub's `on-connected`: the protocol and registration
     /// of a connection that made it through them (or of one that moved here from another
     /// server, which did on its first server).
-    async fn start(&mut self) -> Option<(&'static dyn HubProtocol, Registration)> {
+    async fn start(&mut self) -> Option<(&'static dyn HubProtocol, Registration, Counted)> {
         if let Some((protocol, registration)) = self.resume.as_mut().and_then(|r| r.moved_in.take())
         {
+            let counted = self.counted(protocol);
             if !self.transport.inherent_keep_alive {
                 self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
             }
             tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, "moved here");
-            return Some((protocol, registration));
+            return Some((protocol, registration, counted));
         }
         let protocol = match self.handshake().await {
             Ok(chosen) => {
@@ -238,6 +237,9 @@ where
                 return None;
             }
         };
+        // Counted before the client hears it is connected, so whatever it does next (a quick
+        // stop included) is seen after the count.
+        let counted = self.counted(protocol);
         self.queue(Outbound::Frame(handshake::success(protocol)));
         if !self.transport.inherent_keep_alive {
             self.queue(Outbound::KeepAlive(protocol.encode(&ServerMessage::Ping)));
@@ -271,7 +273,15 @@ where
             return None;
         }
         registration.connected();
-        Some((protocol, registration))
+        Some((protocol, registration, counted))
+    }
+
+    fn counted(&self, protocol: &'static dyn HubProtocol) -> Counted {
+        Counted::new(
+            self.context.metrics.clone(),
+            self.transport.name,
+            protocol.name(),
+        )
     }
 
     /// Hands the connection to the server that claimed it: answers the claim, waits for the
@@ -865,14 +875,14 @@ fn poll_resumption<I, O>(
 }
 
 /// Counts a connection in the per-transport and per-protocol gauges while it lives.
-struct Counted<'a> {
-    metrics: &'a Metrics,
+struct Counted {
+    metrics: Arc<Metrics>,
     transport: &'static str,
     protocol: &'static str,
 }
 
-impl<'a> Counted<'a> {
-    fn new(metrics: &'a Metrics, transport: &'static str, protocol: &'static str) -> Self {
+impl Counted {
+    fn new(metrics: Arc<Metrics>, transport: &'static str, protocol: &'static str) -> Self {
         metrics.transports.add(transport);
         metrics.protocols.add(protocol);
         Self {
@@ -883,7 +893,7 @@ impl<'a> Counted<'a> {
     }
 }
 
-impl Drop for Counted<'_> {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.metrics.transports.remove(self.transport);
         self.metrics.protocols.remove(self.protocol);
