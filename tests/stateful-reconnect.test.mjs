@@ -316,7 +316,13 @@ describe("stateful reconnect across hosts", () => {
     const attempt = (user) =>
       new Promise((resolve) => {
         const socket = new WebSocket(`${b.url.replace("http", "ws")}/chat?id=${token}&access_token=${bearer(user)}`);
-        socket.on("unexpected-response", (_, response) => resolve(response.statusCode));
+        socket.on("error", () => {});
+        socket.on("unexpected-response", (request, response) => {
+          // With this listener, ws leaves the request to us: end it, or its socket stays open.
+          response.resume();
+          request.destroy();
+          resolve(response.statusCode);
+        });
         socket.on("open", () => {
           socket.terminate();
           resolve("open");
@@ -698,7 +704,14 @@ describe("stateful reconnect on the wire", () => {
   test("a second socket is refused before the handshake, and after a version 1 handshake", async () => {
     const refused = async (token) => {
       const socket = new WebSocket(`${host.url.replace("http", "ws")}/chat?id=${token}`);
-      return new Promise((res) => socket.on("unexpected-response", (_, response) => res(response.statusCode)));
+      socket.on("error", () => {});
+      return new Promise((res) =>
+        socket.on("unexpected-response", (request, response) => {
+          response.resume();
+          request.destroy();
+          res(response.statusCode);
+        }),
+      );
     };
     const token = await negotiated();
     const client = await rawStateful(host.url, token);

@@ -16,14 +16,21 @@ export async function startProxy(upstreams) {
   let next = 0;
   let held = null;
   const open = new Set();
+  // Every socket until it closes (`open` forgets the ones a cut reset).
+  const all = new Set();
   const forward = (client) => {
     const [host, port] = targets[next++ % targets.length].split(":");
     const upstream = net.connect({ host, port: Number(port) });
     upstream.setNoDelay(true);
     client.setNoDelay(true);
-    open.add(client);
-    open.add(upstream);
-    const forget = (socket) => () => open.delete(socket);
+    for (const socket of [client, upstream]) {
+      open.add(socket);
+      all.add(socket);
+    }
+    const forget = (socket) => () => {
+      open.delete(socket);
+      all.delete(socket);
+    };
     client.on("close", forget(client));
     upstream.on("close", forget(upstream));
     // A reset on one side resets the other, as a dead network path would look to both.
@@ -51,7 +58,8 @@ export async function startProxy(upstreams) {
     cut() {
       const sockets = [...open];
       open.clear();
-      for (const socket of sockets) socket.resetAndDestroy();
+      // A reset needs a connection: one still connecting is just destroyed.
+      for (const socket of sockets) (socket.connecting ? socket.destroy() : socket.resetAndDestroy());
       return sockets.length / 2;
     },
     hold() {
@@ -69,7 +77,10 @@ export async function startProxy(upstreams) {
       targets = [...upstreams];
     },
     async close() {
-      for (const socket of open) socket.destroy();
+      // Everything still open, cut or not, and connections held back: nothing outlives the proxy.
+      for (const socket of all) socket.destroy();
+      for (const client of held ?? []) client.destroy();
+      held = null;
       await new Promise((res) => server.close(res));
     },
   };
