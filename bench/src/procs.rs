@@ -11,6 +11,16 @@ use tokio::process::{Child, Command};
 
 use crate::Args;
 
+/// User + system CPU seconds in a `/proc/…/stat` file (a process's, or a thread's with
+/// `/proc/thread-self/stat`); `None` if it cannot be read.
+pub(crate) fn cpu_seconds(stat: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name (which may hold spaces), from the state on.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 pub(crate) struct Proc {
     child: Child,
     pub(crate) addr: String,
@@ -23,24 +33,7 @@ impl Proc {
 
     /// User + system CPU seconds of the process so far.
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
-            return 0.0;
-        };
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields
-            .get(11)
-            .and_then(|u| u.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        ticks / 100.0
+        cpu_seconds(&format!("/proc/{}/stat", self.pid())).unwrap_or(0.0)
     }
 
     pub(crate) fn rss_kib(&self) -> u64 {

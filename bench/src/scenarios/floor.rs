@@ -206,16 +206,6 @@ fn write_at(
 
 /// User + system CPU seconds of the calling thread, as `/proc` counts a process's.
 fn thread_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => Ok((user + system) / 100.0),
-        _ => anyhow::bail!("cannot read this thread's CPU time"),
-    }
+    crate::procs::cpu_seconds("/proc/thread-self/stat")
+        .ok_or_else(|| anyhow::anyhow!("cannot read this thread's CPU time"))
 }
