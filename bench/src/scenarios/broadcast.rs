@@ -104,21 +104,16 @@ pub(crate) async fn broadcast(
     };
     // The kernel's cost of the same deliveries, measured right after (not for every dialect:
     // the frames are of one size, and the comparison is the WebSockets one).
-    let floor = match !args.no_floor {
-        true => Some(
-            floor::measure(Pace {
-                sockets: args.connections,
-                frames_per_s: stats.deliveries_per_s,
-                frame_bytes: 2 + dialect
-                    .protocol
-                    .invocation(None, "broadcastMessage", &["bench", "5000000000"])
-                    .len(),
-                duration: args.duration,
-            })
-            .await?,
-        ),
-        false => None,
-    };
+    let floor = floor::after_load(
+        args,
+        Pace {
+            sockets: args.connections,
+            frames_per_s: stats.deliveries_per_s,
+            frame_bytes: floor::frame_bytes(dialect.protocol, "broadcastMessage", &["bench"]),
+            duration: args.duration,
+        },
+    )
+    .await?;
     let mut rows = vec![
         (
             "messages sent",

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
+use crate::Args;
 use crate::client::table;
+use crate::wire::Protocol;
 
 /// The load a floor run reproduces.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +71,21 @@ impl FloorStats {
             ),
         ]
     }
+}
+
+/// Bytes of the frame a host writes for a client invocation of `target` with `args`, whose last
+/// argument is the sender's clock 5 s into a run: the message and a 2-byte WebSocket header.
+pub(crate) fn frame_bytes(protocol: Protocol, target: &str, args: &[&str]) -> usize {
+    let args: Vec<&str> = args.iter().copied().chain(["5000000000"]).collect();
+    2 + protocol.invocation(None, target, &args).len()
+}
+
+/// The floor after a scenario's load, at its pace, unless `--no-floor` leaves it out.
+pub(crate) async fn after_load(args: &Args, pace: Pace) -> anyhow::Result<Option<FloorStats>> {
+    if args.no_floor {
+        return Ok(None);
+    }
+    measure(pace).await.map(Some)
 }
 
 /// Runs the floor at `pace` and returns what it measured, without printing.

@@ -102,12 +102,17 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
     let lost = expected.saturating_sub(got);
     let per = |n: u64| cpu / (n.max(1) as f64) * 1e6;
     // The kernel's cost of the same deliveries, measured right after.
-    let floor = floor::measure(Pace {
-        sockets: connections,
-        frames_per_s: got as f64 / send_time.as_secs_f64(),
-        frame_bytes: frame_bytes(connections / room_size.max(1)),
-        duration: args.duration,
-    })
+    // A member of the last room gets the longest room name.
+    let last_room = room_of(connections.saturating_sub(1), room_size);
+    let floor = floor::after_load(
+        args,
+        Pace {
+            sockets: connections,
+            frames_per_s: got as f64 / send_time.as_secs_f64(),
+            frame_bytes: floor::frame_bytes(Protocol::Json, "roomMessage", &[&last_room, "bench"]),
+            duration: args.duration,
+        },
+    )
     .await?;
     let mut rows = vec![
         (
@@ -132,7 +137,9 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
             format!("{:.1} % of one core", cpu / send_time.as_secs_f64() * 100.0),
         ),
     ];
-    rows.extend(floor.rows(per(got)));
+    if let Some(floor) = floor {
+        rows.extend(floor.rows(per(got)));
+    }
     table(
         &format!(
             "rooms ({}): {connections} connections over {} host(s), rooms of {room_size}, {} msg/s each",
@@ -143,14 +150,4 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
         &rows,
     );
     Ok(RoomsStats { lost })
-}
-
-/// Bytes of a `roomMessage` frame as a host writes it to a member of one of `rooms` rooms: the
-/// chat hub's invocation (room, name, the sender's clock 5 s into a run) and a 2-byte WebSocket
-/// header.
-fn frame_bytes(rooms: usize) -> usize {
-    let room = format!("room-{}", rooms.saturating_sub(1));
-    let invocation =
-        Protocol::Json.invocation(None, "roomMessage", &[&room, "bench", "5000000000"]);
-    2 + invocation.len()
 }
