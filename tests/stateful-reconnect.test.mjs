@@ -313,21 +313,7 @@ describe("stateful reconnect across hosts", () => {
     raw.send({ protocol: "json", version: 2 });
     await raw.until((r) => Object.keys(r).length === 0, "the handshake's answer");
     raw.send({ type: 6 });
-    const attempt = (user) =>
-      new Promise((resolve) => {
-        const socket = new WebSocket(`${b.url.replace("http", "ws")}/chat?id=${token}&access_token=${bearer(user)}`);
-        socket.on("error", () => {});
-        socket.on("unexpected-response", (request, response) => {
-          // With this listener, ws leaves the request to us: end it, or its socket stays open.
-          response.resume();
-          request.destroy();
-          resolve(response.statusCode);
-        });
-        socket.on("open", () => {
-          socket.terminate();
-          resolve("open");
-        });
-      });
+    const attempt = (user) => upgradeStatus(`${b.url}/chat?id=${token}&access_token=${bearer(user)}`);
     const refusedBefore = await metric(b, "hubhost_reconnect_resumes_refused_total");
     const movedBefore = await metric(a, "hubhost_reconnect_moves_out_total");
     assert.equal(await attempt("ben"), 404);
@@ -548,6 +534,24 @@ describe("stateful reconnect in Chromium", () => {
   });
 });
 
+/** The HTTP status refusing a WebSocket to `url`, or "open" if it was accepted (and closed). */
+function upgradeStatus(url) {
+  return new Promise((resolve) => {
+    const socket = new WebSocket(url.replace("http", "ws"));
+    socket.on("error", () => {});
+    socket.on("unexpected-response", (request, response) => {
+      // With this listener, ws leaves the request to us: end it, or its socket stays open.
+      response.resume();
+      request.destroy();
+      resolve(response.statusCode);
+    });
+    socket.on("open", () => {
+      socket.terminate();
+      resolve("open");
+    });
+  });
+}
+
 /** Opens a raw WebSocket for a connection negotiated with stateful reconnect. */
 async function rawStateful(url, token) {
   const socket = new WebSocket(`${url.replace("http", "ws")}/chat?id=${token}`);
@@ -702,17 +706,7 @@ describe("stateful reconnect on the wire", () => {
   });
 
   test("a second socket is refused before the handshake, and after a version 1 handshake", async () => {
-    const refused = async (token) => {
-      const socket = new WebSocket(`${host.url.replace("http", "ws")}/chat?id=${token}`);
-      socket.on("error", () => {});
-      return new Promise((res) =>
-        socket.on("unexpected-response", (request, response) => {
-          response.resume();
-          request.destroy();
-          res(response.statusCode);
-        }),
-      );
-    };
+    const refused = (token) => upgradeStatus(`${host.url}/chat?id=${token}`);
     const token = await negotiated();
     const client = await rawStateful(host.url, token);
     assert.equal(await refused(token), 409, "no handshake yet: nothing to resume");
