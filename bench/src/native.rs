@@ -6,13 +6,17 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hubhost::presence::{Answer as PresenceAnswer, PresenceError, Query};
 use hubhost::runtime::{
     Answer, Call, Exception, HubError, MethodInfo, NativeHost, NativeHub, ParamInfo, StreamNext,
     StreamStep, UploadEvent, UploadStep,
 };
 use hubhost::state::{StateError, StateOp, StateValue};
 use hubhost::types::{Caller, HubName, Target};
-use hubhost_sdk::native::{self as sdk, Event, Level, StateError as SdkStateError, WireError};
+use hubhost_sdk::native::{
+    self as sdk, Event, Level, PresenceError as SdkPresenceError, StateError as SdkStateError,
+    WireError,
+};
 
 /// Hub `H` as native code.
 pub struct SdkHub<H>(PhantomData<fn() -> H>);
@@ -128,6 +132,14 @@ fn method_info(info: sdk::MethodInfo) -> MethodInfo {
 struct Bridge<'a>(&'a mut NativeHost);
 
 impl Bridge<'_> {
+    /// A presence query that answers a count.
+    fn count(&mut self, query: Query) -> Result<u64, SdkPresenceError> {
+        self.0
+            .presence(query)
+            .map(PresenceAnswer::into_count)
+            .map_err(presence_error)
+    }
+
     /// Runs `op` and takes the answer's expected shape, as the Wasm `state` import does.
     fn state<T>(
         &mut self,
@@ -141,6 +153,11 @@ impl Bridge<'_> {
             StateError::TooLarge(m) => SdkStateError::TooLarge(m),
         })
     }
+}
+
+fn presence_error(error: PresenceError) -> SdkPresenceError {
+    let PresenceError::Unavailable(m) = error;
+    SdkPresenceError::Unavailable(m)
 }
 
 fn target(to: &sdk::Target) -> Target {
@@ -221,6 +238,42 @@ impl sdk::Host for Bridge<'_> {
     fn state_expire(&mut self, key: &str, ttl_ms: u64) -> Result<bool, SdkStateError> {
         let ttl = Duration::from_millis(ttl_ms);
         self.state(key, StateOp::Expire(ttl), StateValue::into_flag)
+    }
+
+    fn presence_connections(&mut self) -> Result<u64, SdkPresenceError> {
+        self.count(Query::Connections)
+    }
+
+    fn presence_users(&mut self) -> Result<u64, SdkPresenceError> {
+        self.count(Query::Users)
+    }
+
+    fn presence_user_connections(&mut self, user_id: &str) -> Result<u64, SdkPresenceError> {
+        self.count(Query::UserConnections(user_id.to_owned()))
+    }
+
+    fn presence_group_size(&mut self, group: &str) -> Result<u64, SdkPresenceError> {
+        self.count(Query::GroupSize(group.to_owned()))
+    }
+
+    fn presence_group_members(
+        &mut self,
+        group: &str,
+        limit: u32,
+    ) -> Result<Vec<sdk::WireMember>, SdkPresenceError> {
+        let query = Query::GroupMembers {
+            group: group.to_owned(),
+            limit,
+        };
+        let members = self.0.presence(query).map_err(presence_error)?;
+        Ok(members
+            .into_members()
+            .into_iter()
+            .map(|m| sdk::WireMember {
+                connection_id: m.connection,
+                user_id: m.user,
+            })
+            .collect())
     }
 
     fn abort(&mut self) {

@@ -73,6 +73,7 @@ mod imports;
 pub mod log;
 #[cfg(not(target_family = "wasm"))]
 pub mod native;
+mod presence;
 mod request;
 mod state;
 mod stream;
@@ -100,6 +101,7 @@ pub use clients::Clients;
 pub use context::Context;
 pub use error::{HubError, HubResult};
 pub use groups::Groups;
+pub use presence::{Member, Presence};
 pub use request::Request;
 pub use state::State;
 pub use stream::{HubStream, Step};
@@ -145,7 +147,7 @@ pub use hubhost_sdk_macros::hub;
 pub mod prelude {
     pub use crate::log;
     pub use crate::{
-        Client, Clients, Context, Groups, HubError, HubResult, HubStream, Request, State, Step,
-        Upload, hub,
+        Client, Clients, Context, Groups, HubError, HubResult, HubStream, Presence, Request, State,
+        Step, Upload, hub,
     };
 }

@@ -54,6 +54,7 @@ use crate::Context;
 /// What `#[hub]` implements: the type [`call`] takes.
 pub use crate::__private::Hub;
 
+pub use crate::__bindings::hubhost::hub::presence::{Member as WireMember, PresenceError};
 pub use crate::__bindings::hubhost::hub::results::AskError;
 pub use crate::__bindings::hubhost::hub::state::StateError;
 pub use crate::__bindings::hubhost::hub::types::{
@@ -107,11 +108,39 @@ pub trait Host {
     ) -> Result<String, AskError> {
         Err(AskError::Gone)
     }
+    /// `presence.connections`. By default presence is unavailable, as are the others below.
+    fn presence_connections(&mut self) -> Result<u64, PresenceError> {
+        Err(no_presence())
+    }
+    /// `presence.users`.
+    fn presence_users(&mut self) -> Result<u64, PresenceError> {
+        Err(no_presence())
+    }
+    /// `presence.user-connections`.
+    fn presence_user_connections(&mut self, _user_id: &str) -> Result<u64, PresenceError> {
+        Err(no_presence())
+    }
+    /// `presence.group-size`.
+    fn presence_group_size(&mut self, _group: &str) -> Result<u64, PresenceError> {
+        Err(no_presence())
+    }
+    /// `presence.group-members`.
+    fn presence_group_members(
+        &mut self,
+        _group: &str,
+        _limit: u32,
+    ) -> Result<Vec<WireMember>, PresenceError> {
+        Err(no_presence())
+    }
     /// `caller.abort`: close the caller's connection after the call. A harness that has no
     /// connection to close may leave it at this default, which only logs it.
     fn abort(&mut self) {
         self.log(Level::Info, "the hub aborted the caller's connection");
     }
+}
+
+fn no_presence() -> PresenceError {
+    PresenceError::Unavailable("this host keeps no presence".into())
 }
 
 /// What the host asks of a hub: the exports of the component.
@@ -384,6 +413,28 @@ pub(crate) mod imports {
             timeout_ms: u32,
         ) -> Result<String, AskError> {
             host(|h| h.ask(connection_id, method, arguments, timeout_ms))
+        }
+    }
+
+    pub(crate) mod presence {
+        use super::super::{PresenceError, WireMember, host};
+        pub(crate) fn connections() -> Result<u64, PresenceError> {
+            host(|h| h.presence_connections())
+        }
+        pub(crate) fn users() -> Result<u64, PresenceError> {
+            host(|h| h.presence_users())
+        }
+        pub(crate) fn user_connections(user_id: &str) -> Result<u64, PresenceError> {
+            host(|h| h.presence_user_connections(user_id))
+        }
+        pub(crate) fn group_size(group: &str) -> Result<u64, PresenceError> {
+            host(|h| h.presence_group_size(group))
+        }
+        pub(crate) fn group_members(
+            group: &str,
+            limit: u32,
+        ) -> Result<Vec<WireMember>, PresenceError> {
+            host(|h| h.presence_group_members(group, limit))
         }
     }
 

@@ -11,6 +11,9 @@ use crate::units::{parse_duration, parse_size};
 
 /// The longest `--write-delay`: past it, the delay is a latency nobody wants.
 const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
+/// Heartbeats go every third of the TTL: below a second they would be a load of their own.
+const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
+const MAX_PRESENCE_TTL: Duration = Duration::from_secs(3600);
 
 /// hubhost: a SignalR-compatible real-time server whose hubs are WebAssembly components.
 ///
@@ -222,6 +225,13 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_REDIS_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub redis_ack_timeout: Duration,
 
+    /// How long this server's share of presence (its connections and their groups, which hubs
+    /// count through the `presence` import) outlives its last heartbeat in Redis. Heartbeats go
+    /// every third of it; a server that dies stops counting at most this long after it last
+    /// beat. Between 1s and 1h.
+    #[arg(long, env = "HUBHOST_PRESENCE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
     /// Secret of HS256 JWT bearer tokens. With it, clients that send a valid token (header
     /// `Authorization: Bearer` or query `access_token`) are that token's user; invalid tokens
     /// get 401; clients without one stay anonymous.
@@ -373,6 +383,9 @@ impl Config {
                 "--keep-alive must be greater than zero and shorter than --client-timeout".into(),
             );
         }
+        if !(MIN_PRESENCE_TTL..=MAX_PRESENCE_TTL).contains(&self.presence_ttl) {
+            return Err("--presence-ttl must be between 1s and 1h".into());
+        }
         if self.write_delay > MAX_WRITE_DELAY {
             return Err(format!(
                 "--write-delay must be at most {}",
@@ -468,6 +481,23 @@ mod tests {
     fn rejects_keep_alive_longer_than_timeout() {
         let config = Config::parse_from(["hubhost", "--keep-alive", "40s"]);
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn presence_ttl_is_fifteen_seconds_by_default_and_bounded() {
+        assert_eq!(
+            Config::parse_from(["hubhost"]).presence_ttl,
+            Duration::from_secs(15)
+        );
+        for (ttl, ok) in [("1s", true), ("1h", true), ("500ms", false), ("2h", false)] {
+            let config = Config::parse_from(["hubhost", "--presence-ttl", ttl]);
+            let expected = if ok {
+                Ok(())
+            } else {
+                Err("--presence-ttl must be between 1s and 1h".to_owned())
+            };
+            assert_eq!(config.validate(), expected, "{ttl}");
+        }
     }
 
     #[test]

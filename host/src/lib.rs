@@ -50,6 +50,7 @@ pub mod config;
 pub mod describe;
 pub mod dispatcher;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod registry;
 pub mod reload;
@@ -80,6 +81,8 @@ use backplane::memory::MemoryBackplane;
 use backplane::redis::{RedisBackplane, RedisConfig};
 use config::Config;
 use dispatcher::Dispatcher;
+use presence::Presence;
+use presence::redis::RedisPresence;
 use registry::LocalRegistry;
 use router::Router;
 use runtime::{HubRuntime, RuntimeConfig};
@@ -184,28 +187,38 @@ pub async fn run_with_native_hubs(
     config.validate().map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     let registry = Arc::new(LocalRegistry::new());
-    let (backplane, state): (Arc<dyn Backplane>, Arc<dyn StateStore>) = match &config.redis {
-        None => (
-            Arc::new(MemoryBackplane::new(registry)),
-            Arc::new(MemoryState::new()),
-        ),
-        Some(url) => {
-            // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let redis = RedisBackplane::start(
-                RedisConfig {
-                    url: url.clone(),
-                    prefix: config.redis_prefix.clone(),
-                    ack_timeout: config.redis_ack_timeout,
-                },
-                registry,
-                stop.clone(),
-            )
-            .await?;
-            let state = RedisState::new(redis.commands(), config.redis_prefix.clone());
-            (Arc::new(redis), Arc::new(state))
-        }
-    };
+    let (backplane, state, presence): (Arc<dyn Backplane>, Arc<dyn StateStore>, _) =
+        match &config.redis {
+            None => (
+                Arc::new(MemoryBackplane::new(registry)),
+                Arc::new(MemoryState::new()),
+                None,
+            ),
+            Some(url) => {
+                // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let redis = RedisBackplane::start(
+                    RedisConfig {
+                        url: url.clone(),
+                        prefix: config.redis_prefix.clone(),
+                        ack_timeout: config.redis_ack_timeout,
+                    },
+                    registry,
+                    stop.clone(),
+                )
+                .await?;
+                let state = RedisState::new(redis.commands(), config.redis_prefix.clone());
+                let presence: Arc<dyn Presence> = Arc::new(RedisPresence::start(
+                    redis.commands(),
+                    &config.redis_prefix,
+                    redis.server_name(),
+                    redis.registry().clone(),
+                    config.presence_ttl,
+                    stop.clone(),
+                ));
+                (Arc::new(redis), Arc::new(state), Some(presence))
+            }
+        };
     let runtime = HubRuntime::new(
         RuntimeConfig {
             call_timeout: config.call_timeout,
@@ -232,7 +245,10 @@ pub async fn run_with_native_hubs(
         tracing::warn!(dir = %config.hubs.display(), "no hub loaded: add NAME.wasm files to serve /NAME");
     }
     let runtime = Arc::new(runtime);
-    let router = Router::new(backplane);
+    let router = match presence {
+        Some(presence) => Router::new(backplane).with_presence(presence),
+        None => Router::new(backplane),
+    };
     if !config.no_watch {
         reload::watch(
             config.hubs.clone(),
@@ -384,6 +400,14 @@ pub async fn run_with_native_hubs(
             connections = sessions.sessions.len(),
             "drain timeout: closing the remaining connections"
         );
+    }
+    // This server's connections are gone: so is its share of presence, at once rather than
+    // when its heartbeats would have run out.
+    if tokio::time::timeout(Duration::from_secs(2), router.presence().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("presence not taken out of Redis in time; it expires on its own");
     }
     stop.cancel();
     sweeper.abort();

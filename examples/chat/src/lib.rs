@@ -1,8 +1,8 @@
 //! The chat hub, served at `/chat` as `chat.wasm`.
 //!
 //! Clients call `Send(name, message)` and everyone receives `broadcastMessage(name, message)`;
-//! rooms are SignalR groups; everyone receives `online(count)` as clients come and go, counted in
-//! the shared state so the number is right across every server.
+//! rooms are SignalR groups; everyone receives `online(count)` as clients come and go, counted by
+//! the host's presence so the number is right across every server, even after one dies.
 
 use std::time::Duration;
 
@@ -12,19 +12,19 @@ pub struct Chat;
 
 #[hub]
 impl Chat {
-    /// Counts the new client in and tells everyone the new total.
+    /// Tells everyone the new number of clients online.
     fn on_connected(_ctx: &Context) -> HubResult {
-        count_online(1)
+        announce_online()
     }
 
-    /// Counts the client out and tells everyone the new total.
+    /// Tells everyone the new number of clients online.
     fn on_disconnected(_ctx: &Context, _error: Option<String>) -> HubResult {
-        count_online(-1)
+        announce_online()
     }
 
     /// How many clients are connected, over all servers.
-    fn online() -> HubResult<i64> {
-        Ok(State::get("online")?.unwrap_or(0))
+    fn online() -> HubResult<u64> {
+        Presence::connections()
     }
 
     /// Everyone connected to the hub receives `broadcastMessage(name, message)`.
@@ -121,12 +121,12 @@ impl Chat {
     }
 }
 
-/// The count is a nicety: while the state store is unreachable the chat goes on without it.
-fn count_online(delta: i64) -> HubResult {
-    match State::incr("online", delta) {
+/// The count is a nicety: while presence is unreachable the chat goes on without it.
+fn announce_online() -> HubResult {
+    match Presence::connections() {
         Ok(online) => Clients::all().send("online", (online,)),
         Err(e) => {
-            log::warn(format!("online count not updated: {e}"));
+            log::warn(format!("online count not sent: {e}"));
             Ok(())
         }
     }

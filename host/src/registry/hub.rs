@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{ConnectionHandle, Delivery, Source};
+use crate::presence::{Answer, Holding, Member, Query};
 use crate::types::{ConnectionId, GroupChange, HubName, Interest, InterestChange, Target};
 
 struct Entry {
@@ -226,6 +227,50 @@ impl HubConnections {
     pub(super) fn group_counts(&self) -> (u64, u64) {
         let memberships = self.groups.values().map(|m| m.len() as u64).sum();
         (self.groups.len() as u64, memberships)
+    }
+
+    /// Every connection with its user and groups (presence's share of this hub).
+    pub(super) fn holdings(&self) -> Vec<Holding> {
+        self.connections
+            .iter()
+            .map(|(id, entry)| Holding {
+                connection: id.to_string(),
+                user: entry.handle.user.clone(),
+                groups: entry.groups.iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// A presence query over this server's connections.
+    pub(super) fn answer(&self, query: &Query) -> Answer {
+        let size = |index: &HashMap<String, HashSet<ConnectionId>>, key: &str| {
+            index.get(key).map_or(0, |members| members.len() as u64)
+        };
+        match query {
+            Query::Connections => Answer::Count(self.connections.len() as u64),
+            Query::Users => Answer::Count(self.users.len() as u64),
+            Query::UserConnections(user) => Answer::Count(size(&self.users, user)),
+            Query::GroupSize(group) => Answer::Count(size(&self.groups, group)),
+            Query::GroupMembers { group, limit } => {
+                let limit = crate::presence::capped(*limit) as usize;
+                let mut members: Vec<Member> = self
+                    .groups
+                    .get(group)
+                    .into_iter()
+                    .flatten()
+                    .take(limit)
+                    .map(|id| Member {
+                        connection: id.to_string(),
+                        user: self
+                            .connections
+                            .get(id)
+                            .and_then(|entry| entry.handle.user.clone()),
+                    })
+                    .collect();
+                members.sort();
+                Answer::Members(members)
+            }
+        }
     }
 
     pub(super) fn group_members(&self, group: &str) -> Vec<ConnectionId> {

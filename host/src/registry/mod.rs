@@ -11,11 +11,13 @@ mod hub;
 pub mod outbox;
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
+use crate::presence::{self, Answer, FeedSender, Holding, Query};
 use crate::protocol::{Frame, HubProtocol, ServerMessage};
 use crate::types::{
     ConnectionId, Envelope, GroupChange, HubName, Interest, InterestChange, Question,
@@ -166,6 +168,11 @@ pub struct LocalRegistry {
     delivered: AtomicU64,
     /// Client results in flight.
     asks: Asks,
+    /// Where the changes of this server's presence share go, when presence is kept beyond it.
+    presence: OnceLock<FeedSender>,
+    /// Numbers those changes. Advanced under the `hubs` write lock, so a share copied under the
+    /// read lock knows exactly which changes it holds.
+    presence_seq: AtomicU64,
 }
 
 /// Group figures of this server, for `/metrics`.
@@ -218,6 +225,10 @@ impl LocalRegistry {
             self.count_delivery(before, Delivery::Direct);
         }
         self.count_delivery(Delivery::Direct, delivery);
+        self.tell(hub, || presence::Change::Connected {
+            connection: id.to_string(),
+            user: handle.user.clone(),
+        });
         changes.extend(conns.add(hub, handle, delivery));
         for group in groups {
             let join = GroupChange::Add {
@@ -225,9 +236,73 @@ impl LocalRegistry {
                 connection: id.to_string(),
                 group: group.clone(),
             };
-            changes.extend(conns.apply_group_change(&join).into_iter().flatten());
+            if let Some(gained) = conns.apply_group_change(&join) {
+                changes.extend(gained);
+                self.tell(hub, || presence::Change::Joined {
+                    connection: id.to_string(),
+                    group: group.clone(),
+                });
+            }
         }
         changes
+    }
+
+    /// From now on, every change of this server's presence share goes to `feed` (`false` if
+    /// one was set already). Call it before the first connection is added.
+    pub fn feed_presence(&self, feed: FeedSender) -> bool {
+        self.presence.set(feed).is_ok()
+    }
+
+    /// Reports a change of the share, numbered; called under the `hubs` write lock.
+    fn tell(&self, hub: &HubName, change: impl FnOnce() -> presence::Change) {
+        if let Some(feed) = self.presence.get() {
+            let seq = self.presence_seq.fetch_add(1, Ordering::Relaxed) + 1;
+            // A closed feed means presence has stopped (the server is shutting down).
+            let _ = feed.send(presence::Feed::Change {
+                seq,
+                hub: hub.clone(),
+                change: change(),
+            });
+        }
+    }
+
+    /// Resolves once every presence change reported so far has been written (or failed to be:
+    /// it does not hang while Redis is away); at once where presence is this server's alone.
+    pub fn presence_written(&self) -> impl Future<Output = ()> + Send + 'static {
+        let written = self.presence.get().and_then(|feed| {
+            let (done, written) = tokio::sync::oneshot::channel();
+            feed.send(presence::Feed::Flush(done))
+                .ok()
+                .map(|()| written)
+        });
+        async move {
+            if let Some(written) = written {
+                let _ = written.await;
+            }
+        }
+    }
+
+    /// This server's share of `hub`'s presence, with the number of the last change it holds.
+    pub fn share(&self, hub: &HubName) -> (u64, Vec<Holding>) {
+        let hubs = self.hubs.read();
+        let seq = self.presence_seq.load(Ordering::Relaxed);
+        let holdings = hubs
+            .get(hub)
+            .map(HubConnections::holdings)
+            .unwrap_or_default();
+        (seq, holdings)
+    }
+
+    /// Answers a presence query from this server's connections alone.
+    pub fn presence(&self, hub: &HubName, query: &Query) -> Answer {
+        let hubs = self.hubs.read();
+        match hubs.get(hub) {
+            Some(conns) => conns.answer(query),
+            None => match query {
+                Query::GroupMembers { .. } => Answer::Members(Vec::new()),
+                _ => Answer::Count(0),
+            },
+        }
     }
 
     /// Changes how a local connection takes deliveries, keeping the count of those not
@@ -323,6 +398,10 @@ impl LocalRegistry {
         };
         if let Some(before) = conns.delivery(id.as_str()) {
             self.count_delivery(before, Delivery::Direct);
+            self.tell(hub, || presence::Change::Disconnected {
+                connection: id.to_string(),
+                groups: conns.groups_of(id.as_str()),
+            });
         }
         let mut changes = conns.remove(hub, id);
         if conns.is_empty() {
@@ -336,7 +415,16 @@ impl LocalRegistry {
     /// lost; `None` if the connection does not live here.
     pub fn apply_group_change(&self, change: &GroupChange) -> Option<Vec<InterestChange>> {
         let mut hubs = self.hubs.write();
-        hubs.get_mut(change.hub())?.apply_group_change(change)
+        let changes = hubs.get_mut(change.hub())?.apply_group_change(change)?;
+        self.tell(change.hub(), || {
+            let connection = change.connection().to_owned();
+            let group = change.group().to_owned();
+            match change {
+                GroupChange::Add { .. } => presence::Change::Joined { connection, group },
+                GroupChange::Remove { .. } => presence::Change::Left { connection, group },
+            }
+        });
+        Some(changes)
     }
 
     /// Delivers a send to the local recipients that take it from `source`; the frame is

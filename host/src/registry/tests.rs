@@ -450,3 +450,176 @@ fn an_adopted_connection_takes_nothing_until_its_claims_marker() {
     send_from(&r, Source::Echo);
     assert_eq!(outbound(&mut a), ["frame"]);
 }
+
+fn leave(registry: &LocalRegistry, id: &str, group: &str) -> bool {
+    registry
+        .apply_group_change(&GroupChange::Remove {
+            hub: hub(),
+            connection: id.into(),
+            group: group.into(),
+        })
+        .is_some()
+}
+
+/// The changes fed to presence so far, with their numbers.
+fn fed(
+    feed: &mut tokio::sync::mpsc::UnboundedReceiver<presence::Feed>,
+) -> Vec<(u64, presence::Change)> {
+    let mut changes = Vec::new();
+    while let Ok(item) = feed.try_recv() {
+        if let presence::Feed::Change {
+            seq,
+            hub: h,
+            change,
+        } = item
+        {
+            assert_eq!(h, hub());
+            changes.push((seq, change));
+        }
+    }
+    changes
+}
+
+#[test]
+fn presence_hears_every_change_of_the_share_in_order() {
+    use presence::Change::*;
+    let registry = LocalRegistry::new();
+    let (tx, mut feed) = tokio::sync::mpsc::unbounded_channel();
+    assert!(registry.feed_presence(tx.clone()));
+    assert!(!registry.feed_presence(tx), "one feed only");
+    let _ana = connect(&registry, "a", Some("ana"));
+    let _anon = connect(&registry, "b", None);
+    assert!(join(&registry, "a", "room"));
+    assert!(join(&registry, "a", "hall"));
+    assert!(leave(&registry, "a", "hall"));
+    assert!(
+        !join(&registry, "elsewhere", "room"),
+        "not a local connection"
+    );
+    registry.remove(&hub(), &ConnectionId::new("a"));
+    registry.remove(&hub(), &ConnectionId::new("a"));
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        fed(&mut feed),
+        vec![
+            (
+                1,
+                Connected {
+                    connection: s("a"),
+                    user: Some(s("ana"))
+                }
+            ),
+            (
+                2,
+                Connected {
+                    connection: s("b"),
+                    user: None
+                }
+            ),
+            (
+                3,
+                Joined {
+                    connection: s("a"),
+                    group: s("room")
+                }
+            ),
+            (
+                4,
+                Joined {
+                    connection: s("a"),
+                    group: s("hall")
+                }
+            ),
+            (
+                5,
+                Left {
+                    connection: s("a"),
+                    group: s("hall")
+                }
+            ),
+            (
+                6,
+                Disconnected {
+                    connection: s("a"),
+                    groups: vec![s("room")]
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_copied_share_holds_the_changes_numbered_up_to_its_number() {
+    let registry = LocalRegistry::new();
+    let (tx, mut feed) = tokio::sync::mpsc::unbounded_channel();
+    registry.feed_presence(tx);
+    let _a = connect(&registry, "a", Some("ana"));
+    assert!(join(&registry, "a", "room"));
+    let (seq, holdings) = registry.share(&hub());
+    assert_eq!(seq, 2);
+    assert_eq!(
+        holdings,
+        vec![Holding {
+            connection: "a".into(),
+            user: Some("ana".into()),
+            groups: vec!["room".into()],
+        }]
+    );
+    let _b = connect(&registry, "b", None);
+    let later: Vec<u64> = fed(&mut feed).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(later, vec![1, 2, 3], "the share holds 1 and 2, not 3");
+    assert_eq!(registry.share(&HubName::new("other")), (3, Vec::new()));
+}
+
+#[test]
+fn one_server_answers_presence_from_its_connections() {
+    let registry = LocalRegistry::new();
+    let _a1 = connect(&registry, "a1", Some("ana"));
+    let _a2 = connect(&registry, "a2", Some("ana"));
+    let _b = connect(&registry, "b", None);
+    join(&registry, "a1", "room");
+    join(&registry, "b", "room");
+    let ask = |q: Query| registry.presence(&hub(), &q);
+    assert_eq!(ask(Query::Connections), Answer::Count(3));
+    assert_eq!(
+        ask(Query::Users),
+        Answer::Count(1),
+        "ana once, the anonymous not at all"
+    );
+    assert_eq!(ask(Query::UserConnections("ana".into())), Answer::Count(2));
+    assert_eq!(ask(Query::UserConnections("ben".into())), Answer::Count(0));
+    assert_eq!(ask(Query::GroupSize("room".into())), Answer::Count(2));
+    let members = |limit| {
+        ask(Query::GroupMembers {
+            group: "room".into(),
+            limit,
+        })
+    };
+    assert_eq!(
+        members(10),
+        Answer::Members(vec![
+            presence::Member {
+                connection: "a1".into(),
+                user: Some("ana".into())
+            },
+            presence::Member {
+                connection: "b".into(),
+                user: None
+            },
+        ])
+    );
+    assert_eq!(members(1).into_members().len(), 1);
+    assert_eq!(
+        registry.presence(&HubName::new("other"), &Query::Connections),
+        Answer::Count(0)
+    );
+    // Without a feed, nothing waits for presence to be written.
+    let mut written = std::pin::pin!(registry.presence_written());
+    let waker = std::task::Waker::noop();
+    assert!(
+        written
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_ready()
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backplane::{Backplane, BackplaneError};
+use crate::presence::{LocalPresence, Presence};
 use crate::registry::{ConnectionHandle, LocalRegistry};
 use crate::types::{Answered, ConnectionId, Envelope, GroupChange, HubName, Question, Reply};
 
@@ -17,6 +18,7 @@ use crate::types::{Answered, ConnectionId, Envelope, GroupChange, HubName, Quest
 #[derive(Clone)]
 pub struct Router {
     backplane: Arc<dyn Backplane>,
+    presence: Arc<dyn Presence>,
     /// Numbers this server's client-result questions.
     questions: Arc<AtomicU64>,
 }
@@ -33,11 +35,24 @@ pub enum AskError {
 }
 
 impl Router {
+    /// A router whose presence is its registry's (one server).
     pub fn new(backplane: Arc<dyn Backplane>) -> Self {
+        let presence = Arc::new(LocalPresence::new(backplane.registry().clone()));
         Self {
             backplane,
+            presence,
             questions: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same router with presence kept by `presence` (over several servers).
+    pub fn with_presence(self, presence: Arc<dyn Presence>) -> Self {
+        Self { presence, ..self }
+    }
+
+    /// Who is connected, over every server.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
     }
 
     /// Asks connection `connection` of `hub` (on any server) to run client method `method` with
@@ -103,10 +118,17 @@ impl Router {
     }
 
     /// Registers a local connection and subscribes to what it needs (its own channel, its
-    /// user's, its hub's) before it can be addressed.
+    /// user's, its hub's) before it can be addressed; it counts in presence once this returns.
     pub async fn connect(&self, hub: &HubName, handle: ConnectionHandle) {
         let changes = self.registry().add(hub, handle);
-        self.backplane.update_interest(changes).await;
+        self.settle(changes).await;
+    }
+
+    /// Follows the interests a registry change gained or lost, and waits for presence to count
+    /// the change.
+    async fn settle(&self, changes: Vec<crate::types::InterestChange>) {
+        let written = self.registry().presence_written();
+        tokio::join!(self.backplane.update_interest(changes), written);
     }
 
     /// Registers a connection moving here from another server, with its groups, and subscribes
@@ -119,14 +141,15 @@ impl Router {
         claim: u64,
     ) {
         let changes = self.registry().adopt(hub, handle, groups, claim);
-        self.backplane.update_interest(changes).await;
+        self.settle(changes).await;
     }
 
-    /// Forgets a local connection, with its groups, and drops the subscriptions no one needs.
+    /// Forgets a local connection, with its groups, and drops the subscriptions no one needs;
+    /// it no longer counts in presence once this returns.
     pub async fn disconnect(&self, hub: &HubName, id: &ConnectionId) {
         self.answer_gone(id);
         let changes = self.registry().remove(hub, id);
-        self.backplane.update_interest(changes).await;
+        self.settle(changes).await;
     }
 
     /// [`Router::disconnect`] from a context that cannot wait (a drop): the connection is
@@ -146,7 +169,7 @@ impl Router {
     pub async fn change_group(&self, change: GroupChange) -> Result<(), BackplaneError> {
         match self.registry().apply_group_change(&change) {
             Some(changes) => {
-                self.backplane.update_interest(changes).await;
+                self.settle(changes).await;
                 Ok(())
             }
             None => self.backplane.change_remote_group(change).await,

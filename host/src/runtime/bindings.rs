@@ -6,8 +6,8 @@
 //! Exports are async so a call runs on a fiber that yields to tokio at every epoch tick: a hub
 //! that loops cannot pin a runtime thread, and the deadline check happens on those ticks.
 //! Imports are trappable, so the host can end a call that misuses them. Those that only record
-//! effects stay synchronous; `state` (which may wait for Redis) and `results` (which waits for a
-//! client) are async.
+//! effects stay synchronous; `state` and `presence` (which may wait for Redis) and `results`
+//! (which waits for a client) are async.
 
 /// Contract 0.2.
 pub(super) mod v2 {
@@ -17,6 +17,7 @@ pub(super) mod v2 {
         imports: {
             "hubhost:hub/state": async | trappable,
             "hubhost:hub/results": async | trappable,
+            "hubhost:hub/presence": async | trappable,
             default: trappable,
         },
         exports: { default: async },

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Effect;
 use super::bindings;
+use crate::presence::{self, Answer, Query};
 use crate::router::{AskError, Router};
 use crate::state::{self, Quota, StateOp, StateStore, StateValue};
 use crate::types::{Envelope, GroupChange, HubName, Request, Target};
@@ -364,6 +365,78 @@ impl bindings::v2::hubhost::hub::results::Host for HubState {
             AskError::Client(text) => Wit::Client(text),
             AskError::Timeout => Wit::Timeout,
             AskError::Gone => Wit::Gone,
+        }))
+    }
+}
+
+impl HubState {
+    /// A `presence` query, over every server. The future holds no borrow of the store's data
+    /// (which is not `Sync`).
+    fn presence(
+        &self,
+        query: Query,
+    ) -> futures_util::future::BoxFuture<'static, Result<Answer, presence::PresenceError>> {
+        match &self.router {
+            Some(router) => router.presence().read(&self.hub, query),
+            None => Box::pin(async {
+                Err(presence::PresenceError::Unavailable(
+                    "this runtime has no presence".into(),
+                ))
+            }),
+        }
+    }
+
+    /// A `presence` query answering a count.
+    async fn count(&mut self, query: Query) -> PresenceCall<u64> {
+        let answer = self.presence(query).await;
+        Ok(answer.map(Answer::into_count).map_err(Into::into))
+    }
+}
+
+/// What a `presence` import answers.
+type PresenceCall<T> =
+    wasmtime::Result<Result<T, bindings::v2::hubhost::hub::presence::PresenceError>>;
+
+impl From<presence::PresenceError> for bindings::v2::hubhost::hub::presence::PresenceError {
+    fn from(error: presence::PresenceError) -> Self {
+        match error {
+            presence::PresenceError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl bindings::v2::hubhost::hub::presence::Host for HubState {
+    async fn connections(&mut self) -> PresenceCall<u64> {
+        self.count(Query::Connections).await
+    }
+
+    async fn users(&mut self) -> PresenceCall<u64> {
+        self.count(Query::Users).await
+    }
+
+    async fn user_connections(&mut self, user_id: String) -> PresenceCall<u64> {
+        self.count(Query::UserConnections(user_id)).await
+    }
+
+    async fn group_size(&mut self, group: String) -> PresenceCall<u64> {
+        self.count(Query::GroupSize(group)).await
+    }
+
+    async fn group_members(
+        &mut self,
+        group: String,
+        limit: u32,
+    ) -> PresenceCall<Vec<bindings::v2::hubhost::hub::presence::Member>> {
+        let answer = self.presence(Query::GroupMembers { group, limit }).await;
+        Ok(answer.map_err(Into::into).map(|answer| {
+            answer
+                .into_members()
+                .into_iter()
+                .map(|m| bindings::v2::hubhost::hub::presence::Member {
+                    connection_id: m.connection,
+                    user_id: m.user,
+                })
+                .collect()
         }))
     }
 }

@@ -78,7 +78,11 @@ pub struct LoadedHub {
 
 enum Code {
     Wasm(Box<Wasm>),
-    Native(Arc<dyn NativeHub>),
+    /// With where its presence queries go, once the server has a router.
+    Native(
+        Arc<dyn NativeHub>,
+        Arc<std::sync::OnceLock<crate::router::Router>>,
+    ),
 }
 
 struct Wasm {
@@ -140,10 +144,11 @@ impl LoadedHub {
         code: Arc<dyn NativeHub>,
         limits: HubLimits,
         state: Arc<dyn StateStore>,
+        router: Arc<std::sync::OnceLock<crate::router::Router>>,
     ) -> Self {
         Self {
             name,
-            code: Code::Native(code),
+            code: Code::Native(code, router),
             limits,
             state,
             // Native hubs (loadgen's) read no request.
@@ -165,7 +170,7 @@ impl LoadedHub {
     pub fn path(&self) -> Option<&std::path::Path> {
         match &self.code {
             Code::Wasm(wasm) => Some(&wasm.path),
-            Code::Native(_) => None,
+            Code::Native(..) => None,
         }
     }
 
@@ -178,7 +183,7 @@ impl LoadedHub {
     pub fn contract(&self) -> &'static str {
         match &self.code {
             Code::Wasm(wasm) => wasm.pre.version(),
-            Code::Native(_) => "native",
+            Code::Native(..) => "native",
         }
     }
 
@@ -207,17 +212,18 @@ impl LoadedHub {
     pub fn idle_instances(&self) -> usize {
         match &self.code {
             Code::Wasm(wasm) => wasm.idle.len(),
-            Code::Native(_) => 0,
+            Code::Native(..) => 0,
         }
     }
 
     /// Runs one call and returns its result with the effects the hub recorded.
     pub async fn call(&self, caller: &Caller, call: Call<'_>) -> CallOutcome {
         let mut outcome = match &self.code {
-            Code::Native(code) => native::call(
+            Code::Native(code, router) => native::call(
                 code.as_ref(),
                 &self.name,
                 &self.state,
+                router.get().map(|r| r.presence().clone()),
                 self.limits.state,
                 caller,
                 call,

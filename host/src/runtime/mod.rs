@@ -420,7 +420,13 @@ impl HubRuntime {
     /// hubs directory leave it alone.
     pub fn install_native(&self, name: HubName, code: Arc<dyn NativeHub>) {
         let limits = HubLimits::from_config(&self.config);
-        let hub = LoadedHub::native(name.clone(), code, limits, self.state.clone());
+        let hub = LoadedHub::native(
+            name.clone(),
+            code,
+            limits,
+            self.state.clone(),
+            self.router.clone(),
+        );
         self.natives.write().insert(name, Arc::new(hub));
     }
 

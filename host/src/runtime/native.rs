@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::{Answer, Call, CallError, CallOutcome, Effect, HubError};
+use crate::presence::{Answer as PresenceAnswer, Presence, PresenceError, Query};
 use crate::state::{self, Quota, StateError, StateOp, StateStore, StateValue};
 use crate::types::{Caller, ConnectionId, Envelope, GroupChange, HubName, Target};
 
@@ -30,6 +31,8 @@ pub struct NativeHost {
     connection: ConnectionId,
     state: Arc<dyn StateStore>,
     quota: Quota,
+    /// Where presence queries go; none in a runtime without a router.
+    presence: Option<Arc<dyn Presence>>,
     effects: Vec<Effect>,
     /// A misuse of an import. Like a trap, it ends what the call does: nothing recorded after it
     /// is carried out.
@@ -83,16 +86,20 @@ impl NativeHost {
     /// that, and gets an `unavailable` error instead.
     pub fn state(&mut self, key: &str, op: StateOp) -> Result<StateValue, StateError> {
         state::check(key, &op)?;
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| StateError::Unavailable("no tokio runtime".into()))?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(StateError::Unavailable(
-                "native hubs reach the state store only on a multi-thread runtime".into(),
-            ));
-        }
+        let handle = blocking_handle().map_err(StateError::Unavailable)?;
         tokio::task::block_in_place(|| {
             handle.block_on(self.state.run(&self.hub, key, op, self.quota))
         })
+    }
+
+    /// One `presence` query, blocking like [`NativeHost::state`].
+    pub fn presence(&mut self, query: Query) -> Result<PresenceAnswer, PresenceError> {
+        let presence = self
+            .presence
+            .clone()
+            .ok_or_else(|| PresenceError::Unavailable("this runtime has no presence".into()))?;
+        let handle = blocking_handle().map_err(PresenceError::Unavailable)?;
+        tokio::task::block_in_place(|| handle.block_on(presence.read(&self.hub, query)))
     }
 
     /// `caller.abort`: the caller's connection closes after the call, without reconnecting.
@@ -106,12 +113,23 @@ impl NativeHost {
     }
 }
 
+/// The runtime a native hub's call may block on while the host answers it.
+fn blocking_handle() -> Result<tokio::runtime::Handle, String> {
+    let handle =
+        tokio::runtime::Handle::try_current().map_err(|_| "no tokio runtime".to_owned())?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err("native hubs reach the host's stores only on a multi-thread runtime".into());
+    }
+    Ok(handle)
+}
+
 /// Runs one call of a native hub; a panic fails the call (as a trap would) instead of the
 /// connection's task.
 pub(super) fn call(
     code: &dyn NativeHub,
     hub: &HubName,
     state: &Arc<dyn StateStore>,
+    presence: Option<Arc<dyn Presence>>,
     quota: Quota,
     caller: &Caller,
     call: Call<'_>,
@@ -120,6 +138,7 @@ pub(super) fn call(
         hub: hub.clone(),
         connection: caller.connection_id.clone(),
         state: state.clone(),
+        presence,
         quota,
         effects: Vec::new(),
         fault: None,
@@ -172,6 +191,7 @@ mod tests {
             code,
             &HubName::new("t"),
             &state,
+            None,
             Quota::default(),
             &caller(),
             call,

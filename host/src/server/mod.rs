@@ -201,11 +201,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let registry = router.registry();
     let backplane = router.backplane();
     let stats = backplane.stats();
+    let presence = router.presence().stats();
     let m = &app.sessions.metrics;
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 30] = [
+    let samples: [(&str, &str, &str, u64); 35] = [
         (
             "hubhost_connections",
             gauge,
@@ -355,6 +356,36 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counter,
             "Times the backplane link was restored after a loss.",
             get(&stats.reconnects),
+        ),
+        (
+            "hubhost_presence_writes_total",
+            counter,
+            "Batches of this server's presence changes written to Redis.",
+            get(&presence.writes),
+        ),
+        (
+            "hubhost_presence_heartbeats_total",
+            counter,
+            "Presence heartbeats sent (one per hub this server has a share of, per beat).",
+            get(&presence.heartbeats),
+        ),
+        (
+            "hubhost_presence_failures_total",
+            counter,
+            "Presence writes and heartbeats that failed (the share is rewritten once Redis is back).",
+            get(&presence.failures),
+        ),
+        (
+            "hubhost_presence_rewrites_total",
+            counter,
+            "Shares of presence written whole (first use, after a failure, or after Redis lost them).",
+            get(&presence.rewrites),
+        ),
+        (
+            "hubhost_presence_reaped_total",
+            counter,
+            "Shares of presence of servers that stopped beating, dropped by this server.",
+            get(&presence.reaped),
         ),
         (
             "hubhost_signalr2_connections",

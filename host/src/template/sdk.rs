@@ -44,6 +44,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/native.rs"),
     ),
     (
+        "src/presence.rs",
+        include_str!("../../../guest-sdk/src/presence.rs"),
+    ),
+    (
         "src/request.rs",
         include_str!("../../../guest-sdk/src/request.rs"),
     ),

@@ -89,7 +89,12 @@ pub(super) fn serve<B: Broker>(
     tokio::spawn(async move {
         // Subscribe to the group before acknowledging: the requester's next send to the group
         // must reach the new member.
-        inner.subscriptions.update(&inner.channels, changes).await;
+        // And count it in presence, so the requester reads what it asked for.
+        let written = inner.registry.presence_written();
+        tokio::join!(
+            inner.subscriptions.update(&inner.channels, changes),
+            written
+        );
         let ack = inner.channels.acks(&reply_to);
         inner.send(vec![(ack, WireMessage::Ack { id })]);
     });

@@ -1,8 +1,9 @@
 //! A test hub for what contract 0.2 added: streams to the caller, `abort`, the connecting
-//! request, exception type names, and `describe`.
+//! request, exception type names, `describe`, client results and presence.
 
 use std::time::Duration;
 
+use hubhost_sdk::Member;
 use hubhost_sdk::prelude::*;
 
 pub struct Features;
@@ -154,5 +155,39 @@ impl Features {
     /// Adds two numbers.
     fn add(a: i64, b: f64) -> f64 {
         a as f64 + b
+    }
+
+    /// Every presence count at once: the hub's connections and users, `user`'s connections
+    /// and `group`'s size.
+    fn presence_counts(user: String, group: String) -> HubResult<serde_json::Value> {
+        Ok(serde_json::json!({
+            "connections": Presence::connections()?,
+            "users": Presence::users()?,
+            "user": Presence::user_connections(&user)?,
+            "online": Presence::is_online(&user)?,
+            "group": Presence::group_size(&group)?,
+        }))
+    }
+
+    /// Up to `limit` members of `group`, sorted by connection id.
+    fn presence_members(group: String, limit: u32) -> HubResult<Vec<Member>> {
+        let mut members = Presence::group_members(&group, limit)?;
+        members.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        Ok(members)
+    }
+
+    /// Adds the caller to `group`.
+    fn join_group(ctx: &Context, group: String) {
+        Groups::add(ctx.connection_id(), &group);
+    }
+
+    /// Adds connection `connection_id` (on any server) to `group`.
+    fn add_to_group(connection_id: String, group: String) {
+        Groups::add(&connection_id, &group);
+    }
+
+    /// Removes the caller from `group`.
+    fn leave_group(ctx: &Context, group: String) {
+        Groups::remove(ctx.connection_id(), &group);
     }
 }

@@ -1,0 +1,422 @@
+//! Presence kept in Redis: every server writes its share of each hub, kept alive by heartbeats.
+//!
+//! # Layout
+//! One script (`presence.lua`) does everything, atomically. Per hub, under one hash tag
+//! (`{prefix:hub}:presence:…`, so a cluster keeps a hub's presence on one shard):
+//! - the totals over every live share, which queries read in O(1): connections (counted per
+//!   share holding them, since a connection moving between servers is briefly on two), users
+//!   with their connection counts, and each group's members;
+//! - each server's share (its connections with their users, its groups' members), so that the
+//!   share can be taken out of the totals when the server dies;
+//! - when each share dies, a sorted set the heartbeats push forward.
+//!
+//! Every script call first drops the shares whose time has passed, so no answer counts a dead
+//! server: a server killed outright stops counting at most `ttl` after its last heartbeat.
+//!
+//! # Writing
+//! One task writes everything, in the registry's order: it takes the changes queued since its
+//! last write and writes each hub's in one script call. A hub's share is rewritten whole when
+//! this server first writes it, after a failed write (Redis was away), and when Redis no longer
+//! has it (Redis restarted, or this server was paused past its TTL and dropped): the registry's
+//! copy of a share carries the number of the last change it holds, so the changes it already
+//! holds are skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Answer, Change, Feed, Member, Presence, PresenceError, PresenceStats, Query};
+use crate::registry::LocalRegistry;
+use crate::types::HubName;
+
+/// Longest a script call waits for Redis; a hub's call is blocked meanwhile.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most changes written in one batch.
+const MAX_BATCH: usize = 1024;
+
+const SCRIPT: &str = include_str!("presence.lua");
+
+/// The keys of a deployment's presence.
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// The base every key of `hub`'s presence starts with; the braces make it the hash tag.
+    fn base(&self, hub: &HubName) -> String {
+        format!("{{{}:{}}}:presence", self.prefix, hub)
+    }
+}
+
+/// Presence over every server sharing a Redis.
+pub struct RedisPresence {
+    reader: Reader,
+    stats: Arc<PresenceStats>,
+    /// Ends the writer, once it has taken this server's shares out.
+    close: parking_lot::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+}
+
+impl RedisPresence {
+    /// Starts writing `registry`'s share as server `server`, with a heartbeat every third of
+    /// `ttl`.
+    pub fn start(
+        connection: ConnectionManager,
+        prefix: &str,
+        server: &str,
+        registry: Arc<LocalRegistry>,
+        ttl: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        let (feed, changes) = mpsc::unbounded_channel();
+        if !registry.feed_presence(feed) {
+            tracing::error!("the registry already reports its presence elsewhere");
+        }
+        let reader = Reader {
+            connection,
+            keys: Keys {
+                prefix: prefix.to_owned(),
+            },
+            script: redis::Script::new(SCRIPT),
+        };
+        let stats = Arc::new(PresenceStats::default());
+        let (close, closing) = oneshot::channel();
+        let writer = Writer {
+            redis: reader.clone(),
+            server: server.to_owned(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            registry,
+            stats: stats.clone(),
+            hubs: HashMap::new(),
+            healthy: true,
+        };
+        tokio::spawn(writer.run(changes, ttl / 3, closing, stop));
+        Self {
+            reader,
+            stats,
+            close: parking_lot::Mutex::new(Some(close)),
+        }
+    }
+}
+
+impl Presence for RedisPresence {
+    fn read(
+        &self,
+        hub: &HubName,
+        query: Query,
+    ) -> BoxFuture<'static, Result<Answer, PresenceError>> {
+        let reader = self.reader.clone();
+        let hub = hub.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(OP_TIMEOUT, reader.query(&hub, query)).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(PresenceError::Unavailable(e.to_string())),
+                Err(_) => Err(PresenceError::Unavailable(format!(
+                    "Redis did not answer within {OP_TIMEOUT:?}"
+                ))),
+            }
+        })
+    }
+
+    fn stats(&self) -> &PresenceStats {
+        &self.stats
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        let close = self.close.lock().take();
+        Box::pin(async move {
+            let Some(close) = close else {
+                return;
+            };
+            let (done, left) = oneshot::channel();
+            if close.send(done).is_ok() {
+                let _ = left.await;
+            }
+        })
+    }
+}
+
+/// Runs the script; cheap to clone.
+#[derive(Clone)]
+struct Reader {
+    connection: ConnectionManager,
+    keys: Keys,
+    script: redis::Script,
+}
+
+impl Reader {
+    /// An invocation of operation `op` on `hub`'s presence, to which its arguments are added.
+    fn invocation(&self, hub: &HubName, op: &str) -> redis::ScriptInvocation<'_> {
+        let base = self.keys.base(hub);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(format!("{base}:servers")).arg(base).arg(op);
+        invocation
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        let mut con = self.connection.clone();
+        match tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async(&mut con)).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "Redis did not answer in time",
+            ))),
+        }
+    }
+
+    async fn query(&self, hub: &HubName, query: Query) -> redis::RedisResult<Answer> {
+        let (op, arg) = match &query {
+            Query::Connections => ("connections", None),
+            Query::Users => ("users", None),
+            Query::UserConnections(user) => ("user", Some(user)),
+            Query::GroupSize(group) => ("size", Some(group)),
+            Query::GroupMembers { group, limit } => {
+                let mut invocation = self.invocation(hub, "members");
+                invocation.arg(group).arg(super::capped(*limit));
+                let found: Vec<String> = self.run(invocation).await?;
+                let mut members: Vec<Member> = found
+                    .chunks_exact(2)
+                    .map(|pair| Member {
+                        connection: pair[0].clone(),
+                        user: Some(pair[1].clone()).filter(|u| !u.is_empty()),
+                    })
+                    .collect();
+                members.sort();
+                return Ok(Answer::Members(members));
+            }
+        };
+        let mut invocation = self.invocation(hub, op);
+        if let Some(arg) = arg {
+            invocation.arg(arg);
+        }
+        Ok(Answer::Count(self.run(invocation).await?))
+    }
+}
+
+/// What Redis holds of this server's share of one hub.
+#[derive(Debug, Default)]
+struct Written {
+    /// Whether it holds the share as the registry does (up to `through`); if not, the share is
+    /// rewritten whole before anything else.
+    current: bool,
+    /// The number of the last change it holds.
+    through: u64,
+}
+
+/// The one task that writes this server's shares.
+struct Writer {
+    redis: Reader,
+    server: String,
+    ttl_ms: u64,
+    registry: Arc<LocalRegistry>,
+    stats: Arc<PresenceStats>,
+    hubs: HashMap<HubName, Written>,
+    /// Whether the last write succeeded (failures are logged once per outage).
+    healthy: bool,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut feed: mpsc::UnboundedReceiver<Feed>,
+        beat: Duration,
+        mut closing: oneshot::Receiver<oneshot::Sender<()>>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(beat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                n = feed.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.write(&mut batch).await;
+                }
+                _ = tick.tick() => self.beat().await,
+                done = &mut closing => {
+                    self.leave().await;
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Writes a batch of changes, one script call per hub, then answers its flushes.
+    async fn write(&mut self, batch: &mut Vec<Feed>) {
+        let mut flushes = Vec::new();
+        let mut per_hub: Vec<(HubName, Vec<(u64, Change)>)> = Vec::new();
+        for item in batch.drain(..) {
+            match item {
+                Feed::Flush(done) => flushes.push(done),
+                Feed::Change { seq, hub, change } => {
+                    match per_hub.iter_mut().find(|(h, _)| *h == hub) {
+                        Some((_, changes)) => changes.push((seq, change)),
+                        None => per_hub.push((hub, vec![(seq, change)])),
+                    }
+                }
+            }
+        }
+        for (hub, changes) in per_hub {
+            let written = self.hubs.entry(hub.clone()).or_default();
+            let through = written.through;
+            let current = written.current;
+            let changes: Vec<_> = changes
+                .into_iter()
+                .filter(|(seq, _)| *seq > through)
+                .collect();
+            let Some(last) = changes.last().map(|(seq, _)| *seq) else {
+                continue;
+            };
+            if !current {
+                // The share copied now holds these changes.
+                self.rewrite(&hub).await;
+                continue;
+            }
+            let mut invocation = self.redis.invocation(&hub, "change");
+            invocation.arg(&self.server).arg(self.ttl_ms);
+            for (_, change) in &changes {
+                add_change(&mut invocation, change);
+            }
+            match self.redis.run::<(u8, u64)>(invocation).await {
+                Ok((1, reaped)) => {
+                    self.succeeded(reaped);
+                    PresenceStats::add(&self.stats.writes, 1);
+                    self.hubs.entry(hub).or_default().through = last;
+                }
+                Ok(_) => {
+                    tracing::info!(%hub, "Redis had lost this server's presence; rewriting it");
+                    self.rewrite(&hub).await;
+                }
+                Err(e) => self.failed(&hub, &e),
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+
+    /// Replaces what Redis holds of this server's share of `hub` with the registry's.
+    async fn rewrite(&mut self, hub: &HubName) {
+        let (seq, holdings) = self.registry.share(hub);
+        let mut invocation = self.redis.invocation(hub, "rewrite");
+        invocation.arg(&self.server).arg(self.ttl_ms);
+        for holding in &holdings {
+            invocation
+                .arg(&holding.connection)
+                .arg(holding.user.as_deref().unwrap_or(""))
+                .arg(holding.groups.len());
+            for group in &holding.groups {
+                invocation.arg(group);
+            }
+        }
+        match self.redis.run::<(u8, u64)>(invocation).await {
+            Ok((_, reaped)) => {
+                self.succeeded(reaped);
+                PresenceStats::add(&self.stats.rewrites, 1);
+                let written = self.hubs.entry(hub.clone()).or_default();
+                written.current = true;
+                written.through = seq;
+            }
+            Err(e) => self.failed(hub, &e),
+        }
+    }
+
+    /// Pushes this server's shares' time of death forward, rewriting those Redis lost.
+    async fn beat(&mut self) {
+        let hubs: Vec<(HubName, bool)> = self
+            .hubs
+            .iter()
+            .map(|(hub, written)| (hub.clone(), written.current))
+            .collect();
+        for (hub, current) in hubs {
+            if !current {
+                self.rewrite(&hub).await;
+                continue;
+            }
+            let mut invocation = self.redis.invocation(&hub, "beat");
+            invocation.arg(&self.server).arg(self.ttl_ms);
+            PresenceStats::add(&self.stats.heartbeats, 1);
+            match self.redis.run::<(u8, u64)>(invocation).await {
+                Ok((1, reaped)) => self.succeeded(reaped),
+                Ok(_) => {
+                    tracing::warn!(%hub, "this server's presence had expired in Redis (was it paused?); rewriting it");
+                    self.rewrite(&hub).await;
+                }
+                Err(e) => self.failed(&hub, &e),
+            }
+        }
+    }
+
+    /// Takes this server's shares out (it is shutting down).
+    async fn leave(&mut self) {
+        for hub in self.hubs.keys() {
+            let mut invocation = self.redis.invocation(hub, "leave");
+            invocation.arg(&self.server);
+            if let Err(e) = self.redis.run::<(u8, u64)>(invocation).await {
+                tracing::warn!(%hub, "cannot take this server's presence out of Redis ({e}); it expires on its own");
+            }
+        }
+    }
+
+    fn succeeded(&mut self, reaped: u64) {
+        if !self.healthy {
+            tracing::info!("presence is written to Redis again");
+            self.healthy = true;
+        }
+        if reaped > 0 {
+            PresenceStats::add(&self.stats.reaped, reaped);
+            tracing::info!(
+                servers = reaped,
+                "dropped the presence of servers that stopped beating"
+            );
+        }
+    }
+
+    fn failed(&mut self, hub: &HubName, error: &redis::RedisError) {
+        PresenceStats::add(&self.stats.failures, 1);
+        self.hubs.entry(hub.clone()).or_default().current = false;
+        if self.healthy {
+            tracing::warn!(%hub, "cannot write presence to Redis ({error}); rewriting it once Redis is back");
+            self.healthy = false;
+        }
+    }
+}
+
+/// Adds one change to a `change` invocation, as the script reads it.
+fn add_change(invocation: &mut redis::ScriptInvocation<'_>, change: &Change) {
+    match change {
+        Change::Connected { connection, user } => {
+            invocation
+                .arg("c")
+                .arg(connection)
+                .arg(user.as_deref().unwrap_or(""));
+        }
+        Change::Disconnected { connection, groups } => {
+            invocation.arg("d").arg(connection).arg(groups.len());
+            for group in groups {
+                invocation.arg(group);
+            }
+        }
+        Change::Joined { connection, group } => {
+            invocation.arg("j").arg(connection).arg(group);
+        }
+        Change::Left { connection, group } => {
+            invocation.arg("l").arg(connection).arg(group);
+        }
+    }
+}
