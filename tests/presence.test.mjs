@@ -4,11 +4,13 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { copyFileSync } from "node:fs";
+import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 
-import { connect, waitUntilAsync } from "./support/client.mjs";
+import { connect, waitUntil, waitUntilAsync } from "./support/client.mjs";
 import { jwt } from "./support/jwt.mjs";
-import { startHost, waitReady } from "./support/host.mjs";
+import { hubPath, startHost, waitReady } from "./support/host.mjs";
 import { startRedis } from "./support/redis.mjs";
 
 const SECRET = "presence-test-secret";
@@ -97,6 +99,31 @@ describe("presence", () => {
       await first.stop();
     } finally {
       await host.stop();
+    }
+  });
+});
+
+describe("presence on Redis is kept only for hubs that read it", () => {
+  it("writes nothing for a hub whose code never asks, and starts when a new version does", async () => {
+    const redis = await startRedis();
+    const host = await startHost({ hubs: ["lobby", "features"], args: ["--redis", redis.url] });
+    try {
+      await waitReady(host);
+      const presenceKeys = (hub) => redis.cli("--scan", "--pattern", `{hubhost:${hub}}:presence:*`).trim();
+      const players = await Promise.all([0, 1].map(() => connect(`${host.url}/lobby`)));
+      // The sentinel: presence is written in the registry's order, so once the features
+      // client's connection is in Redis, the lobby's were weighed before it.
+      const sentinel = await connect(`${host.url}/features`);
+      await waitUntil(() => redis.cli("HLEN", "{hubhost:features}:presence:n").trim() === "1", "the features client counted");
+      assert.equal(presenceKeys("lobby"), "");
+      // The lobby is replaced by code that reads presence: its connections count at once.
+      copyFileSync(hubPath("features"), join(host.dir, "lobby.wasm"));
+      await waitUntil(() => redis.cli("HLEN", "{hubhost:lobby}:presence:n").trim() === "2", "the lobby's share written", 10_000);
+      assert.deepEqual(await players[0].invoke("PresenceCounts", "ana", "room"), { connections: 2, users: 0, user: 0, online: false, group: 0 });
+      await Promise.all([...players, sentinel].map((c) => c.stop()));
+    } finally {
+      await host.stop();
+      await redis.stop();
     }
   });
 });

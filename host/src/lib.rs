@@ -81,7 +81,6 @@ use backplane::memory::MemoryBackplane;
 use backplane::redis::{RedisBackplane, RedisConfig};
 use config::Config;
 use dispatcher::Dispatcher;
-use presence::Presence;
 use presence::redis::RedisPresence;
 use registry::LocalRegistry;
 use router::Router;
@@ -208,7 +207,7 @@ pub async fn run_with_native_hubs(
                 )
                 .await?;
                 let state = RedisState::new(redis.commands(), config.redis_prefix.clone());
-                let presence: Arc<dyn Presence> = Arc::new(RedisPresence::start(
+                let presence = Arc::new(RedisPresence::start(
                     redis.commands(),
                     &config.redis_prefix,
                     redis.server_name(),
@@ -246,7 +245,16 @@ pub async fn run_with_native_hubs(
     }
     let runtime = Arc::new(runtime);
     let router = match presence {
-        Some(presence) => Router::new(backplane).with_presence(presence),
+        Some(presence) => {
+            // Only hubs whose code reads presence pay for it.
+            let hubs = Arc::downgrade(&runtime);
+            presence.count_only(Box::new(move |hub| {
+                hubs.upgrade()
+                    .and_then(|runtime| runtime.hub(hub.as_str()))
+                    .is_some_and(|hub| hub.uses_presence())
+            }));
+            Router::new(backplane).with_presence(presence)
+        }
         None => Router::new(backplane),
     };
     if !config.no_watch {

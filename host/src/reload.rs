@@ -128,6 +128,7 @@ async fn apply(path: &Path, runtime: &Arc<HubRuntime>, registry: &LocalRegistry)
     match compiled {
         Ok(Ok(hub)) => {
             let replaced = runtime.install(hub).is_some();
+            registry.presence_reloaded(&name);
             tracing::info!(
                 hub = %name,
                 file = %path.display(),

@@ -57,7 +57,12 @@ pub enum Feed {
     },
     /// Answered once every change before it has been written (or failed to be).
     Flush(oneshot::Sender<()>),
+    /// The hub's code was replaced: whether its presence is counted may have changed.
+    Reloaded(HubName),
 }
+
+/// Which hubs presence is kept for: those whose code reads it.
+pub type Counted = Box<dyn Fn(&HubName) -> bool + Send + Sync>;
 
 /// The sending end of the feed, which the registry holds.
 pub type FeedSender = mpsc::UnboundedSender<Feed>;

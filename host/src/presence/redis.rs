@@ -14,7 +14,8 @@
 //! server: a server killed outright stops counting at most `ttl` after its last heartbeat.
 //!
 //! # Writing
-//! One task writes everything, in the registry's order: it takes the changes queued since its
+//! Shares are written only for hubs whose code reads presence (see [`RedisPresence::count_only`]):
+//! the others cost nothing. One task writes everything, in the registry's order: it takes the changes queued since its
 //! last write and writes each hub's in one script call. A hub's share is rewritten whole when
 //! this server first writes it, after a failed write (Redis was away), and when Redis no longer
 //! has it (Redis restarted, or this server was paused past its TTL and dropped): the registry's
@@ -22,7 +23,7 @@
 //! holds are skipped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -30,7 +31,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Answer, Change, Feed, Member, Presence, PresenceError, PresenceStats, Query};
+use super::{Answer, Change, Counted, Feed, Member, Presence, PresenceError, PresenceStats, Query};
 use crate::registry::LocalRegistry;
 use crate::types::HubName;
 
@@ -58,6 +59,8 @@ impl Keys {
 /// Presence over every server sharing a Redis.
 pub struct RedisPresence {
     reader: Reader,
+    /// Which hubs are counted, once the runtime says (until then, all).
+    counted: Arc<OnceLock<Counted>>,
     stats: Arc<PresenceStats>,
     /// Ends the writer, once it has taken this server's shares out.
     close: parking_lot::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
@@ -86,9 +89,11 @@ impl RedisPresence {
             script: redis::Script::new(SCRIPT),
         };
         let stats = Arc::new(PresenceStats::default());
+        let counted = Arc::new(OnceLock::new());
         let (close, closing) = oneshot::channel();
         let writer = Writer {
             redis: reader.clone(),
+            counted: counted.clone(),
             server: server.to_owned(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             registry,
@@ -99,8 +104,20 @@ impl RedisPresence {
         tokio::spawn(writer.run(changes, ttl / 3, closing, stop));
         Self {
             reader,
+            counted,
             stats,
             close: parking_lot::Mutex::new(Some(close)),
+        }
+    }
+}
+
+impl RedisPresence {
+    /// Keeps presence only for the hubs `counted` accepts (the runtime's hubs whose code reads
+    /// it): changes of others are not written, and their shares expire. Asked again for a hub
+    /// whenever its code is replaced. Set once.
+    pub fn count_only(&self, counted: Counted) {
+        if self.counted.set(counted).is_err() {
+            tracing::error!("which hubs presence counts was set twice");
         }
     }
 }
@@ -215,6 +232,7 @@ struct Written {
 /// The one task that writes this server's shares.
 struct Writer {
     redis: Reader,
+    counted: Arc<OnceLock<Counted>>,
     server: String,
     ttl_ms: u64,
     registry: Arc<LocalRegistry>,
@@ -256,13 +274,20 @@ impl Writer {
         }
     }
 
+    /// Whether `hub`'s presence is kept.
+    fn counts(&self, hub: &HubName) -> bool {
+        self.counted.get().is_none_or(|counted| counted(hub))
+    }
+
     /// Writes a batch of changes, one script call per hub, then answers its flushes.
     async fn write(&mut self, batch: &mut Vec<Feed>) {
         let mut flushes = Vec::new();
         let mut per_hub: Vec<(HubName, Vec<(u64, Change)>)> = Vec::new();
+        let mut reloaded = Vec::new();
         for item in batch.drain(..) {
             match item {
                 Feed::Flush(done) => flushes.push(done),
+                Feed::Reloaded(hub) => reloaded.push(hub),
                 Feed::Change { seq, hub, change } => {
                     match per_hub.iter_mut().find(|(h, _)| *h == hub) {
                         Some((_, changes)) => changes.push((seq, change)),
@@ -271,7 +296,20 @@ impl Writer {
                 }
             }
         }
+        for hub in reloaded {
+            // Written again whole if it is counted now, left to expire if not.
+            let written = self.hubs.entry(hub.clone()).or_default();
+            written.current = false;
+            if self.counts(&hub) {
+                self.rewrite(&hub).await;
+            }
+        }
         for (hub, changes) in per_hub {
+            if !self.counts(&hub) {
+                // Remembered, so a version of the hub that reads presence gets its share.
+                self.hubs.entry(hub).or_default().current = false;
+                continue;
+            }
             let written = self.hubs.entry(hub.clone()).or_default();
             let through = written.through;
             let current = written.current;
@@ -344,6 +382,11 @@ impl Writer {
             .map(|(hub, written)| (hub.clone(), written.current))
             .collect();
         for (hub, current) in hubs {
+            if !self.counts(&hub) {
+                // Its share (if any) expires; it is written whole if the hub counts again.
+                self.hubs.entry(hub).or_default().current = false;
+                continue;
+            }
             if !current {
                 self.rewrite(&hub).await;
                 continue;

@@ -282,6 +282,14 @@ impl LocalRegistry {
         }
     }
 
+    /// Tells presence that `hub`'s code was replaced (whether it reads presence may have
+    /// changed).
+    pub fn presence_reloaded(&self, hub: &HubName) {
+        if let Some(feed) = self.presence.get() {
+            let _ = feed.send(presence::Feed::Reloaded(hub.clone()));
+        }
+    }
+
     /// This server's share of `hub`'s presence, with the number of the last change it holds.
     pub fn share(&self, hub: &HubName) -> (u64, Vec<Holding>) {
         let hubs = self.hubs.read();

@@ -71,6 +71,9 @@ pub struct LoadedHub {
     /// Whether its code can read the request that opened a connection (it imports `caller`):
     /// connections keep the request only for such hubs.
     reads_request: bool,
+    /// Whether its code can read presence (it imports `presence`): this server writes its share
+    /// of a hub's presence only for such hubs.
+    uses_presence: bool,
     /// What `describe` answered, asked once on first need; `None` for a hub that describes
     /// nothing (contract 0.1, a native hub) or failed to.
     methods: tokio::sync::OnceCell<Option<Arc<[MethodInfo]>>>,
@@ -98,6 +101,13 @@ struct Wasm {
     permits: Semaphore,
 }
 
+/// Which of the host's optional imports a component uses (it imports only those its code calls).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Imports {
+    pub(super) caller: bool,
+    pub(super) presence: bool,
+}
+
 /// What every Wasm hub of a runtime shares.
 pub(super) struct Shared {
     pub(super) config: Arc<RuntimeConfig>,
@@ -112,7 +122,7 @@ impl LoadedHub {
         path: PathBuf,
         pre: Pre,
         limits: HubLimits,
-        reads_request: bool,
+        imports: Imports,
         shared: Shared,
     ) -> Self {
         let Shared {
@@ -134,7 +144,8 @@ impl LoadedHub {
             })),
             limits,
             state,
-            reads_request,
+            reads_request: imports.caller,
+            uses_presence: imports.presence,
             methods: tokio::sync::OnceCell::new(),
         }
     }
@@ -151,8 +162,9 @@ impl LoadedHub {
             code: Code::Native(code, router),
             limits,
             state,
-            // Native hubs (loadgen's) read no request.
+            // Native hubs (loadgen's) read no request; what they read of presence is not known.
             reads_request: false,
+            uses_presence: true,
             methods: tokio::sync::OnceCell::new(),
         }
     }
@@ -177,6 +189,11 @@ impl LoadedHub {
     /// Whether the hub's code can read a connection's opening request (`ctx.request()`).
     pub fn reads_request(&self) -> bool {
         self.reads_request
+    }
+
+    /// Whether the hub's code can read presence (`Presence::…`).
+    pub fn uses_presence(&self) -> bool {
+        self.uses_presence
     }
 
     /// The contract version the hub was built against (`native` for a native hub).

@@ -334,12 +334,14 @@ impl HubRuntime {
         let component = Component::from_file(&self.engine, path)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
-        // Connections keep their opening request only for hubs that can read it: the
-        // component imports `caller` only if its code calls into it.
-        let reads_request = component
-            .component_type()
-            .imports(&self.engine)
-            .any(|(name, _)| name.starts_with("hubhost:hub/caller@"));
+        // Connections keep their opening request only for hubs that can read it, and presence
+        // is written only for hubs that read it: a component imports `caller` or `presence`
+        // only if its code calls into it.
+        let mut imports = hub::Imports::default();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            imports.caller |= name.starts_with("hubhost:hub/caller@");
+            imports.presence |= name.starts_with("hubhost:hub/presence@");
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -365,7 +367,7 @@ impl HubRuntime {
             path.to_owned(),
             pre,
             limits,
-            reads_request,
+            imports,
             hub::Shared {
                 config: self.config.clone(),
                 state: self.state.clone(),
