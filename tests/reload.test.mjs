@@ -2,7 +2,7 @@
 // restart; invalid files are rejected with one clear log line.
 
 import assert from "node:assert/strict";
-import { copyFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 
@@ -79,6 +79,18 @@ describe("hot reload", () => {
     assert.equal(c.state, signalR.HubConnectionState.Connected);
     assert.equal(host.logsMatching("hub replaced").filter((l) => l.fields.hub === "live").length, 1);
     await c.stop();
+  });
+
+  it("does not reload a hub that is only read", async () => {
+    deploy(host.dir, "versioned-v1", "readonly");
+    await waitUntil(() => host.logsMatching("hub loaded").some((l) => l.fields.hub === "readonly"), "readonly loaded", 10_000);
+    // Read it (as a backup or a copy would), then change another hub: once that one is
+    // reloaded, a reload of the read one, due earlier, would have happened.
+    readFileSync(join(host.dir, "readonly.wasm"));
+    deploy(host.dir, "versioned-v1", "sentinel");
+    await waitUntil(() => host.logsMatching("hub loaded").some((l) => l.fields.hub === "sentinel"), "the sentinel loaded", 10_000);
+    const reloads = host.logsMatching("readonly").filter((l) => l.fields.message !== "hub loaded");
+    assert.deepEqual(reloads, []);
   });
 
   it("reloads a hub when its NAME.toml changes", async () => {

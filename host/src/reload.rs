@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -40,11 +41,15 @@ pub fn watch(
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
+            // Reading a hub (a backup, a copy, or this host compiling it) changes nothing,
+            // and reloading on it would reload forever: only writes, creations, renames and
+            // removals count.
+            Ok(event) if changes_files(&event.kind) => {
                 for path in event.paths {
                     let _ = tx.send(path);
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!("watching the hubs directory: {e}"),
         })
         .context("cannot watch the hubs directory")?;
@@ -57,6 +62,15 @@ pub fn watch(
         debounce(rx, runtime, registry, stop).await;
     });
     Ok(())
+}
+
+/// Whether an event can change what a hub file holds.
+fn changes_files(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 async fn debounce(
