@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from "node:util";
 
 import { connect, waitUntil, waitUntilAsync } from "./support/client.mjs";
 import { jwt } from "./support/jwt.mjs";
-import { hubPath, startHost, waitReady } from "./support/host.mjs";
+import { hubPath, metric, startHost, waitReady } from "./support/host.mjs";
 import { startRedis } from "./support/redis.mjs";
 
 const SECRET = "presence-test-secret";
@@ -196,6 +196,19 @@ describe("presence across hosts that fail", () => {
     await waitUntilAsync(async () => (await watcher.invoke("Online")) === 4, "the host counted again", TTL_MS + 2000);
     assert.ok(paused.logsMatching("presence had expired in Redis").length >= 1);
     await Promise.all([...clients, watcher].map((c) => c.stop()));
+  });
+
+  withRedis("a share too large for one script is written again whole, in chunks", async (redis, start) => {
+    const host = await start();
+    // Two chunks of 500 connections.
+    const clients = await Promise.all(Array.from({ length: 700 }, () => connect(`${host.url}/features`)));
+    await Promise.all(clients.map((c) => c.invoke("JoinGroup", "room")));
+    const expected = { connections: 700, users: 0, user: 0, online: false, group: 700 };
+    assert.deepEqual(await counts(clients[0]), expected);
+    redis.cli("FLUSHALL");
+    await countsBecome(clients[0], expected, "the share written again", TTL_MS + 2000);
+    assert.ok((await metric(host, "hubhost_presence_rewrites_total")) >= 2);
+    await Promise.all(clients.map((c) => c.stop()));
   });
 
   withRedis("after Redis restarts empty, every host writes its share again", async (redis, start) => {

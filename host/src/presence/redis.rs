@@ -41,6 +41,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most changes written in one batch.
 const MAX_BATCH: usize = 1024;
 
+/// Connections of a share rewritten per script call (about 5 ms of Redis's time each).
+const REWRITE_CHUNK: usize = 500;
+
 const SCRIPT: &str = include_str!("presence.lua");
 
 /// The keys of a deployment's presence.
@@ -348,12 +351,15 @@ impl Writer {
         }
     }
 
-    /// Replaces what Redis holds of this server's share of `hub` with the registry's.
+    /// Replaces what Redis holds of this server's share of `hub` with the registry's. A large
+    /// share goes in chunks, so no one script holds Redis up for long: the first chunk
+    /// replaces the old share, the others add to it.
     async fn rewrite(&mut self, hub: &HubName) {
         let (seq, holdings) = self.registry.share(hub);
+        let mut chunks = holdings.chunks(REWRITE_CHUNK);
         let mut invocation = self.redis.invocation(hub, "rewrite");
         invocation.arg(&self.server).arg(self.ttl_ms);
-        for holding in &holdings {
+        for holding in chunks.next().unwrap_or_default() {
             invocation
                 .arg(&holding.connection)
                 .arg(holding.user.as_deref().unwrap_or(""))
@@ -362,14 +368,47 @@ impl Writer {
                 invocation.arg(group);
             }
         }
-        match self.redis.run::<(u8, u64)>(invocation).await {
-            Ok((_, reaped)) => {
+        let mut outcome = self.redis.run::<(u8, u64)>(invocation).await;
+        for chunk in chunks {
+            if !matches!(outcome, Ok((1, _))) {
+                break;
+            }
+            if let Ok((_, reaped)) = outcome {
+                self.succeeded(reaped);
+            }
+            let mut invocation = self.redis.invocation(hub, "change");
+            invocation.arg(&self.server).arg(self.ttl_ms);
+            for holding in chunk {
+                let connection = holding.connection.clone();
+                add_change(
+                    &mut invocation,
+                    &Change::Connected {
+                        connection: connection.clone(),
+                        user: holding.user.clone(),
+                    },
+                );
+                for group in &holding.groups {
+                    add_change(
+                        &mut invocation,
+                        &Change::Joined {
+                            connection: connection.clone(),
+                            group: group.clone(),
+                        },
+                    );
+                }
+            }
+            outcome = self.redis.run::<(u8, u64)>(invocation).await;
+        }
+        match outcome {
+            Ok((1, reaped)) => {
                 self.succeeded(reaped);
                 PresenceStats::add(&self.stats.rewrites, 1);
                 let written = self.hubs.entry(hub.clone()).or_default();
                 written.current = true;
                 written.through = seq;
             }
+            // The share vanished half-way (dropped as expired): the next beat starts again.
+            Ok(_) => self.hubs.entry(hub.clone()).or_default().current = false,
             Err(e) => self.failed(hub, &e),
         }
     }
