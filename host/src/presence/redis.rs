@@ -277,6 +277,14 @@ impl Writer {
         }
     }
 
+    /// An invocation of `op` on this server's share of `hub` (which lives `ttl` longer), to
+    /// which its arguments are added.
+    fn on_share(&self, hub: &HubName, op: &str) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.redis.invocation(hub, op);
+        invocation.arg(&self.server).arg(self.ttl_ms);
+        invocation
+    }
+
     /// Whether `hub`'s presence is kept.
     fn counts(&self, hub: &HubName) -> bool {
         self.counted.get().is_none_or(|counted| counted(hub))
@@ -328,8 +336,7 @@ impl Writer {
                 self.rewrite(&hub).await;
                 continue;
             }
-            let mut invocation = self.redis.invocation(&hub, "change");
-            invocation.arg(&self.server).arg(self.ttl_ms);
+            let mut invocation = self.on_share(&hub, "change");
             for (_, change) in &changes {
                 add_change(&mut invocation, change);
             }
@@ -357,8 +364,7 @@ impl Writer {
     async fn rewrite(&mut self, hub: &HubName) {
         let (seq, holdings) = self.registry.share(hub);
         let mut chunks = holdings.chunks(REWRITE_CHUNK);
-        let mut invocation = self.redis.invocation(hub, "rewrite");
-        invocation.arg(&self.server).arg(self.ttl_ms);
+        let mut invocation = self.on_share(hub, "rewrite");
         for holding in chunks.next().unwrap_or_default() {
             invocation
                 .arg(&holding.connection)
@@ -376,8 +382,7 @@ impl Writer {
             if let Ok((_, reaped)) = outcome {
                 self.succeeded(reaped);
             }
-            let mut invocation = self.redis.invocation(hub, "change");
-            invocation.arg(&self.server).arg(self.ttl_ms);
+            let mut invocation = self.on_share(hub, "change");
             for holding in chunk {
                 let connection = holding.connection.clone();
                 add_change(
@@ -430,8 +435,7 @@ impl Writer {
                 self.rewrite(&hub).await;
                 continue;
             }
-            let mut invocation = self.redis.invocation(&hub, "beat");
-            invocation.arg(&self.server).arg(self.ttl_ms);
+            let invocation = self.on_share(&hub, "beat");
             PresenceStats::add(&self.stats.heartbeats, 1);
             match self.redis.run::<(u8, u64)>(invocation).await {
                 Ok((1, reaped)) => self.succeeded(reaped),
