@@ -98,6 +98,14 @@ impl Sender {
         self.feed(bytes).await?;
         self.flush().await
     }
+
+    /// Closes a WebSocket with a close frame (a long-polling client just stops polling).
+    pub(crate) async fn close(&mut self) {
+        if let Self::Ws(sink, _) = self {
+            // A socket the host closed already is closed.
+            let _ = sink.close().await;
+        }
+    }
 }
 
 /// The receiving half of a connection.

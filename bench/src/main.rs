@@ -37,6 +37,10 @@
 //!   `--resume-elsewhere` on the next one): messages lost and duplicated (both must be 0),
 //!   resume latency, host CPU per delivery.
 //!
+//! - `presence`: what presence costs over Redis: connects and disconnects (Redis script time and
+//!   CPU, host CPU, per cycle), heartbeats at rest with `--idle` connections in rooms, and how
+//!   long dropping a killed host's share and rewriting the shares after a FLUSHALL take.
+//!
 //! `--quick` runs every scenario small and fails if any message was lost (CI runs it; it asserts
 //! nothing about speed). See docs/performance.md for how to run the full figures.
 
@@ -60,11 +64,11 @@ use wire::Protocol;
 #[command(name = "loadgen", about = "hubhost load generator")]
 struct Args {
     /// Scenarios to run: broadcast, echo, idle, hub-call, native-vs-wasm, rooms, floor,
-    /// negotiate-flood, streams, cuts (comma-separated).
+    /// negotiate-flood, streams, cuts, presence (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,floor,negotiate-flood,streams,cuts"
+        default_value = "broadcast,echo,idle,hub-call,native-vs-wasm,rooms,floor,negotiate-flood,streams,cuts,presence"
     )]
     scenarios: Vec<String>,
     /// Hub protocols clients speak (broadcast, echo, idle, streams), comma-separated.
@@ -237,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             "negotiate-flood" => scenarios::negotiate_flood(&args, &bin).await?,
+            "presence" => scenarios::presence(&args, &bin).await?,
             "streams" => {
                 // SignalR 2 has no streams.
                 for &dialect in dialects.iter().filter(|d| d.protocol != Protocol::Signalr2) {

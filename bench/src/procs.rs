@@ -31,6 +31,11 @@ impl Proc {
         self.child.id().unwrap_or(0)
     }
 
+    /// Kills the process (SIGKILL) and waits for it to exit.
+    pub(crate) async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// User + system CPU seconds of the process so far.
     pub(crate) fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.pid())).unwrap_or(0.0)

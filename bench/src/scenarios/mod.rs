@@ -7,6 +7,7 @@ mod floor;
 mod hub_call;
 mod idle;
 mod negotiate;
+mod presence;
 mod rooms;
 mod streams;
 
@@ -17,5 +18,6 @@ pub(crate) use floor::{Pace, floor};
 pub(crate) use hub_call::hub_call;
 pub(crate) use idle::idle;
 pub(crate) use negotiate::negotiate_flood;
+pub(crate) use presence::presence;
 pub(crate) use rooms::rooms;
 pub(crate) use streams::streams;
