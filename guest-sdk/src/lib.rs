@@ -55,7 +55,8 @@
 //! As in SignalR, a hub must not keep state in its own memory between calls: the host may reuse
 //! one instance for many calls, from many connections, or create a fresh one for each call, and
 //! it discards instances that trap. Keep what must last in [`State`] (shared by every server) or
-//! in groups.
+//! in groups, and ask who is connected with [`Presence`] (over every server, and right again
+//! soon after a server dies, unlike a counter kept in `State`).
 //!
 //! ## Logging and panics
 //! Use [`log`]: lines go to the host's log tagged with the hub and connection. `println!` goes
