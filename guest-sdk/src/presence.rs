@@ -6,7 +6,7 @@ use crate::imports::presence as wit;
 ///
 /// Unlike a counter kept in [`State`](crate::State), presence cannot drift: the host keeps
 /// each server's share alive with heartbeats, so the connections of a server that dies stop
-/// counting (and leave their groups) within the host's presence TTL. The caller counts from its
+/// counting (and leave their groups) soon after (20 s with the host's default presence TTL). The caller counts from its
 /// `on_connected` on and no longer in its `on_disconnected`; a group change counts once the call
 /// that made it has returned. An unreachable store is an unexpected failure of the call, unless
 /// the hub handles the error.

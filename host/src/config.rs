@@ -227,8 +227,8 @@ pub struct Config {
 
     /// How long this server's share of presence (its connections and their groups, which hubs
     /// count through the `presence` import) outlives its last heartbeat in Redis. Heartbeats go
-    /// every third of it; a server that dies stops counting at most this long after it last
-    /// beat. Between 1s and 1h.
+    /// every third of it; a server that dies stops counting within this and a third of it after
+    /// it last beat (the other servers' next heartbeat drops its share). Between 1s and 1h.
     #[arg(long, env = "HUBHOST_PRESENCE_TTL", default_value = "15s", value_parser = parse_duration)]
     pub presence_ttl: Duration,
 

@@ -3,8 +3,8 @@
 //! The registry knows this server's connections; presence adds the others'. With one server
 //! ([`LocalPresence`]) the registry is the whole answer. With Redis ([`redis::RedisPresence`])
 //! each server writes its *share* (its connections, their users and groups) beside a heartbeat,
-//! and a server that stops beating is dropped from every count by whichever server notices
-//! first, so counts cannot drift when a server dies the way a counter in hub state does.
+//! and a server that stops beating is dropped from every count by the live servers' next
+//! heartbeat, so counts cannot drift when a server dies the way a counter in hub state does.
 //!
 //! The registry reports every change of its share ([`Feed`]) in its own order, numbered, and
 //! can copy a hub's share with the number it was taken at ([`LocalRegistry::share`]): Redis

@@ -2,8 +2,8 @@
 --
 -- KEYS[1] = <base>:servers, a sorted set: server -> when its share dies (ms, Redis's clock).
 -- ARGV[1] = <base> (every key below shares its hash tag), ARGV[2] = the operation, then its
--- arguments. Every operation first drops the shares of servers whose time has passed, so no
--- answer counts a dead server's connections.
+-- arguments. A server's share dies when its time has passed; the writes and heartbeats of the
+-- live servers drop dead shares, a bounded part per call. Reads only read.
 --
 -- Totals over every live share, read in O(1):
 --   <base>:n            connection -> number of shares holding it (2 while it moves between servers)
@@ -85,7 +85,7 @@ local function disconnect(share, c)
   end
 end
 
--- Takes a server's whole share out of the totals.
+-- Takes a server's whole share out of the totals (its own, to rewrite it).
 local function drop(server)
   local share = share_key(server)
   for _, group in ipairs(redis.call('SMEMBERS', share .. ':gs')) do
@@ -100,11 +100,72 @@ local function drop(server)
   redis.call('ZREM', servers, server)
 end
 
+-- Takes at most `budget` memberships and connections of a dead server's share out of the
+-- totals, so that no one script holds Redis up for a large share; the server leaves the sorted
+-- set once its share is gone. Returns what is left of the budget (0: there may be more).
+local function drop_some(server, budget)
+  local share = share_key(server)
+  -- One pass of SSCAN/HSCAN returns every element there at its start; each is taken out as it
+  -- comes, until the budget is spent.
+  for _, group in ipairs(redis.call('SMEMBERS', share .. ':gs')) do
+    local mine = share .. ':g:' .. group
+    local cursor = '0'
+    repeat
+      local page = redis.call('SSCAN', mine, cursor, 'COUNT', budget)
+      cursor = page[1]
+      for _, c in ipairs(page[2]) do
+        if budget > 0 then
+          leave(share, c, group)
+          budget = budget - 1
+        end
+      end
+    until budget == 0 or cursor == '0'
+    if budget == 0 then
+      return 0
+    end
+  end
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', share, cursor, 'COUNT', budget)
+    cursor = page[1]
+    -- Field, value, field, value...
+    for k = 1, #page[2], 2 do
+      if budget > 0 then
+        disconnect(share, page[2][k])
+        budget = budget - 1
+      end
+    end
+  until budget == 0 or cursor == '0'
+  if redis.call('EXISTS', share) == 1 then
+    return 0
+  end
+  redis.call('DEL', share .. ':gs')
+  redis.call('ZREM', servers, server)
+  return budget
+end
+
 local now = now_ms()
-local reaped = 0
-for _, server in ipairs(redis.call('ZRANGEBYSCORE', servers, '-inf', now)) do
-  drop(server)
-  reaped = reaped + 1
+
+-- Dead shares are dropped by the writes and heartbeats of live servers, this many memberships
+-- and connections a call (about 8 ms of Redis's time).
+local REAP_BUDGET = 500
+
+-- Drops what the budget allows of the shares whose time has passed: how many shares were
+-- dropped whole, and 1 if some remain.
+local function reap()
+  local budget = REAP_BUDGET
+  local reaped = 0
+  for _, server in ipairs(redis.call('ZRANGEBYSCORE', servers, '-inf', now)) do
+    if budget == 0 then
+      return reaped, 1
+    end
+    budget = drop_some(server, budget)
+    if redis.call('ZSCORE', servers, server) then
+      return reaped, 1
+    end
+    reaped = reaped + 1
+  end
+  return reaped, 0
 end
 
 -- Adds a share's holdings from ARGV[i] on: connection, user, number of groups, groups.
@@ -147,29 +208,40 @@ local function apply_changes(share, i)
   end
 end
 
-if op == 'change' or op == 'beat' then
-  -- ARGV[3] = server, ARGV[4] = TTL (ms), then for 'change' the changes. {0, reaped} when the
-  -- server has no share here (it was dropped, or Redis lost it): the caller rewrites it whole.
+if op == 'change' or op == 'beat' or op == 'reap' then
+  -- ARGV[3] = server, ARGV[4] = TTL (ms), then for 'change' the changes. Answers {status,
+  -- shares dropped, 1 if dead shares remain}; status 0 when the server's share is dead or
+  -- gone (it was paused past its time, or Redis lost it): the caller rewrites it whole.
+  -- 'reap' only goes on dropping dead shares.
+  -- A share whose time has passed is dead even before it is dropped (perhaps in part).
   local server = ARGV[3]
-  if not redis.call('ZSCORE', servers, server) then
-    return {0, reaped}
+  local deadline = redis.call('ZSCORE', servers, server)
+  local alive = deadline and tonumber(deadline) > now
+  local reaped, more = reap()
+  if op == 'reap' then
+    return {1, reaped, more}
+  end
+  if not alive then
+    return {0, reaped, more}
   end
   redis.call('ZADD', servers, now + tonumber(ARGV[4]), server)
   if op == 'change' then
     apply_changes(share_key(server), 5)
   end
-  return {1, reaped}
+  return {1, reaped, more}
 elseif op == 'rewrite' then
   -- ARGV[3] = server, ARGV[4] = TTL (ms), then its holdings: the share replaces what it had.
+  local reaped, more = reap()
   local server = ARGV[3]
   drop(server)
   redis.call('ZADD', servers, now + tonumber(ARGV[4]), server)
   add_holdings(share_key(server), 5)
-  return {1, reaped}
+  return {1, reaped, more}
 elseif op == 'leave' then
   drop(ARGV[3])
-  return {1, reaped}
+  return {1, 0, 0}
 elseif op == 'connections' then
+
   return redis.call('HLEN', conns)
 elseif op == 'users' then
   return redis.call('HLEN', users)

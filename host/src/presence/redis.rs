@@ -10,8 +10,10 @@
 //!   share can be taken out of the totals when the server dies;
 //! - when each share dies, a sorted set the heartbeats push forward.
 //!
-//! Every script call first drops the shares whose time has passed, so no answer counts a dead
-//! server: a server killed outright stops counting at most `ttl` after its last heartbeat.
+//! A share whose time has passed is dropped by the next write or heartbeat of a live server
+//! (every third of the TTL), 500 memberships and connections per script call, calls following
+//! one another until it is gone, so that no one script holds Redis up for a large share. A
+//! server killed outright stops counting within `ttl` and a third after its last heartbeat.
 //!
 //! # Writing
 //! Shares are written only for hubs whose code reads presence (see [`RedisPresence::count_only`]):
@@ -40,6 +42,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most changes written in one batch.
 const MAX_BATCH: usize = 1024;
+
+/// What a write answers: 1 if this server's share is alive (0: rewrite it), shares of dead
+/// servers dropped whole, 1 if some remain to drop.
+type Outcome = (u8, u64, u8);
 
 /// Connections of a share rewritten per script call (about 5 ms of Redis's time each).
 const REWRITE_CHUNK: usize = 500;
@@ -340,9 +346,9 @@ impl Writer {
             for (_, change) in &changes {
                 add_change(&mut invocation, change);
             }
-            match self.redis.run::<(u8, u64)>(invocation).await {
-                Ok((1, reaped)) => {
-                    self.succeeded(reaped);
+            match self.redis.run::<Outcome>(invocation).await {
+                Ok((1, reaped, more)) => {
+                    self.succeeded(&hub, reaped, more).await;
                     PresenceStats::add(&self.stats.writes, 1);
                     self.hubs.entry(hub).or_default().through = last;
                 }
@@ -374,13 +380,13 @@ impl Writer {
                 invocation.arg(group);
             }
         }
-        let mut outcome = self.redis.run::<(u8, u64)>(invocation).await;
+        let mut outcome = self.redis.run::<Outcome>(invocation).await;
         for chunk in chunks {
-            if !matches!(outcome, Ok((1, _))) {
+            if !matches!(outcome, Ok((1, _, _))) {
                 break;
             }
-            if let Ok((_, reaped)) = outcome {
-                self.succeeded(reaped);
+            if let Ok((_, reaped, more)) = outcome {
+                self.succeeded(hub, reaped, more).await;
             }
             let mut invocation = self.on_share(hub, "change");
             for holding in chunk {
@@ -402,11 +408,11 @@ impl Writer {
                     );
                 }
             }
-            outcome = self.redis.run::<(u8, u64)>(invocation).await;
+            outcome = self.redis.run::<Outcome>(invocation).await;
         }
         match outcome {
-            Ok((1, reaped)) => {
-                self.succeeded(reaped);
+            Ok((1, reaped, more)) => {
+                self.succeeded(hub, reaped, more).await;
                 PresenceStats::add(&self.stats.rewrites, 1);
                 let written = self.hubs.entry(hub.clone()).or_default();
                 written.current = true;
@@ -437,8 +443,8 @@ impl Writer {
             }
             let invocation = self.on_share(&hub, "beat");
             PresenceStats::add(&self.stats.heartbeats, 1);
-            match self.redis.run::<(u8, u64)>(invocation).await {
-                Ok((1, reaped)) => self.succeeded(reaped),
+            match self.redis.run::<Outcome>(invocation).await {
+                Ok((1, reaped, more)) => self.succeeded(&hub, reaped, more).await,
                 Ok(_) => {
                     tracing::warn!(%hub, "this server's presence had expired in Redis (was it paused?); rewriting it");
                     self.rewrite(&hub).await;
@@ -453,16 +459,34 @@ impl Writer {
         for hub in self.hubs.keys() {
             let mut invocation = self.redis.invocation(hub, "leave");
             invocation.arg(&self.server);
-            if let Err(e) = self.redis.run::<(u8, u64)>(invocation).await {
+            if let Err(e) = self.redis.run::<Outcome>(invocation).await {
                 tracing::warn!(%hub, "cannot take this server's presence out of Redis ({e}); it expires on its own");
             }
         }
     }
 
-    fn succeeded(&mut self, reaped: u64) {
+    /// A script succeeded, having dropped `reaped` dead shares; `more` (1) when dead shares
+    /// remain, which are dropped now, a bounded part per call.
+    async fn succeeded(&mut self, hub: &HubName, reaped: u64, more: u8) {
         if !self.healthy {
             tracing::info!("presence is written to Redis again");
             self.healthy = true;
+        }
+        let mut reaped = reaped;
+        let mut more = more;
+        while more == 1 {
+            let invocation = self.on_share(hub, "reap");
+            match self.redis.run::<Outcome>(invocation).await {
+                Ok((_, dropped, left)) => {
+                    reaped += dropped;
+                    more = left;
+                }
+                Err(e) => {
+                    // The next write or heartbeat goes on with it.
+                    tracing::warn!(%hub, "cannot drop the presence of dead servers: {e}");
+                    break;
+                }
+            }
         }
         if reaped > 0 {
             PresenceStats::add(&self.stats.reaped, reaped);
