@@ -5,7 +5,8 @@
 //!    on-disconnected) and on the lobby hub (which never reads presence, so none is written).
 //! 2. Heartbeats: `--idle` clients stay connected, each in a room of `--room-size`, while the
 //!    hosts beat (a 3 s presence TTL, so a beat a second per host and hub).
-//! 3. A host is killed: the first script call past its share's time of death drops it.
+//! 3. A host is killed: past its share's time of death, the other hosts' heartbeats drop it,
+//!    500 entries per script.
 //! 4. Redis is emptied (FLUSHALL): every host writes its share again on its next beat.
 //!
 //! Redis time is read from `INFO commandstats` (the scripts' own microseconds), besides the
@@ -82,7 +83,12 @@ fn slowest_script(redis: &Proc) -> anyhow::Result<u64> {
         .output()
         .context("cannot run redis-cli")?;
     let entries: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).context("SLOWLOG GET did not answer JSON")?;
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "SLOWLOG GET did not answer JSON: {:?}",
+                String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(300)])
+            )
+        })?;
     let longest = entries
         .iter()
         .filter(|e| {
@@ -256,7 +262,7 @@ pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let beats_hosts = cpu(&hosts) - hosts1;
     let per_beat = beats.usec as f64 / beats.calls.max(1) as f64;
 
-    // 3. A host is killed; its share is dropped by the first script past its time of death.
+    // 3. A host is killed; past its share's time of death, the other hosts drop it.
     let mut doomed = hosts.remove(0);
     let share = idle.div_ceil(addrs.len()) as u64;
     let before = scripts(&redis)?;

@@ -33,21 +33,24 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Answer, Change, Counted, Feed, Member, Presence, PresenceError, PresenceStats, Query};
+use super::{
+    Answer, Change, Counted, Feed, Holding, Member, Presence, PresenceError, PresenceStats, Query,
+};
 use crate::registry::LocalRegistry;
 use crate::types::HubName;
 
 /// Longest a script call waits for Redis; a hub's call is blocked meanwhile.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most changes written in one batch.
-const MAX_BATCH: usize = 1024;
+/// Most changes written in one batch (one script call per hub).
+const MAX_BATCH: usize = 500;
 
 /// What a write answers: 1 if this server's share is alive (0: rewrite it), shares of dead
 /// servers dropped whole, 1 if some remain to drop.
 type Outcome = (u8, u64, u8);
 
-/// Connections of a share rewritten per script call (about 5 ms of Redis's time each).
+/// Connections and memberships of a share rewritten per script call, as many as the script
+/// drops of a dead share per call (a few milliseconds of Redis's time).
 const REWRITE_CHUNK: usize = 500;
 
 const SCRIPT: &str = include_str!("presence.lua");
@@ -369,7 +372,7 @@ impl Writer {
     /// replaces the old share, the others add to it.
     async fn rewrite(&mut self, hub: &HubName) {
         let (seq, holdings) = self.registry.share(hub);
-        let mut chunks = holdings.chunks(REWRITE_CHUNK);
+        let mut chunks = chunks(&holdings, REWRITE_CHUNK).into_iter();
         let mut invocation = self.on_share(hub, "rewrite");
         for holding in chunks.next().unwrap_or_default() {
             invocation
@@ -507,6 +510,24 @@ impl Writer {
     }
 }
 
+/// `holdings` in runs of about `entries` connections and memberships (one holding is never
+/// split).
+fn chunks(holdings: &[Holding], entries: usize) -> Vec<&[Holding]> {
+    let mut runs = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, holding) in holdings.iter().enumerate() {
+        size += 1 + holding.groups.len();
+        if size >= entries {
+            runs.push(&holdings[start..=i]);
+            (start, size) = (i + 1, 0);
+        }
+    }
+    if start < holdings.len() || runs.is_empty() {
+        runs.push(&holdings[start..]);
+    }
+    runs
+}
+
 /// Adds one change to a `change` invocation, as the script reads it.
 fn add_change(invocation: &mut redis::ScriptInvocation<'_>, change: &Change) {
     match change {
@@ -528,5 +549,37 @@ fn add_change(invocation: &mut redis::ScriptInvocation<'_>, change: &Change) {
         Change::Left { connection, group } => {
             invocation.arg("l").arg(connection).arg(group);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holding(groups: usize) -> Holding {
+        Holding {
+            connection: "c".into(),
+            user: None,
+            groups: (0..groups).map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_share_is_rewritten_in_runs_of_about_so_many_entries() {
+        let sizes = |holdings: &[Holding], entries| -> Vec<usize> {
+            chunks(holdings, entries)
+                .iter()
+                .map(|run| run.len())
+                .collect()
+        };
+        // Each holding is a connection and a membership: two entries.
+        let share: Vec<Holding> = (0..7).map(|_| holding(1)).collect();
+        assert_eq!(sizes(&share, 4), [2, 2, 2, 1]);
+        assert_eq!(sizes(&share, 100), [7]);
+        // A holding with more groups than a run holds goes whole, alone.
+        let share = [holding(0), holding(9), holding(0)];
+        assert_eq!(sizes(&share, 4), [2, 1]);
+        // An empty share is one empty run: it still replaces what Redis had.
+        assert_eq!(sizes(&[], 4), [0]);
     }
 }
