@@ -36,13 +36,14 @@
 //! 10. [`router`]: hands sends and group changes to the backplane.
 //! 11. [`backplane`]: fan-out between servers (memory or Redis).
 //! 12. [`registry`]: this server's connections, groups and users, and their outboxes.
-//! 13. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
-//! 14. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
-//! 15. [`auth`]: bearer tokens.
-//! 16. [`metrics`]: counters and histograms for `/metrics`.
-//! 17. [`template`]: the hub crate `hubhost new` writes.
-//! 18. [`units`]: durations and sizes as operators write them.
-//! 19. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
+//! 13. [`presence`]: who is connected over every server (memory or Redis), kept by heartbeats.
+//! 14. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
+//! 15. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
+//! 16. [`auth`]: bearer tokens.
+//! 17. [`metrics`]: counters and histograms for `/metrics`.
+//! 18. [`template`]: the hub crate `hubhost new` writes.
+//! 19. [`units`]: durations and sizes as operators write them.
+//! 20. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
 
 pub mod auth;
 pub mod backplane;

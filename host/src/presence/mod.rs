@@ -7,10 +7,9 @@
 //! heartbeat, so counts cannot drift when a server dies the way a counter in hub state does.
 //!
 //! The registry reports every change of its share ([`Feed`]) in its own order, numbered, and
-//! can copy a hub's share with the number it was taken at ([`LocalRegistry::share`]): Redis
+//! can copy a hub's share with the number it was taken at ([`Shares::share`]): Redis
 //! presence writes the changes, and rewrites a whole share after Redis lost it.
 //!
-//! [`LocalRegistry::share`]: crate::registry::LocalRegistry::share
 
 pub mod redis;
 
@@ -18,7 +17,6 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::registry::LocalRegistry;
 use crate::types::HubName;
 
 /// Most members one `group-members` call returns.
@@ -49,7 +47,7 @@ pub enum Change {
 /// What the registry tells presence, in its order.
 #[derive(Debug)]
 pub enum Feed {
-    /// A change, numbered in the registry's order (see [`crate::registry::LocalRegistry::share`]).
+    /// A change, numbered in the registry's order (see [`Shares::share`]).
     Change {
         seq: u64,
         hub: HubName,
@@ -172,14 +170,25 @@ pub trait Presence: Send + Sync + 'static {
     }
 }
 
+/// What presence needs of this server's registry (which sits above it, and implements this).
+pub trait Shares: Send + Sync + 'static {
+    /// From now on, every change of this server's share goes to `feed` (`false` if one was set
+    /// already).
+    fn feed_presence(&self, feed: FeedSender) -> bool;
+    /// This server's share of `hub`, with the number of the last change it holds.
+    fn share(&self, hub: &HubName) -> (u64, Vec<Holding>);
+    /// A query answered from this server's connections alone.
+    fn answer(&self, hub: &HubName, query: &Query) -> Answer;
+}
+
 /// One server: the registry is the whole answer.
 pub struct LocalPresence {
-    registry: Arc<LocalRegistry>,
+    registry: Arc<dyn Shares>,
     stats: PresenceStats,
 }
 
 impl LocalPresence {
-    pub fn new(registry: Arc<LocalRegistry>) -> Self {
+    pub fn new(registry: Arc<dyn Shares>) -> Self {
         Self {
             registry,
             stats: PresenceStats::default(),
@@ -193,7 +202,7 @@ impl Presence for LocalPresence {
         hub: &HubName,
         query: Query,
     ) -> BoxFuture<'static, Result<Answer, PresenceError>> {
-        let answer = self.registry.presence(hub, &query);
+        let answer = self.registry.answer(hub, &query);
         Box::pin(async move { Ok(answer) })
     }
 

@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Answer, Change, Counted, Feed, Holding, Member, Presence, PresenceError, PresenceStats, Query,
+    Shares,
 };
-use crate::registry::LocalRegistry;
 use crate::types::HubName;
 
 /// Longest a script call waits for Redis; a hub's call is blocked meanwhile.
@@ -85,7 +85,7 @@ impl RedisPresence {
         connection: ConnectionManager,
         prefix: &str,
         server: &str,
-        registry: Arc<LocalRegistry>,
+        registry: Arc<dyn Shares>,
         ttl: Duration,
         stop: CancellationToken,
     ) -> Self {
@@ -247,7 +247,7 @@ struct Writer {
     counted: Arc<OnceLock<Counted>>,
     server: String,
     ttl_ms: u64,
-    registry: Arc<LocalRegistry>,
+    registry: Arc<dyn Shares>,
     stats: Arc<PresenceStats>,
     hubs: HashMap<HubName, Written>,
     /// Whether the last write succeeded (failures are logged once per outage).

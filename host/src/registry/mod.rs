@@ -581,5 +581,19 @@ impl LocalRegistry {
     }
 }
 
+impl presence::Shares for LocalRegistry {
+    fn feed_presence(&self, feed: FeedSender) -> bool {
+        LocalRegistry::feed_presence(self, feed)
+    }
+
+    fn share(&self, hub: &HubName) -> (u64, Vec<Holding>) {
+        LocalRegistry::share(self, hub)
+    }
+
+    fn answer(&self, hub: &HubName, query: &Query) -> Answer {
+        self.presence(hub, query)
+    }
+}
+
 #[cfg(test)]
 mod tests;
