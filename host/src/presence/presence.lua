@@ -208,8 +208,9 @@ local function apply_changes(share, i)
   end
 end
 
-if op == 'change' or op == 'beat' or op == 'reap' then
-  -- ARGV[3] = server, ARGV[4] = TTL (ms), then for 'change' the changes. Answers {status,
+if op == 'change' or op == 'add' or op == 'beat' or op == 'reap' then
+  -- ARGV[3] = server, ARGV[4] = TTL (ms), then for 'change' the changes, for 'add' more
+  -- holdings (a share rewritten in parts). Answers {status,
   -- shares dropped, 1 if dead shares remain}; status 0 when the server's share is dead or
   -- gone (it was paused past its time, or Redis lost it): the caller rewrites it whole.
   -- 'reap' only goes on dropping dead shares.
@@ -227,6 +228,8 @@ if op == 'change' or op == 'beat' or op == 'reap' then
   redis.call('ZADD', servers, now + tonumber(ARGV[4]), server)
   if op == 'change' then
     apply_changes(share_key(server), 5)
+  elseif op == 'add' then
+    add_holdings(share_key(server), 5)
   end
   return {1, reaped, more}
 elseif op == 'rewrite' then

@@ -375,13 +375,7 @@ impl Writer {
         let mut chunks = chunks(&holdings, REWRITE_CHUNK).into_iter();
         let mut invocation = self.on_share(hub, "rewrite");
         for holding in chunks.next().unwrap_or_default() {
-            invocation
-                .arg(&holding.connection)
-                .arg(holding.user.as_deref().unwrap_or(""))
-                .arg(holding.groups.len());
-            for group in &holding.groups {
-                invocation.arg(group);
-            }
+            add_holding(&mut invocation, holding);
         }
         let mut outcome = self.redis.run::<Outcome>(invocation).await;
         for chunk in chunks {
@@ -391,25 +385,9 @@ impl Writer {
             if let Ok((_, reaped, more)) = outcome {
                 self.succeeded(hub, reaped, more).await;
             }
-            let mut invocation = self.on_share(hub, "change");
+            let mut invocation = self.on_share(hub, "add");
             for holding in chunk {
-                let connection = holding.connection.clone();
-                add_change(
-                    &mut invocation,
-                    &Change::Connected {
-                        connection: connection.clone(),
-                        user: holding.user.clone(),
-                    },
-                );
-                for group in &holding.groups {
-                    add_change(
-                        &mut invocation,
-                        &Change::Joined {
-                            connection: connection.clone(),
-                            group: group.clone(),
-                        },
-                    );
-                }
+                add_holding(&mut invocation, holding);
             }
             outcome = self.redis.run::<Outcome>(invocation).await;
         }
@@ -526,6 +504,17 @@ fn chunks(holdings: &[Holding], entries: usize) -> Vec<&[Holding]> {
         runs.push(&holdings[start..]);
     }
     runs
+}
+
+/// Adds one holding to a `rewrite` or `add` invocation, as the script reads it.
+fn add_holding(invocation: &mut redis::ScriptInvocation<'_>, holding: &Holding) {
+    invocation
+        .arg(&holding.connection)
+        .arg(holding.user.as_deref().unwrap_or(""))
+        .arg(holding.groups.len());
+    for group in &holding.groups {
+        invocation.arg(group);
+    }
 }
 
 /// Adds one change to a `change` invocation, as the script reads it.
