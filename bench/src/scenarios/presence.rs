@@ -267,14 +267,12 @@ pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let share = idle.div_ceil(addrs.len()) as u64;
     let before = scripts(&redis)?;
     slowest_script(&redis)?;
-    let killed = Instant::now();
     doomed.kill().await;
     let gone = settle(&redis, idle as u64 - share, Duration::from_secs(10)).await?;
     let reap = scripts(&redis)? - before;
     // The beats in that window cost what beats cost; the rest is the drop.
     let reap_usec = reap.usec as f64 - per_beat * reap.calls.saturating_sub(1) as f64;
     let reap_longest = slowest_script(&redis)?;
-    let _ = killed;
 
     // 4. Redis emptied: the hosts left write their shares again.
     let left = idle as u64 - share;
