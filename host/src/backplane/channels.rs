@@ -5,54 +5,60 @@
 //! connections on another server), `{prefix}:internal:ack:{server}` (their acknowledgements) and
 //! `{prefix}:internal:return:{server}` (answers to the client-result questions a server asked).
 //! The prefix plays the role of SignalR's "AppName": deployments with different prefixes share a
-//! Redis without seeing each other.
+//! Redis without seeing each other. On a cluster `{prefix}:{hub}` is `{{prefix}:{hub}}` and
+//! `{prefix}:internal` is `{{prefix}:internal}` ([`Keyspace`]).
 
+use crate::redisdb::Keyspace;
 use crate::types::{HubName, Interest, Target};
 
 /// Builds channel names for one prefix.
 #[derive(Debug, Clone)]
 pub struct Channels {
-    prefix: String,
+    keys: Keyspace,
 }
 
 impl Channels {
+    /// Names on one Redis.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self::for_keyspace(Keyspace::single(prefix))
+    }
+
+    /// Names in `keys` (hash-tagged per hub on a cluster, so a hub's channels share a slot).
+    pub fn for_keyspace(keys: Keyspace) -> Self {
+        Self { keys }
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.keys.prefix()
     }
 
     pub fn all(&self, hub: &HubName) -> String {
-        format!("{}:{hub}:all", self.prefix)
+        format!("{}:all", self.keys.hub(hub))
     }
 
     pub fn group(&self, hub: &HubName, group: &str) -> String {
-        format!("{}:{hub}:group:{group}", self.prefix)
+        format!("{}:group:{group}", self.keys.hub(hub))
     }
 
     pub fn connection(&self, hub: &HubName, id: &str) -> String {
-        format!("{}:{hub}:connection:{id}", self.prefix)
+        format!("{}:connection:{id}", self.keys.hub(hub))
     }
 
     pub fn user(&self, hub: &HubName, user: &str) -> String {
-        format!("{}:{hub}:user:{user}", self.prefix)
+        format!("{}:user:{user}", self.keys.hub(hub))
     }
 
     pub fn group_commands(&self) -> String {
-        format!("{}:internal:groups", self.prefix)
+        format!("{}:groups", self.keys.internal())
     }
 
     pub fn acks(&self, server: &str) -> String {
-        format!("{}:internal:ack:{server}", self.prefix)
+        format!("{}:ack:{server}", self.keys.internal())
     }
 
     /// Where answers to a server's client-result questions go (ASP.NET's `internal:return`).
     pub fn returns(&self, server: &str) -> String {
-        format!("{}:internal:return:{server}", self.prefix)
+        format!("{}:return:{server}", self.keys.internal())
     }
 
     /// The channel that carries messages for an interest.
@@ -110,6 +116,18 @@ mod tests {
         assert_eq!(c.user(&hub, "ana"), "hubhost:chat:user:ana");
         assert_eq!(c.group_commands(), "hubhost:internal:groups");
         assert_eq!(c.acks("s1"), "hubhost:internal:ack:s1");
+    }
+
+    #[test]
+    fn a_cluster_keeps_each_hub_in_one_slot() {
+        let c = Channels::for_keyspace(Keyspace::cluster("p"));
+        let hub = HubName::new("chat");
+        assert_eq!(c.all(&hub), "{p:chat}:all");
+        assert_eq!(c.group(&hub, "{x}"), "{p:chat}:group:{x}");
+        assert_eq!(c.returns("s1"), "{p:internal}:return:s1");
+        for name in [c.all(&hub), c.group(&hub, "{x}"), c.user(&hub, "u")] {
+            assert_eq!(crate::redisdb::hash_tag(&name), "p:chat");
+        }
     }
 
     #[test]

@@ -29,7 +29,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +36,7 @@ use super::{
     Answer, Change, Counted, Feed, Holding, Member, Presence, PresenceError, PresenceStats, Query,
     Shares,
 };
+use crate::redisdb::Commands;
 use crate::types::HubName;
 
 /// Longest a script call waits for Redis; a hub's call is blocked meanwhile.
@@ -82,7 +82,7 @@ impl RedisPresence {
     /// Starts writing `registry`'s share as server `server`, with a heartbeat every third of
     /// `ttl`.
     pub fn start(
-        connection: ConnectionManager,
+        connection: Commands,
         prefix: &str,
         server: &str,
         registry: Arc<dyn Shares>,
@@ -174,7 +174,7 @@ impl Presence for RedisPresence {
 /// Runs the script; cheap to clone.
 #[derive(Clone)]
 struct Reader {
-    connection: ConnectionManager,
+    connection: Commands,
     keys: Keys,
     script: redis::Script,
 }

@@ -1,16 +1,17 @@
-//! Hub state in Redis: `{prefix}:{hub}:state:{key}`, shared by every server of the deployment.
+//! Hub state in Redis: `{prefix}:{hub}:state:{key}` (`{{prefix}:{hub}}:state:{key}` on a cluster,
+//! so a hub's keys share a slot), shared by every server of the deployment.
 //!
 //! Reads are plain commands. Writes run one Lua script (`write.lua`), atomically: it keeps each
-//! hub's usage beside its keys (`{prefix}:{hub}:state-meta:*`: every key's size, the total
+//! hub's usage beside its keys (`…:state-meta:*`: every key's size, the total
 //! bytes, and when keys expire, so expired keys stop counting) and refuses a write that would
 //! take the hub past its quota, whichever server makes it.
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 
 use super::{Exceeded, Quota, StateError, StateOp, StateResult, StateStore, StateValue};
+use crate::redisdb::{Commands, Keyspace};
 use crate::types::HubName;
 
 /// Longest a state operation waits for Redis: the hub's call is blocked meanwhile, and epoch
@@ -22,22 +23,22 @@ const WRITE: &str = include_str!("write.lua");
 
 /// State kept in Redis.
 pub struct RedisState {
-    connection: ConnectionManager,
-    prefix: String,
+    connection: Commands,
+    keys: Keyspace,
     write: redis::Script,
 }
 
 impl RedisState {
-    pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(connection: Commands, keys: Keyspace) -> Self {
         Self {
             connection,
-            prefix: prefix.into(),
+            keys,
             write: redis::Script::new(WRITE),
         }
     }
 
     fn value_key(&self, hub: &HubName, key: &str) -> String {
-        format!("{}:{}:state:{}", self.prefix, hub, key)
+        format!("{}:state:{key}", self.keys.hub(hub))
     }
 
     async fn apply(
@@ -89,7 +90,7 @@ impl RedisState {
             StateOp::SetRemove(member) => ("set-remove", vec![member]),
             StateOp::Expire(ttl) => ("expire", vec![ms(ttl).to_string()]),
         };
-        let meta = format!("{}:{}:state-meta", self.prefix, hub);
+        let meta = format!("{}:state-meta", self.keys.hub(hub));
         let mut invocation = self.write.prepare_invoke();
         invocation
             .key(&full)
