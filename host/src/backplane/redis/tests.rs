@@ -28,7 +28,7 @@ async fn server(broker: &MemoryBroker) -> Server {
     let registry = Arc::new(LocalRegistry::new());
     let backplane = RedisBackplane::with_broker(
         broker.clone(),
-        "p",
+        Keyspace::single("p"),
         ACK_TIMEOUT,
         registry.clone(),
         CancellationToken::new(),
@@ -358,33 +358,6 @@ async fn failing_publishes_on_a_live_link_are_one_outage_that_ends_when_publishi
         "the outage ended"
     );
     assert_eq!(BackplaneStats::get(&stats.outages), 1);
-}
-
-#[test]
-fn duplicates_are_told_apart_per_sender() {
-    let mut seen = Seen::default();
-    assert!(seen.accept(1, 1));
-    assert!(seen.accept(1, 2));
-    assert!(!seen.accept(1, 2), "a copy");
-    assert!(!seen.accept(1, 1), "an older copy");
-    assert!(seen.accept(2, 1), "another sender has its own sequence");
-    assert!(
-        seen.accept(1, 5),
-        "gaps are fine (channels not subscribed to)"
-    );
-}
-
-#[test]
-fn the_longest_silent_sender_is_forgotten_first() {
-    let mut seen = Seen::default();
-    for origin in 0..MAX_ORIGINS as u64 {
-        assert!(seen.accept(origin, 1));
-    }
-    assert!(seen.accept(0, 2), "origin 0 heard from again");
-    assert!(seen.accept(u64::MAX, 1), "a new sender past the limit");
-    assert_eq!(seen.last.len(), MAX_ORIGINS);
-    assert!(seen.last.contains_key(&0), "recently heard");
-    assert!(!seen.last.contains_key(&1), "the longest silent");
 }
 
 /// Passes the claims that reach a server to the test.
