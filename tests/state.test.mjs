@@ -6,12 +6,15 @@ import { describe, it } from "node:test";
 
 import { connect } from "./support/client.mjs";
 import { startHost } from "./support/host.mjs";
-import { startRedis } from "./support/redis.mjs";
+import { startRedis, startRedisCluster } from "./support/redis.mjs";
 
 const refused = (key, what) =>
   `An unexpected error occurred invoking 'Increment' on the server. Exception: State::incr("${key}") failed: too large: the hub's state is limited to ${what}`;
 
-/** Runs `scenario(hosts)` against one host in memory and against two hosts sharing a Redis. */
+/**
+ * Runs `scenario(hosts)` against one host in memory, two hosts sharing a Redis, and two hosts on
+ * a Redis Cluster.
+ */
 function onBothStores(title, settings, scenario) {
   it(`${title} (in memory)`, async () => {
     const host = await startHost({ hubs: ["presence"], settings: { presence: settings }, args: ["--detailed-errors"] });
@@ -31,6 +34,18 @@ function onBothStores(title, settings, scenario) {
     } finally {
       await Promise.all(hosts.map((h) => h.stop()));
       await redis.stop();
+    }
+  });
+  it(`${title} (Redis Cluster, two hosts)`, async () => {
+    const cluster = await startRedisCluster();
+    const hosts = await Promise.all(
+      [0, 1].map(() => startHost({ hubs: ["presence"], settings: { presence: settings }, args: ["--detailed-errors", ...cluster.args()] })),
+    );
+    try {
+      await scenario(hosts);
+    } finally {
+      await Promise.all(hosts.map((h) => h.stop()));
+      await cluster.stop();
     }
   });
 }

@@ -216,6 +216,19 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_REDIS")]
     pub redis: Option<String>,
 
+    /// A Redis Cluster (Redis 7 or later) as the backplane and state store, instead of one
+    /// Redis: some of its nodes, comma-separated (`redis://:password@host:7000,redis://…`; all
+    /// with the same password and TLS). Messages use sharded pub/sub, so each is carried only
+    /// by the shard that owns its channel; each hub's channels and keys share one slot.
+    #[arg(
+        long,
+        env = "HUBHOST_REDIS_CLUSTER",
+        value_delimiter = ',',
+        value_name = "URL[,URL…]",
+        conflicts_with = "redis"
+    )]
+    pub redis_cluster: Vec<String>,
+
     /// Prefix of every Redis channel and key (SignalR's "AppName"): deployments with different
     /// prefixes share a Redis without seeing each other.
     #[arg(long, env = "HUBHOST_REDIS_PREFIX", default_value = "hubhost")]

@@ -34,16 +34,17 @@
 //! 8. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
 //! 9. [`runtime`]: the only module that knows wasmtime.
 //! 10. [`router`]: hands sends and group changes to the backplane.
-//! 11. [`backplane`]: fan-out between servers (memory or Redis).
+//! 11. [`backplane`]: fan-out between servers (memory, Redis or a Redis Cluster).
 //! 12. [`registry`]: this server's connections, groups and users, and their outboxes.
 //! 13. [`presence`]: who is connected over every server (memory or Redis), kept by heartbeats.
 //! 14. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
-//! 15. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
-//! 16. [`auth`]: bearer tokens.
-//! 17. [`metrics`]: counters and histograms for `/metrics`.
-//! 18. [`template`]: the hub crate `hubhost new` writes.
-//! 19. [`units`]: durations and sizes as operators write them.
-//! 20. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
+//! 15. [`redisdb`]: how Redis is reached (one server or a cluster) and its key and channel names.
+//! 16. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
+//! 17. [`auth`]: bearer tokens.
+//! 18. [`metrics`]: counters and histograms for `/metrics`.
+//! 19. [`template`]: the hub crate `hubhost new` writes.
+//! 20. [`units`]: durations and sizes as operators write them.
+//! 21. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
 
 pub mod auth;
 pub mod backplane;
@@ -53,6 +54,7 @@ pub mod dispatcher;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod redisdb;
 pub mod registry;
 pub mod reload;
 pub mod router;
@@ -83,6 +85,7 @@ use backplane::redis::{RedisBackplane, RedisConfig};
 use config::Config;
 use dispatcher::Dispatcher;
 use presence::redis::RedisPresence;
+use redisdb::Keyspace;
 use registry::LocalRegistry;
 use router::Router;
 use runtime::{HubRuntime, RuntimeConfig};
@@ -176,6 +179,68 @@ pub async fn run(
     run_with_native_hubs(listener, config, Vec::new(), shutdown).await
 }
 
+/// The backplane, state store and presence of `config`: in memory, on one Redis, or on a Redis
+/// Cluster.
+async fn open_backplane(
+    config: &Config,
+    registry: Arc<LocalRegistry>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(
+    Arc<dyn Backplane>,
+    Arc<dyn StateStore>,
+    Option<Arc<RedisPresence>>,
+)> {
+    let redis_config = |url: &str| RedisConfig {
+        url: url.to_owned(),
+        prefix: config.redis_prefix.clone(),
+        ack_timeout: config.redis_ack_timeout,
+    };
+    let (backplane, commands, keys): (Arc<dyn Backplane>, _, _) =
+        match (&config.redis, config.redis_cluster.as_slice()) {
+            (None, []) => {
+                return Ok((
+                    Arc::new(MemoryBackplane::new(registry)),
+                    Arc::new(MemoryState::new()),
+                    None,
+                ));
+            }
+            (Some(url), _) => {
+                // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let redis =
+                    RedisBackplane::start(redis_config(url), registry, stop.clone()).await?;
+                let commands = redis.commands();
+                (
+                    Arc::new(redis),
+                    commands,
+                    Keyspace::single(&config.redis_prefix),
+                )
+            }
+            (None, nodes) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let redis =
+                    RedisBackplane::start_cluster(nodes, redis_config(""), registry, stop.clone())
+                        .await?;
+                let commands = redis.commands();
+                (
+                    Arc::new(redis),
+                    commands,
+                    Keyspace::cluster(&config.redis_prefix),
+                )
+            }
+        };
+    let state = RedisState::new(commands.clone(), keys);
+    let presence = Arc::new(RedisPresence::start(
+        commands,
+        &config.redis_prefix,
+        backplane.server_name(),
+        backplane.registry().clone(),
+        config.presence_ttl,
+        stop.clone(),
+    ));
+    Ok((backplane, Arc::new(state), Some(presence)))
+}
+
 /// [`run`], also serving hubs compiled into the binary (see [`runtime::NativeHub`]); a native
 /// hub takes precedence over a component of the same name.
 pub async fn run_with_native_hubs(
@@ -187,38 +252,7 @@ pub async fn run_with_native_hubs(
     config.validate().map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     let registry = Arc::new(LocalRegistry::new());
-    let (backplane, state, presence): (Arc<dyn Backplane>, Arc<dyn StateStore>, _) =
-        match &config.redis {
-            None => (
-                Arc::new(MemoryBackplane::new(registry)),
-                Arc::new(MemoryState::new()),
-                None,
-            ),
-            Some(url) => {
-                // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let redis = RedisBackplane::start(
-                    RedisConfig {
-                        url: url.clone(),
-                        prefix: config.redis_prefix.clone(),
-                        ack_timeout: config.redis_ack_timeout,
-                    },
-                    registry,
-                    stop.clone(),
-                )
-                .await?;
-                let state = RedisState::new(redis.commands(), config.redis_prefix.clone());
-                let presence = Arc::new(RedisPresence::start(
-                    redis.commands(),
-                    &config.redis_prefix,
-                    redis.server_name(),
-                    redis.registry().clone(),
-                    config.presence_ttl,
-                    stop.clone(),
-                ));
-                (Arc::new(redis), Arc::new(state), Some(presence))
-            }
-        };
+    let (backplane, state, presence) = open_backplane(&config, registry, &stop).await?;
     let runtime = HubRuntime::new(
         RuntimeConfig {
             call_timeout: config.call_timeout,

@@ -51,6 +51,11 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Where the broker is, for logs (without credentials).
     fn describe(&self) -> &str;
+
+    /// The backplane's kind, as `/readyz` reports it.
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
 }
 
 /// One subscriber connection.

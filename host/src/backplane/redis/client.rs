@@ -14,17 +14,20 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::io::tcp::TcpSettings;
 
 use super::broker::{Broker, BrokerError, Link, Payloads};
+use crate::redisdb::Commands;
 
 /// Longest wait for one Redis round trip before the link counts as broken.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most delay between reconnect attempts of the publishing connection.
-const RECONNECT_MAX: Duration = Duration::from_millis(500);
+pub(super) const RECONNECT_MAX: Duration = Duration::from_millis(500);
 
 /// Why the Redis backplane cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSetupError {
     #[error("--redis {url}: not a valid Redis URL ({reason})")]
     BadUrl { url: String, reason: String },
+    #[error("--redis-cluster {urls}: {reason}")]
+    BadCluster { urls: String, reason: String },
     #[error("Redis at {url} rejected the credentials: {reason}")]
     Auth { url: String, reason: String },
 }
@@ -50,7 +53,11 @@ impl RedisBroker {
             .map_err(bad_url)?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info).map_err(bad_url)?;
-        check_credentials(&client, &url_for_logs).await?;
+        let attempt = async {
+            let mut con = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<()>(&mut con).await
+        };
+        check_credentials(attempt, &url_for_logs).await?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
@@ -67,17 +74,17 @@ impl RedisBroker {
     }
 
     /// The multiplexed command connection, shared with the Redis state store.
-    pub fn commands(&self) -> ConnectionManager {
-        self.commands.clone()
+    pub fn commands(&self) -> Commands {
+        Commands::Single(self.commands.clone())
     }
 }
 
 /// Fails fast on a wrong password; anything else (Redis down) is left to the reconnect loop.
-async fn check_credentials(client: &redis::Client, url: &str) -> Result<(), RedisSetupError> {
-    let attempt = async {
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<()>(&mut con).await
-    };
+/// `attempt` connects and sends a PING.
+pub(super) async fn check_credentials(
+    attempt: impl Future<Output = redis::RedisResult<()>>,
+    url: &str,
+) -> Result<(), RedisSetupError> {
     match tokio::time::timeout(IO_TIMEOUT, attempt).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if is_auth_error(&e) => Err(RedisSetupError::Auth {
@@ -101,7 +108,7 @@ async fn check_credentials(client: &redis::Client, url: &str) -> Result<(), Redi
     }
 }
 
-fn is_auth_error(e: &redis::RedisError) -> bool {
+pub(super) fn is_auth_error(e: &redis::RedisError) -> bool {
     let text = e.to_string();
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || text.contains("NOAUTH")
@@ -110,7 +117,7 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
         || text.contains("invalid username-password")
 }
 
-fn classify(e: redis::RedisError) -> BrokerError {
+pub(super) fn classify(e: redis::RedisError) -> BrokerError {
     if is_auth_error(&e) {
         BrokerError::Auth(e.to_string())
     } else {
@@ -119,7 +126,9 @@ fn classify(e: redis::RedisError) -> BrokerError {
 }
 
 /// Runs one round trip with the I/O timeout.
-async fn bounded<T>(work: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BrokerError> {
+pub(super) async fn bounded<T>(
+    work: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
     match tokio::time::timeout(IO_TIMEOUT, work).await {
         Ok(result) => result.map_err(classify),
         Err(_) => Err(BrokerError::Timeout(IO_TIMEOUT)),

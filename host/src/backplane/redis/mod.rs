@@ -29,16 +29,17 @@
 
 pub mod broker;
 pub mod client;
+pub mod cluster;
 mod groups;
 mod health;
 pub mod memory;
 mod moves;
 mod publisher;
+mod seen;
 mod subscriber;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use super::channels::Channels;
 use super::wire::{self, WireMessage};
 use super::{Backplane, BackplaneError, BackplaneStats, Claimed, Movers};
+use crate::redisdb::{Commands, Keyspace};
 use crate::registry::{LocalRegistry, Source};
 use crate::types::{
     Answered, Envelope, GroupChange, Handover, HubName, InterestChange, MoveOrder, Offer, Question,
@@ -56,16 +58,19 @@ use crate::types::{
 };
 use broker::Broker;
 pub use client::{RedisBroker, RedisSetupError};
+pub use cluster::ClusterBroker;
 use groups::PendingAcks;
 use health::Health;
 use moves::Moves;
 use publisher::{Outgoing, PublishQueue};
+use seen::Seen;
 use subscriber::Subscriptions;
 
 /// Settings of the Redis backplane.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]` or `rediss://...` for TLS.
+    /// `redis://[:password@]host:port[/db]` or `rediss://...` for TLS; on a cluster, any of its
+    /// nodes (see [`RedisBackplane::start_cluster`]).
     pub url: String,
     /// Channel prefix (SignalR's "AppName").
     pub prefix: String,
@@ -79,43 +84,6 @@ struct ServerId {
     origin: u64,
     /// The same in hex: the name of this server's ack channel.
     name: String,
-}
-
-/// Senders remembered for duplicate detection; beyond it the longest silent is forgotten.
-const MAX_ORIGINS: usize = 1024;
-
-/// The last sequence number seen from each other server.
-#[derive(Default)]
-struct Seen {
-    last: HashMap<u64, (u64, u64)>,
-    /// Increases per packet: how recently each origin was heard from.
-    clock: u64,
-}
-
-impl Seen {
-    /// Whether a packet is new (and records it), or a copy of one already delivered.
-    fn accept(&mut self, origin: u64, seq: u64) -> bool {
-        self.clock += 1;
-        if let Some((last, heard)) = self.last.get_mut(&origin) {
-            *heard = self.clock;
-            if seq <= *last {
-                return false;
-            }
-            *last = seq;
-            return true;
-        }
-        if self.last.len() >= MAX_ORIGINS
-            && let Some(oldest) = self
-                .last
-                .iter()
-                .min_by_key(|(_, (_, h))| *h)
-                .map(|(o, _)| *o)
-        {
-            self.last.remove(&oldest);
-        }
-        self.last.insert(origin, (seq, self.clock));
-        true
-    }
 }
 
 struct Inner<B: Broker> {
@@ -161,7 +129,7 @@ impl RedisBackplane<RedisBroker> {
         let broker = RedisBroker::open(&config.url).await?;
         Ok(Self::with_broker(
             broker,
-            &config.prefix,
+            Keyspace::single(&config.prefix),
             config.ack_timeout,
             registry,
             shutdown,
@@ -169,7 +137,32 @@ impl RedisBackplane<RedisBroker> {
     }
 
     /// The multiplexed command connection, shared with the Redis state store.
-    pub fn commands(&self) -> redis::aio::ConnectionManager {
+    pub fn commands(&self) -> Commands {
+        self.inner.broker.commands()
+    }
+}
+
+impl RedisBackplane<ClusterBroker> {
+    /// [`start`](RedisBackplane::start) on the Redis Cluster that `nodes` (seed URLs, with the
+    /// same credentials and TLS) belong to, with sharded pub/sub. `config.url` is not used.
+    pub async fn start_cluster(
+        nodes: &[String],
+        config: RedisConfig,
+        registry: Arc<LocalRegistry>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RedisSetupError> {
+        let broker = ClusterBroker::open(nodes).await?;
+        Ok(Self::with_broker(
+            broker,
+            Keyspace::cluster(&config.prefix),
+            config.ack_timeout,
+            registry,
+            shutdown,
+        ))
+    }
+
+    /// The multiplexed command connection, shared with the state store and presence.
+    pub fn commands(&self) -> Commands {
         self.inner.broker.commands()
     }
 }
@@ -178,7 +171,7 @@ impl<B: Broker> RedisBackplane<B> {
     /// The backplane over any broker; spawns its publisher and subscriber tasks.
     pub fn with_broker(
         broker: B,
-        prefix: &str,
+        keys: Keyspace,
         ack_timeout: Duration,
         registry: Arc<LocalRegistry>,
         shutdown: CancellationToken,
@@ -188,7 +181,7 @@ impl<B: Broker> RedisBackplane<B> {
             origin,
             name: format!("{origin:016x}"),
         };
-        let channels = Channels::new(prefix);
+        let channels = Channels::for_keyspace(keys);
         let always = [
             channels.group_commands(),
             channels.acks(&server.name),
@@ -435,7 +428,7 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
     }
 
     fn kind(&self) -> &'static str {
-        "redis"
+        self.inner.broker.kind()
     }
 
     fn registry(&self) -> &Arc<LocalRegistry> {
