@@ -48,6 +48,17 @@ describe("hub state on a Redis Cluster", () => {
 });
 
 /**
+ * Asserts every listener's loss was counted by the sender's host, but for what can slip through
+ * unnoticed: a message published in the millisecond or so between the sender's host subscribing
+ * again to the new owner (so the message is heard) and another host doing the same.
+ */
+function assertLossesCounted({ lost, dropped }) {
+  const UNNOTICED = 5;
+  assert.deepEqual(lost.slice(0, 2), [0, 0], "the sender's own host delivers every message");
+  for (const l of lost.slice(2)) assert.ok(l <= dropped + UNNOTICED, `a listener lost ${l}, and only ${dropped} were counted`);
+}
+
+/**
  * Three hosts with two listeners each and one sender; `disrupt` runs while the sender sends
  * numbered broadcasts from a client of the first host. Returns how many were sent meanwhile, what
  * each listener lost of them, the hosts subscribed to the chat's channel afterwards, and how many
@@ -120,41 +131,42 @@ describe("a Redis Cluster changing under load", () => {
     const slot = cluster.slot(channel);
     const from = cluster.ownerOf(slot);
     const to = cluster.topology().find((e) => e.master && e.node !== from)?.node;
-    const { sent, lost, subscribers, dropped } = await messagesThrough(cluster, hosts, async () => cluster.migrate(slot, to));
+    const result = await messagesThrough(cluster, hosts, async () => cluster.migrate(slot, to));
+    const { sent, lost, subscribers, dropped } = result;
+    console.log(`slot migration: ${sent} sent while it happened, lost per listener ${lost.join(",")}, counted as dropped ${dropped}`);
     assert.equal(cluster.ownerOf(slot), to, "the slot moved");
     assert.equal(subscribers, 3, "every host listens on the new owner");
-    // Between the old owner dropping its subscribers and their subscribing again (about a
-    // millisecond), a message published reaches nobody and nobody can count it: printed, not
-    // asserted.
-    console.log(`slot migration: ${sent} sent while it happened, lost per listener ${lost.join(",")}, counted as dropped ${dropped}`);
+    assertLossesCounted(result);
   });
 
   it("restores subscriptions after a manual failover of the channel's master", async () => {
     const slot = cluster.slot(channel);
     const master = cluster.ownerOf(slot);
     const replica = cluster.replicaOf(master);
-    const { sent, lost, subscribers, dropped } = await messagesThrough(cluster, hosts, async () => {
+    const result = await messagesThrough(cluster, hosts, async () => {
       replica.cli("CLUSTER", "FAILOVER");
       await waitUntil(() => cluster.ownerOf(slot) === replica, "the replica promoted", 15_000);
     });
-    assert.equal(subscribers, 3, "every host listens on the new master");
+    const { sent, lost, subscribers, dropped } = result;
     console.log(`manual failover: ${sent} sent while it happened, lost per listener ${lost.join(",")}, counted as dropped ${dropped}`);
-    assert.deepEqual(lost.slice(0, 2), [0, 0], "the sender's own host delivers every message");
+    assert.equal(subscribers, 3, "every host listens on the new master");
+    assertLossesCounted(result);
   });
 
   it("restores subscriptions after the channel's master is killed", async () => {
     const slot = cluster.slot(channel);
     const master = cluster.ownerOf(slot);
     const replica = cluster.replicaOf(master);
-    const { sent, lost, subscribers, dropped } = await messagesThrough(cluster, hosts, async () => {
+    const result = await messagesThrough(cluster, hosts, async () => {
       await master.kill();
       const live = cluster.nodes.filter((n) => n !== master);
       await waitUntil(() => { try { return cluster.ownerOf(slot) === replica; } catch { return false; } }, "the replica promoted", 20_000);
       await cluster.waitOk(live);
     });
-    assert.equal(subscribers, 3, "every host listens on the promoted replica");
+    const { sent, lost, subscribers, dropped } = result;
     console.log(`master killed: ${sent} sent while it happened, lost per listener ${lost.join(",")}, counted as dropped ${dropped}`);
-    assert.deepEqual(lost.slice(0, 2), [0, 0], "the sender's own host delivers every message");
+    assert.equal(subscribers, 3, "every host listens on the promoted replica");
+    assertLossesCounted(result);
     for (const h of hosts) assert.equal((await fetch(`${h.url}/readyz`)).status, 200, "hosts stay ready");
   });
 });

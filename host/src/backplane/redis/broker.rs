@@ -39,11 +39,13 @@ pub trait Broker: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = Result<(Self::Link, Payloads), BrokerError>> + Send;
 
     /// Publishes `messages` (channel, payload) in this order, in one round trip. On an error,
-    /// any prefix of them may have been published.
+    /// any prefix of them may have been published. Answers how many were lost although they
+    /// were published: they reached no subscriber while this server listens on their channel
+    /// (a cluster shard that changed hands before the subscribers were back).
     fn publish(
         &self,
         messages: &[(String, Bytes)],
-    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
 
     /// Whether the publishing connection answers (and, for a reconnecting client, the nudge to
     /// reconnect after an outage).

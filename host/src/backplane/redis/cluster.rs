@@ -12,6 +12,13 @@
 //!   repair task retries with a short backoff.
 //! - **Pipelines and scripts keep to one slot** (the cluster refuses CrossSlot ones): publishes
 //!   are grouped by hash tag, one pipeline per group, sent concurrently.
+//! - **Messages that reach a slot's new owner before its subscribers do.** A master that fails
+//!   over by hand holds the publishes it gets meanwhile and then redirects them all to the new
+//!   master, before anyone could subscribe there. `SPUBLISH` answers how many subscribers heard
+//!   a message: when none did on a channel this server listens on (so at least its own
+//!   subscription is missing), the message is published again, after 10 ms and then twice as
+//!   long, until it is heard or 1.2 s have passed (then it counts as dropped). Servers that
+//!   heard it already drop the copy by its sequence number.
 //!
 //! A subscription that cannot be made at once (its shard is failing over) is left to the repair
 //! task rather than failing the whole link: the other shards keep delivering. The link counts as
@@ -43,6 +50,11 @@ const REPAIR_MAX: Duration = Duration::from_millis(1000);
 /// After a node's connection dropped, how long before every channel is subscribed again (the
 /// crate reconnects and refreshes its slot map meanwhile).
 const AFTER_DISCONNECT: Duration = Duration::from_millis(100);
+/// How long a publish waits, in all, for subscriptions to come back to a shard that took a slot
+/// over, before it counts what reached nobody as dropped; and its first wait. Meanwhile the
+/// publisher waits: in order, nothing is published behind them.
+const UNHEARD_WAIT: Duration = Duration::from_millis(1200);
+const UNHEARD_FIRST_WAIT: Duration = Duration::from_millis(10);
 /// Channels per SSUBSCRIBE command.
 const SUBSCRIBE_CHUNK: usize = 500;
 
@@ -52,6 +64,8 @@ pub struct ClusterBroker {
     subscriber: ClusterClient,
     /// The command connection (RESP2: script answers keep the shapes they have on one Redis).
     commands: ClusterConnection,
+    /// The channels the live link should be subscribed to.
+    listening: Arc<Mutex<HashSet<String>>>,
     for_logs: String,
 }
 
@@ -110,6 +124,7 @@ impl ClusterBroker {
         Ok(Self {
             subscriber,
             commands,
+            listening: Arc::default(),
             for_logs,
         })
     }
@@ -140,6 +155,44 @@ fn by_tag<'a, T>(items: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Vec<Vec<&'a
     groups.into_values().collect()
 }
 
+impl ClusterBroker {
+    /// Publishes `messages`, one pipeline per slot, all at once, and answers those that reached
+    /// no subscriber although this server listens on their channel: the shard that owns it had
+    /// just taken the slot over (a failover or a migration) and this server's subscription is
+    /// not there yet, so other servers' may not be either.
+    async fn publish_once<'a>(
+        &self,
+        messages: Vec<&'a (String, Bytes)>,
+    ) -> Result<Vec<&'a (String, Bytes)>, BrokerError> {
+        let sends = by_tag(&messages, |(channel, _)| channel.as_str())
+            .into_iter()
+            .map(|group| {
+                let mut pipe = redis::pipe();
+                for (channel, payload) in &group {
+                    pipe.cmd("SPUBLISH").arg(channel).arg(payload.as_ref());
+                }
+                let mut con = self.commands.clone();
+                async move {
+                    let heard = bounded(pipe.query_async::<Vec<u64>>(&mut con)).await;
+                    (group, heard)
+                }
+            });
+        let mut unheard = Vec::new();
+        // Every group is tried; the first failure is reported (the publisher retries the whole
+        // batch, and receivers drop the copies).
+        for (group, heard) in join_all(sends).await {
+            let heard = heard?;
+            let listening = self.listening.lock();
+            for (message, receivers) in group.into_iter().zip(heard) {
+                if receivers == 0 && listening.contains(&message.0) {
+                    unheard.push(*message);
+                }
+            }
+        }
+        Ok(unheard)
+    }
+}
+
 impl Broker for ClusterBroker {
     type Link = ClusterLink;
 
@@ -152,7 +205,9 @@ impl Broker for ClusterBroker {
         let mut connection =
             bounded(self.subscriber.get_async_connection_with_config(config)).await?;
         ping_any(&mut connection).await?;
-        let wanted = Arc::new(Mutex::new(HashSet::new()));
+        // A new link starts with no subscriptions; the backplane makes them all again.
+        let wanted = self.listening.clone();
+        wanted.lock().clear();
         let stop = CancellationToken::new();
         let (payload_sender, mut payloads) = mpsc::unbounded_channel();
         let (repairs, repair_queue) = mpsc::unbounded_channel();
@@ -179,23 +234,23 @@ impl Broker for ClusterBroker {
         Ok((link, Box::pin(stream)))
     }
 
-    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<(), BrokerError> {
-        let sends = by_tag(messages, |(channel, _)| channel.as_str())
-            .into_iter()
-            .map(|group| {
-                let mut pipe = redis::pipe();
-                for (channel, payload) in group {
-                    pipe.cmd("SPUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_ref())
-                        .ignore();
-                }
-                let mut con = self.commands.clone();
-                async move { bounded(pipe.query_async::<()>(&mut con)).await }
-            });
-        // Every group is tried; the first failure is reported (the publisher retries the whole
-        // batch, and receivers drop the copies).
-        join_all(sends).await.into_iter().collect()
+    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<u64, BrokerError> {
+        let mut unheard = self.publish_once(messages.iter().collect()).await?;
+        let mut wait = UNHEARD_FIRST_WAIT;
+        let mut waited = Duration::ZERO;
+        while !unheard.is_empty() && waited < UNHEARD_WAIT {
+            tokio::time::sleep(wait).await;
+            waited += wait;
+            wait *= 2;
+            unheard = self.publish_once(unheard).await?;
+        }
+        if !unheard.is_empty() {
+            tracing::warn!(
+                messages = unheard.len(),
+                "messages reached no subscriber on the cluster, not even this server's"
+            );
+        }
+        Ok(unheard.len() as u64)
     }
 
     async fn check(&self) -> Result<(), BrokerError> {

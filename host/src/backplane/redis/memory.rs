@@ -115,7 +115,7 @@ impl Broker for MemoryBroker {
         ))
     }
 
-    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<(), BrokerError> {
+    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<u64, BrokerError> {
         let mut state = self.state.lock();
         if state.down {
             return Err(Self::unavailable());
@@ -138,7 +138,7 @@ impl Broker for MemoryBroker {
                 let _ = link.sender.send(payload.clone());
             }
         }
-        Ok(())
+        Ok(0)
     }
 
     async fn check(&self) -> Result<(), BrokerError> {

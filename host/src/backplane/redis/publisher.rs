@@ -89,9 +89,16 @@ async fn publish<B: Broker>(inner: &Inner<B>, payloads: &[(String, Bytes)]) {
         result = inner.broker.publish(payloads).await;
     }
     match result {
-        Ok(()) => {
-            BackplaneStats::add(&inner.stats.published, count);
+        Ok(unheard) => {
+            BackplaneStats::add(&inner.stats.published, count - unheard);
             inner.health.published();
+            if unheard > 0 {
+                inner.health.dropped(
+                    &inner.stats,
+                    unheard,
+                    "a cluster shard that changed hands had no subscribers yet",
+                );
+            }
         }
         Err(e) => inner.health.dropped(&inner.stats, count, &e.to_string()),
     }
