@@ -83,6 +83,14 @@ struct Args {
     /// Hosts sharing one Redis (1 uses the in-memory backplane).
     #[arg(short = 'H', long, default_value_t = 2)]
     hosts: usize,
+    /// With 2 or more hosts, a Redis Cluster of this many masters (no replicas; 3 or more)
+    /// instead of one Redis, for broadcast and rooms: each Redis's CPU is shown.
+    #[arg(long, default_value_t = 0)]
+    redis_shards: usize,
+    /// Rooms are spread over this many copies of the chat hub (`chat`, `chat2`, …), as
+    /// separate applications would be; on a cluster each hub lives on one shard (rooms).
+    #[arg(long, default_value_t = 1)]
+    hub_copies: usize,
     /// Senders among the connections (broadcast).
     #[arg(short = 's', long, default_value_t = 10)]
     senders: usize,

@@ -59,6 +59,11 @@ pub(crate) async fn free_port() -> anyhow::Result<u16> {
 }
 
 pub(crate) async fn start_redis() -> anyhow::Result<Proc> {
+    spawn_redis(&[]).await
+}
+
+/// A redis-server on a free port with `extra` flags, once it accepts connections.
+async fn spawn_redis(extra: &[String]) -> anyhow::Result<Proc> {
     let port = free_port().await?;
     let child = Command::new("redis-server")
         .args([
@@ -71,6 +76,7 @@ pub(crate) async fn start_redis() -> anyhow::Result<Proc> {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -85,10 +91,168 @@ pub(crate) async fn start_redis() -> anyhow::Result<Proc> {
     bail!("redis-server did not start")
 }
 
+/// What the hosts share: nothing (one host, the in-memory backplane), one Redis, or the masters
+/// of a Redis Cluster.
+pub(crate) struct Backplane {
+    pub(crate) redis: Vec<Proc>,
+    clustered: bool,
+    /// The cluster's node files, removed at the end.
+    dir: Option<PathBuf>,
+}
+
+impl Backplane {
+    pub(crate) fn none() -> Self {
+        Self {
+            redis: Vec::new(),
+            clustered: false,
+            dir: None,
+        }
+    }
+
+    pub(crate) async fn one_redis() -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: vec![start_redis().await?],
+            clustered: false,
+            dir: None,
+        })
+    }
+
+    /// A Redis Cluster of `shards` masters without replicas (3 at least), every slot assigned.
+    pub(crate) async fn cluster(shards: usize) -> anyhow::Result<Self> {
+        if shards < 3 {
+            bail!("a Redis Cluster needs at least 3 shards");
+        }
+        let dir = std::env::temp_dir().join(format!("loadgen-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut redis = Vec::new();
+        for _ in 0..shards {
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--dir",
+                &dir.to_string_lossy(),
+                "--cluster-config-file",
+            ]
+            .map(str::to_owned);
+            let mut extra = extra.to_vec();
+            extra.push(format!("nodes-{}.conf", redis.len()));
+            redis.push(spawn_redis(&extra).await?);
+        }
+        let mut create = std::process::Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        create.args(redis.iter().map(|r| r.addr.clone()));
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = create
+            .output()
+            .context("cannot run redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let backplane = Self {
+            redis,
+            clustered: true,
+            dir: Some(dir),
+        };
+        for _ in 0..200 {
+            if backplane.redis.iter().all(|r| {
+                redis_cli(r, &["CLUSTER", "INFO"]).is_ok_and(|i| i.contains("cluster_state:ok"))
+            }) {
+                return Ok(backplane);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the Redis Cluster did not come up")
+    }
+
+    /// The flags that put a host on it.
+    pub(crate) fn host_args(&self) -> Vec<String> {
+        let urls: Vec<String> = self
+            .redis
+            .iter()
+            .map(|r| format!("redis://{}", r.addr))
+            .collect();
+        match (self.clustered, urls.first()) {
+            (_, None) => Vec::new(),
+            (false, Some(url)) => vec!["--redis".into(), url.clone()],
+            (true, Some(_)) => vec!["--redis-cluster".into(), urls.join(",")],
+        }
+    }
+
+    /// CPU seconds of each Redis (each shard of a cluster) so far.
+    pub(crate) fn cpu(&self) -> Vec<f64> {
+        self.redis.iter().map(Proc::cpu_seconds).collect()
+    }
+
+    /// Rows of Redis CPU since `before` (from [`cpu`](Self::cpu)), over `seconds` and per
+    /// `per` (messages, say, in the row named `per_label`): the total and, on a cluster, each
+    /// shard's.
+    pub(crate) fn cpu_rows(
+        &self,
+        before: &[f64],
+        seconds: f64,
+        per: u64,
+        per_label: &'static str,
+    ) -> Vec<(&'static str, String)> {
+        let used: Vec<f64> = self
+            .cpu()
+            .iter()
+            .zip(before)
+            .map(|(now, then)| now - then)
+            .collect();
+        if used.is_empty() {
+            return Vec::new();
+        }
+        let total: f64 = used.iter().sum();
+        let mut rows = vec![
+            (
+                per_label,
+                format!("{:.2} µs", total / per.max(1) as f64 * 1e6),
+            ),
+            (
+                "Redis CPU",
+                format!("{:.1} % of one core", total / seconds * 100.0),
+            ),
+        ];
+        if self.clustered {
+            let shards: Vec<String> = used
+                .iter()
+                .map(|u| format!("{:.1}", u / seconds * 100.0))
+                .collect();
+            rows.push((
+                "Redis CPU per shard",
+                format!("{} % of one core", shards.join(" / ")),
+            ));
+        }
+        rows
+    }
+}
+
+impl Drop for Backplane {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Runs redis-cli against `redis`; its output, trimmed.
+pub(crate) fn redis_cli(redis: &Proc, args: &[&str]) -> anyhow::Result<String> {
+    let (host, port) = redis.addr.split_once(':').context("Redis address")?;
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()
+        .context("cannot run redis-cli")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 pub(crate) async fn start_host(
     bin: &PathBuf,
     hubs: &PathBuf,
-    redis: Option<&Proc>,
+    backplane: &[String],
     extra: &[String],
 ) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
@@ -109,9 +273,7 @@ pub(crate) async fn start_host(
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
     .kill_on_drop(true);
-    if let Some(redis) = redis {
-        cmd.args(["--redis", &format!("redis://{}", redis.addr)]);
-    }
+    cmd.args(backplane);
     cmd.args(extra);
     let mut child = cmd
         .spawn()
@@ -160,20 +322,21 @@ pub(crate) async fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
         .unwrap_or(0))
 }
 
-/// Redis (for more than one host) and `hosts` hosts serving the hubs of `args.hubs`.
+/// A backplane (for more than one host: one Redis, or a cluster of `--redis-shards`) and
+/// `hosts` hosts serving the hubs of `args.hubs`.
 pub(crate) async fn start_cluster(
     args: &Args,
     bin: &PathBuf,
     hosts: usize,
-) -> anyhow::Result<(Option<Proc>, Vec<Proc>)> {
-    let redis = if hosts > 1 {
-        Some(start_redis().await?)
-    } else {
-        None
+) -> anyhow::Result<(Backplane, Vec<Proc>)> {
+    let backplane = match (hosts, args.redis_shards) {
+        (0 | 1, _) => Backplane::none(),
+        (_, 0 | 1) => Backplane::one_redis().await?,
+        (_, shards) => Backplane::cluster(shards).await?,
     };
     let mut procs = Vec::new();
     for _ in 0..hosts {
-        procs.push(start_host(bin, &args.hubs, redis.as_ref(), &args.host_arg).await?);
+        procs.push(start_host(bin, &args.hubs, &backplane.host_args(), &args.host_arg).await?);
     }
-    Ok((redis, procs))
+    Ok((backplane, procs))
 }

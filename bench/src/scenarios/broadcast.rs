@@ -25,7 +25,7 @@ pub(crate) async fn broadcast(
     bin: &PathBuf,
     dialect: Dialect,
 ) -> anyhow::Result<BroadcastStats> {
-    let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
+    let (backplane, hosts) = start_cluster(args, bin, args.hosts).await?;
     let epoch = Instant::now();
     let mut deliveries = Deliveries::new(epoch, "broadcastMessage");
     let mut senders = Vec::new();
@@ -41,6 +41,7 @@ pub(crate) async fn broadcast(
     let receivers = args.connections as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu_before: f64 = hosts.iter().map(Proc::cpu_seconds).sum();
+    let redis_before = backplane.cpu();
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let per_sender_rate = if args.rate == 0 {
@@ -89,6 +90,12 @@ pub(crate) async fn broadcast(
     deliveries.drain(expected).await;
     let total_time = started.elapsed();
     let cpu = hosts.iter().map(Proc::cpu_seconds).sum::<f64>() - cpu_before;
+    let redis_rows = backplane.cpu_rows(
+        &redis_before,
+        send_time.as_secs_f64(),
+        sent.load(Ordering::Relaxed),
+        "Redis CPU per message",
+    );
     let got = deliveries.received();
     // Closing the hosts ends the readers, which merge their last latencies.
     drop(sinks);
@@ -135,6 +142,7 @@ pub(crate) async fn broadcast(
             format!("{:.2}", stats.cpu_per_million),
         ),
     ];
+    rows.extend(redis_rows);
     if let Some(floor) = floor {
         rows.extend(floor.rows(stats.cpu_per_million));
     }

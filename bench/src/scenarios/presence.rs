@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use crate::Args;
 use crate::client::{Dialect, Receiver, Sender, connect, connect_hub, table};
 use crate::http::Http;
-use crate::procs::{Proc, start_host, start_redis};
+use crate::procs::{Backplane, Proc, redis_cli, start_host};
 
 /// Clients connecting and disconnecting at once in the churn.
 const WORKERS: usize = 16;
@@ -41,16 +41,6 @@ impl std::ops::Sub for Scripts {
             usec: self.usec - earlier.usec,
         }
     }
-}
-
-fn redis_cli(redis: &Proc, args: &[&str]) -> anyhow::Result<String> {
-    let (host, port) = redis.addr.split_once(':').context("Redis address")?;
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", host, "-p", port])
-        .args(args)
-        .output()
-        .context("cannot run redis-cli")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn scripts(redis: &Proc) -> anyhow::Result<Scripts> {
@@ -175,12 +165,13 @@ async fn emptied(addrs: &[String], hub: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
-    let redis = start_redis().await?;
+    let backplane = Backplane::one_redis().await?;
+    let redis = backplane.redis.first().context("no Redis")?;
     let mut extra = args.host_arg.clone();
     extra.extend(["--presence-ttl".to_owned(), TTL.to_owned()]);
     let mut hosts = Vec::new();
     for _ in 0..args.hosts.max(2) {
-        hosts.push(start_host(bin, &args.hubs, Some(&redis), &extra).await?);
+        hosts.push(start_host(bin, &args.hubs, &backplane.host_args(), &extra).await?);
     }
     let addrs: Vec<String> = hosts.iter().map(|h| h.addr.clone()).collect();
     let dialect = Dialect::JSON_WEBSOCKETS;

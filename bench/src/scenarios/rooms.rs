@@ -3,12 +3,16 @@
 //! members on every host; each connection sends to its room `--client-rate` times a second,
 //! at its own phase, and every member (the sender too) receives each message.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use super::floor::{self, Pace};
 use crate::Args;
-use crate::client::{Deliveries, Dialect, Receiver, Sender, completion, connect, ms, nanos, table};
+use crate::client::{
+    Deliveries, Dialect, Receiver, Sender, completion, connect_hub, ms, nanos, table,
+};
 use crate::procs::{Proc, start_cluster};
 use crate::wire::Protocol;
 
@@ -35,8 +39,38 @@ async fn join(
     completion(receiver, dialect.protocol, "join").await
 }
 
+/// The hub room `room` is in: rooms take turns over `copies` copies of the chat hub.
+fn hub_of(room: usize, copies: usize) -> String {
+    match room % copies.max(1) {
+        0 => "chat".to_owned(),
+        k => format!("chat{}", k + 1),
+    }
+}
+
+/// A hubs directory with `copies` copies of the chat hub of `hubs` (named as [`hub_of`] names
+/// them), or `hubs` itself for one.
+fn hub_copies(hubs: &Path, copies: usize) -> anyhow::Result<PathBuf> {
+    if copies <= 1 {
+        return Ok(hubs.to_owned());
+    }
+    let dir = std::env::temp_dir().join(format!("loadgen-hubs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for room in 0..copies {
+        std::fs::copy(
+            hubs.join("chat.wasm"),
+            dir.join(format!("{}.wasm", hub_of(room, copies))),
+        )
+        .context("cannot copy chat.wasm")?;
+    }
+    Ok(dir)
+}
+
 pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsStats> {
-    let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
+    let copies = args.hub_copies.max(1);
+    let mut args = args.clone();
+    args.hubs = hub_copies(&args.hubs, copies)?;
+    let args = &args;
+    let (backplane, hosts) = start_cluster(args, bin, args.hosts).await?;
     let room_size = args.room_size.max(1);
     let connections = args.connections;
     let epoch = Instant::now();
@@ -44,7 +78,9 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
     let mut sinks = Vec::new();
     let dialect = Dialect::JSON_WEBSOCKETS;
     for i in 0..connections {
-        let (mut sink, mut stream) = connect(&hosts[i % hosts.len()].addr, dialect).await?;
+        let hub = hub_of(i / room_size, copies);
+        let (mut sink, mut stream) =
+            connect_hub(&hosts[i % hosts.len()].addr, &hub, dialect, None).await?;
         join(&mut sink, &mut stream, dialect, &room_of(i, room_size)).await?;
         sinks.push(sink);
         deliveries.watch(stream, dialect.protocol);
@@ -53,6 +89,7 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
     let members = |room: usize| room_size.min(connections - room * room_size) as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu_before: f64 = hosts.iter().map(Proc::cpu_seconds).sum();
+    let redis_before = backplane.cpu();
     let started = Instant::now();
     let period = Duration::from_secs_f64(1.0 / args.client_rate.max(0.001));
     let mut senders = Vec::new();
@@ -95,6 +132,12 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
     deliveries.drain(expected).await;
     let total_time = started.elapsed();
     let cpu = hosts.iter().map(Proc::cpu_seconds).sum::<f64>() - cpu_before;
+    let redis_rows = backplane.cpu_rows(
+        &redis_before,
+        send_time.as_secs_f64(),
+        sent,
+        "Redis CPU per message",
+    );
     let got = deliveries.received();
     drop(held);
     drop(hosts);
@@ -137,6 +180,7 @@ pub(crate) async fn rooms(args: &Args, bin: &PathBuf) -> anyhow::Result<RoomsSta
             format!("{:.1} % of one core", cpu / send_time.as_secs_f64() * 100.0),
         ),
     ];
+    rows.extend(redis_rows);
     if let Some(floor) = floor {
         rows.extend(floor.rows(per(got)));
     }
