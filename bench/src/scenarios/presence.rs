@@ -180,7 +180,7 @@ pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let cycles = args.connections;
     let mut rows = Vec::new();
     for hub in ["chat", "lobby"] {
-        let (scripts0, redis0, hosts0) = (scripts(&redis)?, redis.cpu_seconds(), cpu(&hosts));
+        let (scripts0, redis0, hosts0) = (scripts(redis)?, redis.cpu_seconds(), cpu(&hosts));
         let started = Instant::now();
         let mut workers = Vec::new();
         for w in 0..WORKERS {
@@ -200,7 +200,7 @@ pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
         }
         emptied(&addrs, hub).await?;
         let took = started.elapsed();
-        let churned = scripts(&redis)? - scripts0;
+        let churned = scripts(redis)? - scripts0;
         let n = cycles as u64;
         rows.push((
             hub,
@@ -243,12 +243,12 @@ pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
         held.push((sender, receiver));
     }
     let watch = tokio::spawn(drain_all(held));
-    settle(&redis, idle as u64, Duration::from_secs(30)).await?;
-    memberships(&redis, idle as u64).await?;
+    settle(redis, idle as u64, Duration::from_secs(30)).await?;
+    memberships(redis, idle as u64).await?;
     let window = Duration::from_secs(if args.quick { 3 } else { 10 });
-    let (scripts1, redis1, hosts1) = (scripts(&redis)?, redis.cpu_seconds(), cpu(&hosts));
+    let (scripts1, redis1, hosts1) = (scripts(redis)?, redis.cpu_seconds(), cpu(&hosts));
     tokio::time::sleep(window).await;
-    let beats = scripts(&redis)? - scripts1;
+    let beats = scripts(redis)? - scripts1;
     let beats_redis = redis.cpu_seconds() - redis1;
     let beats_hosts = cpu(&hosts) - hosts1;
     let per_beat = beats.usec as f64 / beats.calls.max(1) as f64;
@@ -256,23 +256,23 @@ pub(crate) async fn presence(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     // 3. A host is killed; past its share's time of death, the other hosts drop it.
     let mut doomed = hosts.remove(0);
     let share = idle.div_ceil(addrs.len()) as u64;
-    let before = scripts(&redis)?;
-    slowest_script(&redis)?;
+    let before = scripts(redis)?;
+    slowest_script(redis)?;
     doomed.kill().await;
-    let gone = settle(&redis, idle as u64 - share, Duration::from_secs(10)).await?;
-    let reap = scripts(&redis)? - before;
+    let gone = settle(redis, idle as u64 - share, Duration::from_secs(10)).await?;
+    let reap = scripts(redis)? - before;
     // The beats in that window cost what beats cost; the rest is the drop.
     let reap_usec = reap.usec as f64 - per_beat * reap.calls.saturating_sub(1) as f64;
-    let reap_longest = slowest_script(&redis)?;
+    let reap_longest = slowest_script(redis)?;
 
     // 4. Redis emptied: the hosts left write their shares again.
     let left = idle as u64 - share;
-    let before = scripts(&redis)?;
-    slowest_script(&redis)?;
-    redis_cli(&redis, &["FLUSHALL"])?;
-    let back = settle(&redis, left, Duration::from_secs(10)).await?;
-    let rewrite = scripts(&redis)? - before;
-    let rewrite_longest = slowest_script(&redis)?;
+    let before = scripts(redis)?;
+    slowest_script(redis)?;
+    redis_cli(redis, &["FLUSHALL"])?;
+    let back = settle(redis, left, Duration::from_secs(10)).await?;
+    let rewrite = scripts(redis)? - before;
+    let rewrite_longest = slowest_script(redis)?;
     let rewrite_usec =
         rewrite.usec as f64 - per_beat * rewrite.calls.saturating_sub(hosts.len() as u64) as f64;
     watch.abort();
