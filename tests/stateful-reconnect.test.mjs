@@ -15,7 +15,7 @@ import { metric, startHost, waitReady } from "./support/host.mjs";
 import { startNginx } from "./support/nginx.mjs";
 import { startProxy } from "./support/proxy.mjs";
 import { jwt } from "./support/jwt.mjs";
-import { startRedis } from "./support/redis.mjs";
+import { startRedis, startRedisCluster } from "./support/redis.mjs";
 
 /** An official client built `.withStatefulReconnect().withAutomaticReconnect()`, with hooks. */
 async function resilient(url, { protocol = "json", bufferSize } = {}) {
@@ -216,19 +216,30 @@ async function onPath(from, options) {
   };
 }
 
-describe("stateful reconnect across hosts", () => {
-  let redis;
+// On one Redis, and on a Redis Cluster, where each hub's channels share a slot so that both hosts
+// see a hub's messages in one order, which the move's marker cuts in the same place.
+for (const [where, startBackend] of [
+  ["on one Redis", async () => {
+    const redis = await startRedis();
+    return { args: ["--redis", redis.url], stop: () => redis.stop() };
+  }],
+  ["on a Redis Cluster", async () => {
+    const cluster = await startRedisCluster();
+    return { args: cluster.args(), stop: () => cluster.stop() };
+  }],
+]) describe(`stateful reconnect across hosts ${where}`, () => {
+  let backend;
   let hosts;
 
   before(async () => {
-    redis = await startRedis();
-    const args = ["--redis", redis.url, "--rate-limit", "0", "--jwt-secret", SECRET];
+    backend = await startBackend();
+    const args = [...backend.args, "--rate-limit", "0", "--jwt-secret", SECRET];
     hosts = await Promise.all([0, 1].map(() => startHost({ args })));
     await Promise.all(hosts.map((h) => waitReady(h)));
   });
   after(async () => {
     await Promise.all(hosts.map((h) => h.stop()));
-    await redis.stop();
+    await backend.stop();
   });
 
   for (const protocol of ["json", "messagepack"]) {
@@ -353,7 +364,7 @@ describe("stateful reconnect across hosts", () => {
   });
 
   test("a client whose host was killed cannot resume elsewhere (no durable mode): it starts over on the other host", async () => {
-    const doomed = await startHost({ args: ["--redis", redis.url, "--jwt-secret", SECRET] });
+    const doomed = await startHost({ args: [...backend.args, "--jwt-secret", SECRET] });
     const survivor = hosts[1];
     const { client, events, path, close } = await onPath(doomed);
     const id = client.connectionId;
