@@ -47,6 +47,39 @@ describe("hub state on a Redis Cluster", () => {
   });
 });
 
+describe("starting on a Redis Cluster", () => {
+  let cluster;
+  before(async () => {
+    cluster = await startRedisCluster();
+  });
+  after(() => cluster.stop());
+
+  it("a wrong password fails at start with one clear line, without the password", async () => {
+    const urls = cluster.nodes.slice(0, 2).map((n) => `redis://:wrong@127.0.0.1:${n.port}`).join(",");
+    const error = await startHost({ hubs: ["chat"], args: ["--redis-cluster", urls] }).catch((e) => e);
+    assert.ok(error instanceof Error);
+    assert.match(error.message, /Redis at redis:\/\/\*\*\*@127\.0\.0\.1:\d+,redis:\/\/\*\*\*@127\.0\.0\.1:\d+ rejected the credentials/);
+    assert.doesNotMatch(error.message, /wrong/, "the password is not logged");
+    assert.doesNotMatch(error.message, /Stack backtrace|panicked/);
+  });
+
+  it("a malformed node URL fails at start, naming it", async () => {
+    const error = await startHost({ hubs: ["chat"], args: ["--redis-cluster", `${cluster.urls[0]},localhost:7000`] }).catch((e) => e);
+    assert.ok(error instanceof Error);
+    assert.match(error.message, /--redis-cluster redis:\/\/\*\*\*@127\.0\.0\.1:\d+,localhost:7000: localhost:7000 is not a valid Redis URL/);
+  });
+
+  it("a host is ready on the cluster and says so", async () => {
+    const host = await startHost({ hubs: ["chat"], args: cluster.args() });
+    try {
+      await waitReady(host);
+      assert.equal(host.logsMatching("joined the Redis backplane").length, 1);
+    } finally {
+      await host.stop();
+    }
+  });
+});
+
 /**
  * Asserts every listener's loss was counted by the sender's host, but for what can slip through
  * unnoticed: a message published in the millisecond or so between the sender's host subscribing

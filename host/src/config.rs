@@ -514,6 +514,33 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_cluster_takes_several_nodes_and_excludes_one_redis() {
+        let config = Config::parse_from([
+            "hubhost",
+            "--redis-cluster",
+            "redis://:pw@10.0.0.1:7000,redis://:pw@10.0.0.2:7000",
+        ]);
+        assert_eq!(
+            config.redis_cluster,
+            ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7000"]
+        );
+        let both = Config::try_parse_from([
+            "hubhost",
+            "--redis",
+            "redis://a",
+            "--redis-cluster",
+            "redis://b",
+        ]);
+        let error = both.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            error.contains(
+                "the argument '--redis <REDIS>' cannot be used with '--redis-cluster <URL[,URL…]>'"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn write_delay_is_off_by_default_and_at_most_a_second() {
         assert_eq!(Config::parse_from(["hubhost"]).write_delay, Duration::ZERO);
         let config = Config::parse_from(["hubhost", "--write-delay", "5ms"]);

@@ -109,12 +109,18 @@ pub(super) async fn check_credentials(
 }
 
 pub(super) fn is_auth_error(e: &redis::RedisError) -> bool {
-    let text = e.to_string();
+    // A cluster client wraps the node's refusal in an I/O error of its own: read the text too.
+    let text = e.to_string().to_ascii_lowercase();
     e.kind() == redis::ErrorKind::AuthenticationFailed
-        || text.contains("NOAUTH")
-        || text.contains("WRONGPASS")
-        || text.contains("invalid password")
-        || text.contains("invalid username-password")
+        || [
+            "noauth",
+            "wrongpass",
+            "invalid password",
+            "invalid username-password",
+            "authentication failed",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
 }
 
 pub(super) fn classify(e: redis::RedisError) -> BrokerError {
