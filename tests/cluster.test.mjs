@@ -86,7 +86,9 @@ describe("starting on a Redis Cluster", () => {
  * again to the new owner (so the message is heard) and another host doing the same.
  */
 function assertLossesCounted({ lost, dropped }) {
-  const UNNOTICED = 5;
+  // Generous, for slow machines; a failure to publish again would lose hundreds (a manual
+  // failover lost 403 of 429 before it did).
+  const UNNOTICED = 20;
   assert.deepEqual(lost.slice(0, 2), [0, 0], "the sender's own host delivers every message");
   for (const l of lost.slice(2)) assert.ok(l <= dropped + UNNOTICED, `a listener lost ${l}, and only ${dropped} were counted`);
 }

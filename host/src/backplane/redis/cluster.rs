@@ -274,6 +274,34 @@ enum Repair {
     All,
 }
 
+/// Subscribes to `channels`, each slot's at once (so a shard that fails over holds up only its
+/// own); the channels subscribed, and those that failed.
+async fn subscribe_all(
+    connection: &ClusterConnection,
+    channels: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let groups = by_tag(channels, String::as_str);
+    let chunks = groups
+        .iter()
+        .flat_map(|group| group.chunks(SUBSCRIBE_CHUNK))
+        .map(|chunk| {
+            let mut connection = connection.clone();
+            async move { (chunk, bounded(connection.ssubscribe(chunk)).await) }
+        });
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    for (chunk, result) in join_all(chunks).await {
+        let names = chunk.iter().map(|c| (*c).clone());
+        match result {
+            Ok(()) => done.extend(names),
+            Err(e) => {
+                tracing::debug!("subscribing on the cluster failed ({e})");
+                failed.extend(names);
+            }
+        }
+    }
+    (done, failed)
+}
+
 /// A subscriber connection to every shard.
 pub struct ClusterLink {
     connection: ClusterConnection,
@@ -284,22 +312,22 @@ pub struct ClusterLink {
     _stop: DropGuard,
 }
 
+impl Drop for ClusterLink {
+    fn drop(&mut self) {
+        // Without a link nothing is subscribed: publishes must not wait for their echo.
+        self.wanted.lock().clear();
+    }
+}
+
 impl Link for ClusterLink {
     async fn subscribe(&mut self, channels: &[String]) -> Result<(), BrokerError> {
         self.wanted.lock().extend(channels.iter().cloned());
-        let mut failed = Vec::new();
-        for group in by_tag(channels, String::as_str) {
-            for chunk in group.chunks(SUBSCRIBE_CHUNK) {
-                if let Err(e) = bounded(self.connection.ssubscribe(chunk)).await {
-                    tracing::warn!(
-                        channels = chunk.len(),
-                        "cannot subscribe on the cluster yet ({e}); retrying in the background"
-                    );
-                    failed.extend(chunk.iter().map(|c| (*c).clone()));
-                }
-            }
-        }
+        let (_, failed) = subscribe_all(&self.connection, channels).await;
         if !failed.is_empty() {
+            tracing::warn!(
+                channels = failed.len(),
+                "cannot subscribe on the cluster yet; retrying in the background"
+            );
             let _ = self.repairs.send(Repair::Channels(failed));
         }
         Ok(())
@@ -428,22 +456,22 @@ async fn repair(
             pending.retain(|c| wanted.contains(c));
             pending.iter().cloned().collect()
         };
-        let mut failed = false;
-        for group in by_tag(&todo, String::as_str) {
-            for chunk in group.chunks(SUBSCRIBE_CHUNK) {
-                match bounded(connection.ssubscribe(chunk)).await {
-                    Ok(()) => {
-                        for channel in chunk {
-                            pending.remove(*channel);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!("subscribing again failed ({e}); retrying");
-                        failed = true;
-                    }
-                }
-            }
+        let pass = subscribe_all(&connection, &todo);
+        let Some((done, failed)) = stop.run_until_cancelled(pass).await else {
+            return;
+        };
+        for channel in &done {
+            pending.remove(channel);
         }
+        // Channels given up while they were being subscribed again are left again.
+        let unwanted: Vec<String> = {
+            let wanted = wanted.lock();
+            done.into_iter().filter(|c| !wanted.contains(c)).collect()
+        };
+        for group in by_tag(&unwanted, String::as_str) {
+            let _ = bounded(connection.sunsubscribe(group)).await;
+        }
+        let failed = !failed.is_empty();
         if failed {
             // The crate refreshes its slot map after a failed command; the next try follows it.
             backoff = (backoff * 2).min(REPAIR_MAX);
