@@ -95,8 +95,7 @@ async fn spawn_redis(extra: &[String]) -> anyhow::Result<Proc> {
 /// of a Redis Cluster.
 pub(crate) struct Backplane {
     pub(crate) redis: Vec<Proc>,
-    clustered: bool,
-    /// The cluster's node files, removed at the end.
+    /// A cluster's node files, removed at the end (none for one Redis).
     dir: Option<PathBuf>,
 }
 
@@ -104,7 +103,6 @@ impl Backplane {
     pub(crate) fn none() -> Self {
         Self {
             redis: Vec::new(),
-            clustered: false,
             dir: None,
         }
     }
@@ -112,7 +110,6 @@ impl Backplane {
     pub(crate) async fn one_redis() -> anyhow::Result<Self> {
         Ok(Self {
             redis: vec![start_redis().await?],
-            clustered: false,
             dir: None,
         })
     }
@@ -127,15 +124,13 @@ impl Backplane {
         let mut redis = Vec::new();
         for _ in 0..shards {
             let extra = [
-                "--cluster-enabled",
-                "yes",
-                "--dir",
-                &dir.to_string_lossy(),
-                "--cluster-config-file",
-            ]
-            .map(str::to_owned);
-            let mut extra = extra.to_vec();
-            extra.push(format!("nodes-{}.conf", redis.len()));
+                "--cluster-enabled".to_owned(),
+                "yes".to_owned(),
+                "--dir".to_owned(),
+                dir.to_string_lossy().into_owned(),
+                "--cluster-config-file".to_owned(),
+                format!("nodes-{}.conf", redis.len()),
+            ];
             redis.push(spawn_redis(&extra).await?);
         }
         let mut create = std::process::Command::new("redis-cli");
@@ -153,7 +148,6 @@ impl Backplane {
         }
         let backplane = Self {
             redis,
-            clustered: true,
             dir: Some(dir),
         };
         for _ in 0..200 {
@@ -167,6 +161,10 @@ impl Backplane {
         bail!("the Redis Cluster did not come up")
     }
 
+    fn is_cluster(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// The flags that put a host on it.
     pub(crate) fn host_args(&self) -> Vec<String> {
         let urls: Vec<String> = self
@@ -174,7 +172,7 @@ impl Backplane {
             .iter()
             .map(|r| format!("redis://{}", r.addr))
             .collect();
-        match (self.clustered, urls.first()) {
+        match (self.is_cluster(), urls.first()) {
             (_, None) => Vec::new(),
             (false, Some(url)) => vec!["--redis".into(), url.clone()],
             (true, Some(_)) => vec!["--redis-cluster".into(), urls.join(",")],
@@ -216,7 +214,7 @@ impl Backplane {
                 format!("{:.1} % of one core", total / seconds * 100.0),
             ),
         ];
-        if self.clustered {
+        if self.is_cluster() {
             let shards: Vec<String> = used
                 .iter()
                 .map(|u| format!("{:.1}", u / seconds * 100.0))

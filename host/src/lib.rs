@@ -85,7 +85,6 @@ use backplane::redis::{RedisBackplane, RedisConfig};
 use config::Config;
 use dispatcher::Dispatcher;
 use presence::redis::RedisPresence;
-use redisdb::Keyspace;
 use registry::LocalRegistry;
 use router::Router;
 use runtime::{HubRuntime, RuntimeConfig};
@@ -190,45 +189,33 @@ async fn open_backplane(
     Arc<dyn StateStore>,
     Option<Arc<RedisPresence>>,
 )> {
-    let redis_config = |url: &str| RedisConfig {
-        url: url.to_owned(),
+    if config.redis.is_none() && config.redis_cluster.is_empty() {
+        return Ok((
+            Arc::new(MemoryBackplane::new(registry)),
+            Arc::new(MemoryState::new()),
+            None,
+        ));
+    }
+    // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis_config = RedisConfig {
         prefix: config.redis_prefix.clone(),
         ack_timeout: config.redis_ack_timeout,
     };
-    let (backplane, commands, keys): (Arc<dyn Backplane>, _, _) =
-        match (&config.redis, config.redis_cluster.as_slice()) {
-            (None, []) => {
-                return Ok((
-                    Arc::new(MemoryBackplane::new(registry)),
-                    Arc::new(MemoryState::new()),
-                    None,
-                ));
-            }
-            (Some(url), _) => {
-                // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let redis =
-                    RedisBackplane::start(redis_config(url), registry, stop.clone()).await?;
-                let commands = redis.commands();
-                (
-                    Arc::new(redis),
-                    commands,
-                    Keyspace::single(&config.redis_prefix),
-                )
-            }
-            (None, nodes) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let redis =
-                    RedisBackplane::start_cluster(nodes, redis_config(""), registry, stop.clone())
-                        .await?;
-                let commands = redis.commands();
-                (
-                    Arc::new(redis),
-                    commands,
-                    Keyspace::cluster(&config.redis_prefix),
-                )
-            }
-        };
+    let (backplane, commands, keys): (Arc<dyn Backplane>, _, _) = match &config.redis {
+        Some(url) => {
+            let redis = RedisBackplane::start(url, redis_config, registry, stop.clone()).await?;
+            let (commands, keys) = (redis.commands(), redis.keyspace().clone());
+            (Arc::new(redis), commands, keys)
+        }
+        None => {
+            let nodes = &config.redis_cluster;
+            let redis =
+                RedisBackplane::start_cluster(nodes, redis_config, registry, stop.clone()).await?;
+            let (commands, keys) = (redis.commands(), redis.keyspace().clone());
+            (Arc::new(redis), commands, keys)
+        }
+    };
     let state = RedisState::new(commands.clone(), keys);
     let presence = Arc::new(RedisPresence::start(
         commands,

@@ -32,6 +32,10 @@ impl Channels {
         self.keys.prefix()
     }
 
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keys
+    }
+
     pub fn all(&self, hub: &HubName) -> String {
         format!("{}:all", self.keys.hub(hub))
     }

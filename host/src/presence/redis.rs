@@ -36,7 +36,7 @@ use super::{
     Answer, Change, Counted, Feed, Holding, Member, Presence, PresenceError, PresenceStats, Query,
     Shares,
 };
-use crate::redisdb::Commands;
+use crate::redisdb::{Commands, Keyspace};
 use crate::types::HubName;
 
 /// Longest a script call waits for Redis; a hub's call is blocked meanwhile.
@@ -55,16 +55,15 @@ const REWRITE_CHUNK: usize = 500;
 
 const SCRIPT: &str = include_str!("presence.lua");
 
-/// The keys of a deployment's presence.
+/// The keys of a deployment's presence: always hash-tagged per hub, on one Redis too, so the
+/// same names serve a cluster.
 #[derive(Clone)]
-struct Keys {
-    prefix: String,
-}
+struct Keys(Keyspace);
 
 impl Keys {
-    /// The base every key of `hub`'s presence starts with; the braces make it the hash tag.
+    /// The base every key of `hub`'s presence starts with.
     fn base(&self, hub: &HubName) -> String {
-        format!("{{{}:{}}}:presence", self.prefix, hub)
+        format!("{}:presence", self.0.hub(hub))
     }
 }
 
@@ -95,9 +94,7 @@ impl RedisPresence {
         }
         let reader = Reader {
             connection,
-            keys: Keys {
-                prefix: prefix.to_owned(),
-            },
+            keys: Keys(Keyspace::cluster(prefix)),
             script: redis::Script::new(SCRIPT),
         };
         let stats = Arc::new(PresenceStats::default());

@@ -48,10 +48,7 @@ impl RedisBroker {
             url: url_for_logs.clone(),
             reason: e.to_string(),
         };
-        let info = url
-            .into_connection_info()
-            .map_err(bad_url)?
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let info = connection_info(url).map_err(bad_url)?;
         let client = redis::Client::open(info).map_err(bad_url)?;
         let attempt = async {
             let mut con = client.get_multiplexed_async_connection().await?;
@@ -77,6 +74,13 @@ impl RedisBroker {
     pub fn commands(&self) -> Commands {
         Commands::Single(self.commands.clone())
     }
+}
+
+/// The node at `url`, with TCP_NODELAY.
+pub(super) fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    Ok(url
+        .into_connection_info()?
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }
 
 /// Fails fast on a wrong password; anything else (Redis down) is left to the reconnect loop.

@@ -34,13 +34,14 @@ use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::broker::{Broker, BrokerError, Link, Payloads};
-use super::client::{IO_TIMEOUT, RedisSetupError, bounded, check_credentials, redact};
+use super::client::{
+    IO_TIMEOUT, RedisSetupError, bounded, check_credentials, connection_info, redact,
+};
 use crate::redisdb::{Commands, hash_tag};
 
 /// Retry bounds of the repair task: short, so a failed-over shard delivers again soon after it
@@ -69,17 +70,19 @@ pub struct ClusterBroker {
     for_logs: String,
 }
 
-fn builder(urls: &[String]) -> ClusterClientBuilder {
-    let nodes = urls.iter().map(|url| {
-        url.as_str()
-            .into_connection_info()
-            .map(|info| info.set_tcp_settings(TcpSettings::default().set_nodelay(true)))
-    });
-    let nodes: Vec<_> = nodes.filter_map(Result::ok).collect();
-    ClusterClientBuilder::new(nodes)
+fn builder(nodes: &[ConnectionInfo]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(nodes.to_vec())
         .connection_timeout(IO_TIMEOUT)
         .response_timeout(IO_TIMEOUT)
         .retries(3)
+}
+
+/// A connection's settings: a config given to a connection replaces the client's response
+/// timeout, so it carries the I/O bounds again.
+fn bounded_config() -> ClusterConfig {
+    ClusterConfig::new()
+        .set_connection_timeout(IO_TIMEOUT)
+        .set_response_timeout(IO_TIMEOUT)
 }
 
 impl ClusterBroker {
@@ -95,19 +98,23 @@ impl ClusterBroker {
         if urls.is_empty() {
             return Err(bad("name at least one node".into()));
         }
+        let mut nodes = Vec::with_capacity(urls.len());
         for url in urls {
-            if let Err(e) = url.as_str().into_connection_info() {
-                return Err(bad(format!(
-                    "{} is not a valid Redis URL ({e})",
-                    redact(url)
-                )));
+            match connection_info(url) {
+                Ok(info) => nodes.push(info),
+                Err(e) => {
+                    return Err(bad(format!(
+                        "{} is not a valid Redis URL ({e})",
+                        redact(url)
+                    )));
+                }
             }
         }
-        let commands_client = builder(urls)
+        let commands_client = builder(&nodes)
             .use_protocol(ProtocolVersion::RESP2)
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        let subscriber = builder(urls)
+        let subscriber = builder(&nodes)
             .use_protocol(ProtocolVersion::RESP3)
             .build()
             .map_err(|e| bad(e.to_string()))?;
@@ -116,11 +123,7 @@ impl ClusterBroker {
             redis::cmd("PING").query_async::<()>(&mut con).await
         };
         check_credentials(attempt, &for_logs).await?;
-        let commands = commands_client.get_pending_async_connection_with_config(
-            ClusterConfig::new()
-                .set_connection_timeout(IO_TIMEOUT)
-                .set_response_timeout(IO_TIMEOUT),
-        );
+        let commands = commands_client.get_pending_async_connection_with_config(bounded_config());
         Ok(Self {
             subscriber,
             commands,
@@ -133,29 +136,7 @@ impl ClusterBroker {
     pub fn commands(&self) -> Commands {
         Commands::Cluster(self.commands.clone())
     }
-}
 
-/// `PING` answered by any master: the cluster is there, even while one shard fails over.
-async fn ping_any(con: &mut ClusterConnection) -> Result<(), BrokerError> {
-    let routing = RoutingInfo::MultiNode((
-        MultipleNodeRoutingInfo::AllMasters,
-        Some(ResponsePolicy::OneSucceeded),
-    ));
-    bounded(con.route_command(redis::cmd("PING"), routing))
-        .await
-        .map(|_| ())
-}
-
-/// Splits names into runs that share a hash tag (so a slot), keeping their order within each.
-fn by_tag<'a, T>(items: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Vec<Vec<&'a T>> {
-    let mut groups: BTreeMap<&str, Vec<&T>> = BTreeMap::new();
-    for item in items {
-        groups.entry(hash_tag(name(item))).or_default().push(item);
-    }
-    groups.into_values().collect()
-}
-
-impl ClusterBroker {
     /// Publishes `messages`, one pipeline per slot, all at once, and answers those that reached
     /// no subscriber although this server listens on their channel: the shard that owns it had
     /// just taken the slot over (a failover or a migration) and this server's subscription is
@@ -193,15 +174,32 @@ impl ClusterBroker {
     }
 }
 
+/// `PING` answered by any master: the cluster is there, even while one shard fails over.
+async fn ping_any(con: &mut ClusterConnection) -> Result<(), BrokerError> {
+    let routing = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::OneSucceeded),
+    ));
+    bounded(con.route_command(redis::cmd("PING"), routing))
+        .await
+        .map(|_| ())
+}
+
+/// Splits names into runs that share a hash tag (so a slot), keeping their order within each.
+fn by_tag<'a, T>(items: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Vec<Vec<&'a T>> {
+    let mut groups: BTreeMap<&str, Vec<&T>> = BTreeMap::new();
+    for item in items {
+        groups.entry(hash_tag(name(item))).or_default().push(item);
+    }
+    groups.into_values().collect()
+}
+
 impl Broker for ClusterBroker {
     type Link = ClusterLink;
 
     async fn connect(&self) -> Result<(ClusterLink, Payloads), BrokerError> {
         let (push_sender, pushes) = mpsc::unbounded_channel::<PushInfo>();
-        let config = ClusterConfig::new()
-            .set_connection_timeout(IO_TIMEOUT)
-            .set_response_timeout(IO_TIMEOUT)
-            .set_push_sender(push_sender);
+        let config = bounded_config().set_push_sender(push_sender);
         let mut connection =
             bounded(self.subscriber.get_async_connection_with_config(config)).await?;
         ping_any(&mut connection).await?;
@@ -471,8 +469,7 @@ async fn repair(
         for group in by_tag(&unwanted, String::as_str) {
             let _ = bounded(connection.sunsubscribe(group)).await;
         }
-        let failed = !failed.is_empty();
-        if failed {
+        if !failed.is_empty() {
             // The crate refreshes its slot map after a failed command; the next try follows it.
             backoff = (backoff * 2).min(REPAIR_MAX);
         } else {

@@ -69,9 +69,6 @@ use subscriber::Subscriptions;
 /// Settings of the Redis backplane.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]` or `rediss://...` for TLS; on a cluster, any of its
-    /// nodes (see [`RedisBackplane::start_cluster`]).
-    pub url: String,
     /// Channel prefix (SignalR's "AppName").
     pub prefix: String,
     /// How long a group change for a connection on another server waits for its acknowledgement.
@@ -116,17 +113,19 @@ impl<B: Broker> Clone for RedisBackplane<B> {
 }
 
 impl RedisBackplane<RedisBroker> {
-    /// Connects to Redis (or starts trying to) and spawns the publisher and subscriber tasks.
+    /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://…` for
+    /// TLS), or starts trying to, and spawns the publisher and subscriber tasks.
     ///
     /// Fails only for what retrying cannot fix: a malformed URL or rejected credentials. An
     /// unreachable Redis is not an error: the server starts, is not ready, and joins when Redis
     /// comes up.
     pub async fn start(
+        url: &str,
         config: RedisConfig,
         registry: Arc<LocalRegistry>,
         shutdown: CancellationToken,
     ) -> Result<Self, RedisSetupError> {
-        let broker = RedisBroker::open(&config.url).await?;
+        let broker = RedisBroker::open(url).await?;
         Ok(Self::with_broker(
             broker,
             Keyspace::single(&config.prefix),
@@ -144,7 +143,7 @@ impl RedisBackplane<RedisBroker> {
 
 impl RedisBackplane<ClusterBroker> {
     /// [`start`](RedisBackplane::start) on the Redis Cluster that `nodes` (seed URLs, with the
-    /// same credentials and TLS) belong to, with sharded pub/sub. `config.url` is not used.
+    /// same credentials and TLS) belong to, with sharded pub/sub.
     pub async fn start_cluster(
         nodes: &[String],
         config: RedisConfig,
@@ -206,6 +205,12 @@ impl<B: Broker> RedisBackplane<B> {
         tokio::spawn(publisher::run(inner.clone(), receiver));
         tokio::spawn(subscriber::run(inner.clone()));
         Self { inner }
+    }
+
+    /// The names of its keys and channels (hash-tagged per hub on a cluster), for the state
+    /// store beside it.
+    pub fn keyspace(&self) -> &Keyspace {
+        self.inner.channels.keyspace()
     }
 
     /// This server's id on the backplane (the name of its ack channel).
