@@ -152,6 +152,14 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_NO_STATEFUL_RECONNECT")]
     pub no_stateful_reconnect: bool,
 
+    /// Stateful reconnect survives the crash of a client's server: what the client has not
+    /// acknowledged is kept in Redis (each hub's published packets in a log, a small record
+    /// per connection), so it resumes on another server without loss. Needs --redis or
+    /// --redis-cluster. Costs a log append per published packet and a few record writes per
+    /// connection per checkpoint (every third of --reconnect-window).
+    #[arg(long, env = "HUBHOST_DURABLE_RECONNECT")]
+    pub durable_reconnect: bool,
+
     /// Stateful reconnect: how long a connection whose WebSocket was cut waits for its client
     /// to resume it (ASP.NET's DisconnectTimeout).
     #[arg(long, env = "HUBHOST_RECONNECT_WINDOW", default_value = "15s", value_parser = parse_duration)]
@@ -383,6 +391,15 @@ impl Config {
         if self.reconnect_window.is_zero() || self.reconnect_buffer == 0 {
             return Err(
                 "--reconnect-window and --reconnect-buffer must be greater than zero".into(),
+            );
+        }
+        if self.durable_reconnect && self.redis.is_none() && self.redis_cluster.is_empty() {
+            return Err("--durable-reconnect needs --redis or --redis-cluster".into());
+        }
+        if self.durable_reconnect && self.no_stateful_reconnect {
+            return Err(
+                "--durable-reconnect needs stateful reconnect (drop --no-stateful-reconnect)"
+                    .into(),
             );
         }
         if self.instances_per_hub > self.total_instances {

@@ -34,23 +34,25 @@
 //! 8. [`dispatcher`]: hub calls, their effects and SignalR's completion texts.
 //! 9. [`runtime`]: the only module that knows wasmtime.
 //! 10. [`router`]: hands sends and group changes to the backplane.
-//! 11. [`backplane`]: fan-out between servers (memory, Redis or a Redis Cluster).
-//! 12. [`registry`]: this server's connections, groups and users, and their outboxes.
-//! 13. [`presence`]: who is connected over every server (memory or Redis), kept by heartbeats.
-//! 14. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
-//! 15. [`redisdb`]: how Redis is reached (one server or a cluster) and its key and channel names.
-//! 16. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
-//! 17. [`auth`]: bearer tokens.
-//! 18. [`metrics`]: counters and histograms for `/metrics`.
-//! 19. [`template`]: the hub crate `hubhost new` writes.
-//! 20. [`units`]: durations and sizes as operators write them.
-//! 21. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
+//! 11. [`durable`]: durable reconnect: connection records and the hubs' logs in Redis.
+//! 12. [`backplane`]: fan-out between servers (memory, Redis or a Redis Cluster).
+//! 13. [`registry`]: this server's connections, groups and users, and their outboxes.
+//! 14. [`presence`]: who is connected over every server (memory or Redis), kept by heartbeats.
+//! 15. [`state`]: the hubs' shared key-value state (memory or Redis), with quotas.
+//! 16. [`redisdb`]: how Redis is reached (one server or a cluster) and its key and channel names.
+//! 17. [`protocol`]: the hub protocol's messages and encodings (JSON), and the handshake.
+//! 18. [`auth`]: bearer tokens.
+//! 19. [`metrics`]: counters and histograms for `/metrics`.
+//! 20. [`template`]: the hub crate `hubhost new` writes.
+//! 21. [`units`]: durations and sizes as operators write them.
+//! 22. [`types`]: the shared vocabulary: ids, hub names, callers, targets, envelopes.
 
 pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod describe;
 pub mod dispatcher;
+pub mod durable;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
@@ -184,23 +186,24 @@ async fn open_backplane(
     config: &Config,
     registry: Arc<LocalRegistry>,
     stop: &CancellationToken,
-) -> anyhow::Result<(
-    Arc<dyn Backplane>,
-    Arc<dyn StateStore>,
-    Option<Arc<RedisPresence>>,
-)> {
+) -> anyhow::Result<Backends> {
     if config.redis.is_none() && config.redis_cluster.is_empty() {
-        return Ok((
-            Arc::new(MemoryBackplane::new(registry)),
-            Arc::new(MemoryState::new()),
-            None,
-        ));
+        return Ok(Backends {
+            backplane: Arc::new(MemoryBackplane::new(registry)),
+            state: Arc::new(MemoryState::new()),
+            presence: None,
+            durable: None,
+        });
     }
+    let durable = config
+        .durable_reconnect
+        .then(|| durable::Timing::for_window(config.reconnect_window));
     // rediss:// needs a TLS crypto provider; installing twice (tests) is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let redis_config = RedisConfig {
         prefix: config.redis_prefix.clone(),
         ack_timeout: config.redis_ack_timeout,
+        log: durable.map(|timing| timing.log_retention()),
     };
     let (backplane, commands, keys): (Arc<dyn Backplane>, _, _) = match &config.redis {
         Some(url) => {
@@ -216,6 +219,8 @@ async fn open_backplane(
             (Arc::new(redis), commands, keys)
         }
     };
+    let durable =
+        durable.map(|timing| Arc::new(durable::Store::new(commands.clone(), keys.clone(), timing)));
     let state = RedisState::new(commands.clone(), keys);
     let presence = Arc::new(RedisPresence::start(
         commands,
@@ -225,7 +230,21 @@ async fn open_backplane(
         config.presence_ttl,
         stop.clone(),
     ));
-    Ok((backplane, Arc::new(state), Some(presence)))
+    Ok(Backends {
+        backplane,
+        state: Arc::new(state),
+        presence: Some(presence),
+        durable,
+    })
+}
+
+/// What [`open_backplane`] opens.
+struct Backends {
+    backplane: Arc<dyn Backplane>,
+    state: Arc<dyn StateStore>,
+    presence: Option<Arc<RedisPresence>>,
+    /// Durable reconnect's records and logs, when asked for.
+    durable: Option<Arc<durable::Store>>,
 }
 
 /// [`run`], also serving hubs compiled into the binary (see [`runtime::NativeHub`]); a native
@@ -239,7 +258,12 @@ pub async fn run_with_native_hubs(
     config.validate().map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     let registry = Arc::new(LocalRegistry::new());
-    let (backplane, state, presence) = open_backplane(&config, registry, &stop).await?;
+    let Backends {
+        backplane,
+        state,
+        presence,
+        durable,
+    } = open_backplane(&config, registry, &stop).await?;
     let runtime = HubRuntime::new(
         RuntimeConfig {
             call_timeout: config.call_timeout,
@@ -308,10 +332,14 @@ pub async fn run_with_native_hubs(
             reconnect_window: config.reconnect_window,
             reconnect_buffer: config.reconnect_buffer,
         },
+        durable: durable.clone(),
         shutdown: stop.clone(),
         draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
     });
+    if let Some(durable) = &durable {
+        durable::checkpoint_periodically(router.registry().clone(), durable.timing(), stop.clone());
+    }
     let auth = Arc::new(authenticator(&config)?);
     let app = Arc::new(AppState {
         sessions: sessions.clone(),

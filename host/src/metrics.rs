@@ -69,6 +69,14 @@ pub struct Metrics {
     pub moves_out: AtomicU64,
     /// Stateful reconnect: messages sent again on resumes.
     pub replayed_messages: AtomicU64,
+    /// Durable reconnect: connections taken over here after their server stopped answering,
+    /// and the frames made again from the hubs' logs for them.
+    pub durable_resumes: AtomicU64,
+    pub durable_replayed_from_log: AtomicU64,
+    /// Durable reconnect: checkpoints written, and record writes that failed (what they would
+    /// have kept is not safe from a crash of this server).
+    pub durable_checkpoints: AtomicU64,
+    pub durable_write_failures: AtomicU64,
     /// Stateful reconnect: bytes of messages kept until their clients acknowledge them.
     pub reconnect_buffer_bytes: AtomicU64,
     /// Duration of hub calls.

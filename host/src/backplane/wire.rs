@@ -78,6 +78,17 @@ pub enum WireError {
 }
 
 impl WireMessage {
+    /// The hub whose log keeps this message under durable reconnect: what can make a frame for
+    /// a connection (a send, a client result's question) and the markers that cut the log.
+    pub fn logged_hub(&self) -> Option<&HubName> {
+        match self {
+            Self::Send(envelope) => Some(&envelope.hub),
+            Self::Ask(question) => Some(&question.hub),
+            Self::Marker { hub, .. } => Some(hub),
+            _ => None,
+        }
+    }
+
     /// The message without version and header: what [`packet`] wraps.
     pub fn encode_body(&self) -> Result<Bytes, WireError> {
         Ok(Bytes::from(postcard::to_stdvec(self)?))

@@ -50,6 +50,20 @@ impl Keyspace {
         self.tagged("internal")
     }
 
+    /// The stream every packet published on `hub`'s channels is appended to (durable
+    /// reconnect).
+    pub fn log(&self, hub: &HubName) -> String {
+        format!("{}:log", self.hub(hub))
+    }
+
+    /// What durable reconnect keeps for the connection of `token`: its record, and the frames
+    /// the client has not acknowledged that the log cannot give again.
+    pub fn durable(&self, hub: &HubName, token: &str) -> (String, String) {
+        let record = format!("{}:durable:{token}", self.hub(hub));
+        let frames = format!("{record}:frames");
+        (record, frames)
+    }
+
     fn tagged(&self, name: &str) -> String {
         if self.clustered {
             format!("{{{}:{name}}}", self.prefix)

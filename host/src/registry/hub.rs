@@ -2,9 +2,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ConnectionHandle, Delivery, Source};
+use parking_lot::Mutex;
+
+use super::{ConnectionHandle, Delivery, Outbound, Source};
 use crate::presence::{Answer, Holding, Member, Query};
-use crate::types::{ConnectionId, GroupChange, HubName, Interest, InterestChange, Target};
+use crate::types::{ConnectionId, GroupChange, HubName, Interest, InterestChange, LogPos, Target};
 
 struct Entry {
     handle: ConnectionHandle,
@@ -17,9 +19,44 @@ pub(super) struct HubConnections {
     connections: HashMap<ConnectionId, Entry>,
     groups: HashMap<String, HashSet<ConnectionId>>,
     users: HashMap<String, HashSet<ConnectionId>>,
+    /// The newest packet of the hub's log delivered here (durable reconnect). Set by
+    /// deliveries under the registry's read lock, read by checkpoints under its write lock.
+    last: Mutex<Option<LogPos>>,
 }
 
 impl HubConnections {
+    /// A packet of the hub's log at `at` was delivered.
+    pub(super) fn logged(&self, at: Option<LogPos>) {
+        if at.is_some() {
+            *self.last.lock() = at;
+        }
+    }
+
+    /// Tells a durable connection taking the backplane's order where it is in the log, with
+    /// its groups (see [`Outbound::Checkpoint`]).
+    pub(super) fn checkpoint(&self, id: &str) {
+        if let Some(entry) = self.connections.get(id) {
+            self.checkpoint_entry(entry);
+        }
+    }
+
+    pub(super) fn checkpoint_all(&self) {
+        for entry in self.connections.values() {
+            self.checkpoint_entry(entry);
+        }
+    }
+
+    fn checkpoint_entry(&self, entry: &Entry) {
+        let Some(at) = *self.last.lock() else {
+            return;
+        };
+        if entry.handle.durable && entry.delivery == Delivery::InOrder {
+            let mut groups: Vec<String> = entry.groups.iter().cloned().collect();
+            groups.sort();
+            entry.handle.offer(Outbound::Checkpoint { at, groups });
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.connections.len()
     }

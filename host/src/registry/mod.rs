@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::presence::{self, Answer, FeedSender, Holding, Query};
 use crate::protocol::{Frame, HubProtocol, ServerMessage};
 use crate::types::{
-    ConnectionId, Envelope, GroupChange, HubName, Interest, InterestChange, Question,
+    ConnectionId, Envelope, GroupChange, HubName, Interest, InterestChange, LogPos, Question,
 };
 use asks::Asks;
 use hub::HubConnections;
@@ -38,6 +38,14 @@ pub enum Outbound {
     /// The connection moved to another server (stateful reconnect): everything before this
     /// was meant for it here; nothing after. `groups` are its groups at that point.
     Moved { groups: Vec<String> },
+    /// Durable reconnect: a frame made from a packet of the hub's log, which a server taking
+    /// the connection over after a crash makes again from the log (a plain [`Outbound::Frame`]
+    /// of a durable connection is kept in Redis before it is written).
+    Logged(Frame),
+    /// Durable reconnect: every frame before this one was made from the hub's log up to `at`
+    /// (or is kept), and from `at` on the connection is in `groups`. The writer records in
+    /// Redis what the client has not acknowledged, and that place.
+    Checkpoint { at: LogPos, groups: Vec<String> },
 }
 
 /// How a local connection takes the deliveries of sends. Most take a send published here at
@@ -94,9 +102,21 @@ pub struct ConnectionHandle {
     pub outbox: OutboxSender,
     /// Cancelled to drop a connection that cannot keep up with its outbox.
     pub cancel: CancellationToken,
+    /// Durable reconnect: what it is sent from the hub's log comes as [`Outbound::Logged`],
+    /// and it is told [`Outbound::Checkpoint`]s.
+    pub durable: bool,
 }
 
 impl ConnectionHandle {
+    /// A frame made from a packet of the hub's log at `at` (`None`: not from the log).
+    fn delivery_of(&self, frame: Frame, at: Option<LogPos>) -> Outbound {
+        if self.durable && at.is_some() {
+            Outbound::Logged(frame)
+        } else {
+            Outbound::Frame(frame)
+        }
+    }
+
     /// Queues a frame; a full outbox means the client is not reading, so it is cut off rather
     /// than let it hold memory or slow everyone else.
     pub fn offer(&self, message: Outbound) -> bool {
@@ -384,9 +404,16 @@ impl LocalRegistry {
         let Some(conns) = hubs.get_mut(hub) else {
             return;
         };
+        conns.logged(Some(LogPos::Marker(claim)));
         match conns.delivery(id) {
             Some(Delivery::AfterMarker(waiting)) if waiting == claim => {
-                self.set_delivery(conns, id, Delivery::InOrder);
+                if let Some((handle, groups)) = self.set_delivery(conns, id, Delivery::InOrder)
+                    && handle.durable
+                {
+                    // Where its frames from the log start, here.
+                    let at = LogPos::Marker(claim);
+                    handle.offer(Outbound::Checkpoint { at, groups });
+                }
             }
             Some(Delivery::Direct | Delivery::Switching | Delivery::InOrder) => {
                 if let Some((handle, groups)) = self.set_delivery(conns, id, Delivery::Moved) {
@@ -395,6 +422,20 @@ impl LocalRegistry {
             }
             Some(Delivery::AfterMarker(_) | Delivery::Moved) | None => {}
         }
+    }
+
+    /// A connection still waiting for the marker of `claim` takes sends in the backplane's
+    /// order without it (the marker was lost); `true` if it was waiting.
+    pub fn stop_waiting(&self, hub: &HubName, id: &str, claim: u64) -> bool {
+        let mut hubs = self.hubs.write();
+        let Some(conns) = hubs.get_mut(hub) else {
+            return false;
+        };
+        if conns.delivery(id) != Some(Delivery::AfterMarker(claim)) {
+            return false;
+        }
+        self.set_delivery(conns, id, Delivery::InOrder);
+        true
     }
 
     /// Forgets a connection and its group and user memberships; returns the interests this
@@ -423,7 +464,11 @@ impl LocalRegistry {
     /// lost; `None` if the connection does not live here.
     pub fn apply_group_change(&self, change: &GroupChange) -> Option<Vec<InterestChange>> {
         let mut hubs = self.hubs.write();
-        let changes = hubs.get_mut(change.hub())?.apply_group_change(change)?;
+        let conns = hubs.get_mut(change.hub())?;
+        let changes = conns.apply_group_change(change)?;
+        // Under the write lock, so no delivery runs meanwhile: every frame before the
+        // checkpoint was made with the old groups, every one after with the new.
+        conns.checkpoint(change.connection());
         self.tell(change.hub(), || {
             let connection = change.connection().to_owned();
             let group = change.group().to_owned();
@@ -435,10 +480,25 @@ impl LocalRegistry {
         Some(changes)
     }
 
+    /// Tells every durable connection that takes the backplane's order where it is in its
+    /// hub's log (see [`Outbound::Checkpoint`]): what it keeps in Redis is written again, so
+    /// a server taking it over after a crash reads only the recent log.
+    pub fn checkpoint_durable(&self) {
+        let hubs = self.hubs.write();
+        for conns in hubs.values() {
+            conns.checkpoint_all();
+        }
+    }
+
     /// Delivers a send to the local recipients that take it from `source`; the frame is
     /// encoded once per protocol and shared.
     pub fn deliver(&self, envelope: &Envelope, source: Source) -> DeliveryStats {
-        self.deliver_then(envelope, source, |_| ()).0
+        self.deliver_then(envelope, source, None, |_| ()).0
+    }
+
+    /// [`deliver`](Self::deliver) of a packet of the hub's log, at `at`.
+    pub fn deliver_logged(&self, envelope: &Envelope, source: Source, at: LogPos) -> DeliveryStats {
+        self.deliver_then(envelope, source, Some(at), |_| ()).0
     }
 
     /// [`deliver`](Self::deliver), then `then`, given whether a connection takes this server's
@@ -449,6 +509,7 @@ impl LocalRegistry {
         &self,
         envelope: &Envelope,
         source: Source,
+        at: Option<LogPos>,
         then: impl FnOnce(&dyn Fn(&str) -> bool) -> R,
     ) -> (DeliveryStats, R) {
         let hubs = self.hubs.read();
@@ -461,7 +522,7 @@ impl LocalRegistry {
                 arguments: &envelope.arguments,
             });
             conns.for_each_recipient(&envelope.target, source, |handle| {
-                if handle.offer(Outbound::Frame(encoded.frame(handle.protocol))) {
+                if handle.offer(handle.delivery_of(encoded.frame(handle.protocol), at)) {
                     stats.delivered += 1;
                 } else {
                     stats.dropped += 1;
@@ -469,6 +530,7 @@ impl LocalRegistry {
             });
             self.delivered
                 .fetch_add(stats.delivered as u64, Ordering::Relaxed);
+            conns.logged(at);
         }
         let direct = |id: &str| conns.is_some_and(|c| c.delivery(id) == Some(Delivery::Direct));
         let then = then(&direct);
@@ -478,6 +540,11 @@ impl LocalRegistry {
     /// Delivers a question to the asked connection if it lives here (and remembers it, so the
     /// connection answers "gone" if it leaves first); `false` if it does not live here.
     pub fn deliver_question(&self, question: &Question) -> bool {
+        self.deliver_question_logged(question, None)
+    }
+
+    /// [`deliver_question`](Self::deliver_question) of a packet of the hub's log, at `at`.
+    pub fn deliver_question_logged(&self, question: &Question, at: Option<LogPos>) -> bool {
         let hubs = self.hubs.read();
         let Some(conns) = hubs.get(&question.hub) else {
             return false;
@@ -493,8 +560,9 @@ impl LocalRegistry {
             });
             self.asks
                 .delivered(&question.connection, &question.invocation_id);
-            handle.offer(Outbound::Frame(frame));
+            handle.offer(handle.delivery_of(frame, at));
         });
+        conns.logged(at);
         found
     }
 

@@ -206,8 +206,11 @@ mod tests {
         batch
             .iter()
             .map(|m| match m {
-                Outbound::Frame(f) | Outbound::KeepAlive(f) | Outbound::Close(f) => f.as_bytes(),
-                Outbound::Moved { .. } => b"moved",
+                Outbound::Frame(f)
+                | Outbound::Logged(f)
+                | Outbound::KeepAlive(f)
+                | Outbound::Close(f) => f.as_bytes(),
+                Outbound::Moved { .. } | Outbound::Checkpoint { .. } => b"moved",
             })
             .collect()
     }

@@ -18,8 +18,10 @@ impl Client {
         batch
             .into_iter()
             .filter_map(|m| match m {
-                Outbound::Frame(f) => Some(String::from_utf8_lossy(f.as_bytes()).into_owned()),
-                Outbound::KeepAlive(_) | Outbound::Close(_) | Outbound::Moved { .. } => None,
+                Outbound::Frame(f) | Outbound::Logged(f) => {
+                    Some(String::from_utf8_lossy(f.as_bytes()).into_owned())
+                }
+                _ => None,
             })
             .collect()
     }
@@ -41,6 +43,7 @@ fn handle(
         protocol,
         outbox: tx,
         cancel: CancellationToken::new(),
+        durable: false,
     };
     (handle, rx)
 }
@@ -247,6 +250,7 @@ fn a_full_outbox_cuts_the_slow_connection_off() {
             protocol: &JSON,
             outbox: tx,
             cancel: cancel.clone(),
+            durable: false,
         },
     );
     assert_eq!(send(&r, Target::All).delivered, 1);
@@ -622,4 +626,64 @@ fn one_server_answers_presence_from_its_connections() {
             .poll(&mut std::task::Context::from_waker(waker))
             .is_ready()
     );
+}
+
+/// What reached a durable client's outbox: frames made from the log, frames to keep, and
+/// checkpoints with their place and groups.
+fn durable_outbound(client: &mut Client) -> Vec<String> {
+    let mut batch = Vec::new();
+    client.rx.try_recv_batch(&mut batch, usize::MAX);
+    batch
+        .into_iter()
+        .map(|m| match m {
+            Outbound::Logged(_) => "logged".to_owned(),
+            Outbound::Frame(_) => "kept".to_owned(),
+            Outbound::Checkpoint { at, groups } => format!("checkpoint {at} {groups:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_durable_connection_is_told_where_it_is_in_the_log() {
+    let r = LocalRegistry::new();
+    let (mut handle, rx) = handle("a", None, &JSON);
+    handle.durable = true;
+    r.adopt(&hub(), handle, &[], 5);
+    let mut a = Client { rx };
+    let envelope = Envelope {
+        hub: hub(),
+        target: Target::All,
+        method: "m".into(),
+        arguments: "[1]".into(),
+    };
+    let at = |seq| LogPos::Entry { origin: 1, seq };
+    r.deliver_logged(&envelope, Source::Only, at(1));
+    assert!(durable_outbound(&mut a).is_empty(), "before its marker");
+    // Its marker names where its frames from the log start.
+    r.marker(&hub(), "a", 5);
+    r.deliver_logged(&envelope, Source::Only, at(2));
+    // Not from the log (Redis was away): kept by the writer.
+    r.deliver(&envelope, Source::Only);
+    assert_eq!(
+        durable_outbound(&mut a),
+        ["checkpoint m:5 []", "logged", "kept"]
+    );
+    // A group change is a checkpoint at the newest packet delivered, under the change.
+    r.deliver_logged(&envelope, Source::Only, at(3));
+    assert!(join(&r, "a", "g"));
+    r.checkpoint_durable();
+    assert_eq!(
+        durable_outbound(&mut a),
+        [
+            "logged",
+            "checkpoint e:1:3 [\"g\"]",
+            "checkpoint e:1:3 [\"g\"]"
+        ]
+    );
+    // A connection that is not durable is told nothing of the log.
+    let mut b = connect(&r, "b", None);
+    r.deliver_logged(&envelope, Source::Only, at(4));
+    r.checkpoint_durable();
+    assert_eq!(outbound(&mut b), ["frame"]);
 }

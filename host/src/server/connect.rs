@@ -73,6 +73,7 @@ fn connection(
         },
         max_message_size: loaded.limits().max_message_size,
         transport: transport.features(),
+        token: None,
     }
 }
 
@@ -168,7 +169,10 @@ pub(super) async fn connect(
                 // skipNegotiation: the socket is the whole connection.
                 None => (ConnectionId::random(), None, None),
             };
-            let connection = connection(&loaded, connection_id, identity, transport, request());
+            let mut connection = connection(&loaded, connection_id, identity, transport, request());
+            connection.token = token
+                .filter(|_| attachments.is_some())
+                .map(|t| Arc::from(t.as_str()));
             websocket::accept(upgrade, connection, sessions, lease, attachments)
         }
         (Transport::ServerSentEvents, _) => {
@@ -249,7 +253,11 @@ async fn take_over(
     // The holder stays put unless the user is the connection's.
     let user = identity.user_id.clone();
     let Some(claimed) = backplane.claim(hub, token, user).await else {
-        return refused();
+        // No host holds it: under durable reconnect its record may, if its host died.
+        return match revive(app, loaded, identity, token, request, upgrade).await {
+            Some(response) => response,
+            None => refused(),
+        };
     };
     let connection_id = ConnectionId::new(claimed.offer.connection.clone());
     let connection = connection(
@@ -260,7 +268,7 @@ async fn take_over(
         request,
     );
     let caller = Arc::new(connection.caller.clone());
-    match session::adopt(&app.sessions, caller, claimed).await {
+    match session::adopt(&app.sessions, caller, claimed, token).await {
         Ok(adopted) => {
             let (lease, attachments) = app.connections.adopt(hub, token, connection_id);
             let sessions = app.sessions.clone();
@@ -269,6 +277,58 @@ async fn take_over(
         Err(e) => {
             tracing::warn!(hub = %hub, "a connection could not move here: {e}");
             refused()
+        }
+    }
+}
+
+/// Resumes, from its durable record, a connection no host answered for (its host died): the
+/// response, or `None` when there is no record for this client to resume.
+async fn revive(
+    app: &Arc<AppState>,
+    loaded: &LoadedHub,
+    identity: Identity,
+    token: &str,
+    request: Option<Arc<Request>>,
+    upgrade: WebSocketUpgrade,
+) -> Option<Response> {
+    let store = app.sessions.durable.as_ref()?;
+    let hub = loaded.name();
+    let record = match store.load(hub, token).await {
+        Ok(record) => record?,
+        Err(e) => {
+            tracing::warn!(hub = %hub, "a durable record could not be read: {e}");
+            return None;
+        }
+    };
+    // Only its own user resumes a connection.
+    if record.user != identity.user_id {
+        return None;
+    }
+    let connection_id = ConnectionId::new(record.connection.clone());
+    let connection = connection(
+        loaded,
+        connection_id.clone(),
+        identity,
+        Transport::WebSockets,
+        request,
+    );
+    let caller = Arc::new(connection.caller.clone());
+    match session::revive(&app.sessions, caller, record, token).await {
+        Ok(adopted) => {
+            let (lease, attachments) = app.connections.adopt(hub, token, connection_id);
+            let sessions = app.sessions.clone();
+            Some(websocket::accept_adopted(
+                upgrade,
+                connection,
+                sessions,
+                lease,
+                attachments,
+                adopted,
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(hub = %hub, "a connection could not be resumed from its record: {e}");
+            None
         }
     }
 }

@@ -206,7 +206,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 35] = [
+    let samples: [(&str, &str, &str, u64); 39] = [
         (
             "hubhost_connections",
             gauge,
@@ -314,6 +314,30 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counter,
             "Stateful reconnect: messages sent again on resumes.",
             get(&m.replayed_messages),
+        ),
+        (
+            "hubhost_reconnect_durable_resumes_total",
+            counter,
+            "Durable reconnect: connections resumed here after their host stopped answering.",
+            get(&m.durable_resumes),
+        ),
+        (
+            "hubhost_reconnect_durable_log_frames_total",
+            counter,
+            "Durable reconnect: frames made again from the hubs' logs for those resumes.",
+            get(&m.durable_replayed_from_log),
+        ),
+        (
+            "hubhost_reconnect_durable_checkpoints_total",
+            counter,
+            "Durable reconnect: checkpoints written to Redis.",
+            get(&m.durable_checkpoints),
+        ),
+        (
+            "hubhost_reconnect_durable_write_failures_total",
+            counter,
+            "Durable reconnect: record writes that failed (not safe from a crash of this host).",
+            get(&m.durable_write_failures),
         ),
         (
             "hubhost_reconnect_buffer_bytes",

@@ -21,6 +21,7 @@ use super::{
     Attachment, Attachments, Connection, Inbound, SessionContext, TransportError,
     TransportFeatures, Uploaded,
 };
+use crate::durable;
 use crate::metrics::Metrics;
 use crate::protocol::handshake::{self, Chosen, HandshakeError};
 use crate::protocol::{ClientMessage, Completion, HubProtocol, ProtocolError, ServerMessage};
@@ -35,6 +36,29 @@ const UPLOAD_MOVED: &str = "The upload ended because the connection moved to ano
 
 /// How long a connection moving away waits for its claimant's marker.
 const MARKER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Registers a connection: as a durable one (from its marker in the hub's log) when it is
+/// given `durable`, else as any other.
+async fn register(
+    context: Arc<SessionContext>,
+    caller: Arc<Caller>,
+    handle: ConnectionHandle,
+    durable: Option<(durable::Link, Arc<Sent>)>,
+) -> Registration {
+    let (router, hubs) = (context.router.clone(), context.hubs.clone());
+    match durable {
+        Some((link, sent)) => {
+            sent.make_durable(link);
+            // Its frames from the hub's log start at its marker there.
+            let claim = rand::random::<u64>();
+            let registration =
+                Registration::register_from_marker(router, hubs, caller, handle, claim).await;
+            registration.mark(claim);
+            registration
+        }
+        None => Registration::register(router, hubs, caller, handle).await,
+    }
+}
 
 /// How a session ended.
 enum End {
@@ -102,6 +126,8 @@ pub(super) struct Resume<I, O> {
     /// The connection moved here from another server: its protocol and registration (taken
     /// when the session starts).
     pub(super) moved_in: Option<(&'static dyn HubProtocol, Registration)>,
+    /// The token its client resumes it with (durable reconnect names its record by it).
+    token: Option<Arc<str>>,
 }
 
 impl<I, O> Resume<I, O> {
@@ -118,6 +144,7 @@ impl<I, O> Resume<I, O> {
             received: Received::default(),
             away_since: None,
             moved_in: None,
+            token: None,
         }
     }
 }
@@ -162,7 +189,10 @@ where
             context,
             outbox,
             cancel,
-            resume,
+            resume: resume.map(|mut resume| {
+                resume.token = connection.token;
+                resume
+            }),
         }
     }
 
@@ -199,6 +229,7 @@ where
             }
         };
         tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
+        self.forget_durable();
         registration.end(error).await;
     }
 
@@ -246,20 +277,27 @@ where
         }
 
         let context = self.context.clone();
-        let handle = ConnectionHandle {
-            id: self.caller.connection_id.clone(),
-            user: self.caller.user_id.clone(),
-            protocol,
-            outbox: self.outbox.clone(),
-            cancel: self.cancel.clone(),
+        // Made in a block, so that what it takes is not kept across the wait; boxed, because
+        // its futures are large and an idle session should not hold room for them.
+        let registering = {
+            let durable = self.durable_link();
+            let handle = ConnectionHandle {
+                id: self.caller.connection_id.clone(),
+                user: self.caller.user_id.clone(),
+                protocol,
+                outbox: self.outbox.clone(),
+                cancel: self.cancel.clone(),
+                durable: durable.is_some(),
+            };
+            let durable = durable.zip(self.resume.as_ref().map(|r| r.sent.clone()));
+            Box::pin(register(
+                context.clone(),
+                self.caller.clone(),
+                handle,
+                durable,
+            ))
         };
-        let mut registration = Registration::register(
-            context.router.clone(),
-            context.hubs.clone(),
-            self.caller.clone(),
-            handle,
-        )
-        .await;
+        let mut registration = registering.await;
         tracing::debug!(
             hub = %self.caller.hub,
             connection = %self.caller.connection_id,
@@ -274,6 +312,35 @@ where
         }
         registration.connected();
         Some((protocol, registration, counted))
+    }
+
+    /// Durable reconnect: how this connection is recorded, when it is resumable, the server
+    /// keeps records, and Redis is there to take its marker.
+    fn durable_link(&self) -> Option<durable::Link> {
+        let store = self.context.durable.clone()?;
+        let token = self.resume.as_ref()?.token.as_deref()?;
+        if !self.context.router.backplane().is_ready() {
+            return None;
+        }
+        Some(durable::Link {
+            store,
+            hub: self.caller.hub.clone(),
+            token: token.to_owned(),
+            connection: self.caller.connection_id.to_string(),
+            user: self.caller.user_id.clone(),
+        })
+    }
+
+    /// Durable reconnect: the connection ended here, so its record goes.
+    fn forget_durable(&self) {
+        let Some(link) = self.resume.as_ref().and_then(|r| r.sent.durable()).cloned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = link.store.forget(&link.hub, &link.token).await {
+                tracing::debug!(connection = %link.connection, "its durable record stays until it expires: {e}");
+            }
+        });
     }
 
     fn counted(&self, protocol: &'static dyn HubProtocol) -> Counted {

@@ -53,6 +53,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backplane::Claimed;
 use crate::dispatcher::{Dispatcher, ErrorText, Replied, Streamed};
+use crate::durable;
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::protocol::HubProtocol;
@@ -220,6 +221,8 @@ pub struct SessionContext {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Durable reconnect: where resumable connections keep what survives a crash.
+    pub durable: Option<Arc<durable::Store>>,
     /// Cancelled when the server stops for good (after draining): ends every session at once.
     pub shutdown: CancellationToken,
     /// Cancelled when shutdown begins: sessions finish the calls they are running, send Close
@@ -238,6 +241,8 @@ pub struct Connection {
     pub max_message_size: usize,
     /// What its transport can do.
     pub transport: TransportFeatures,
+    /// The token the client presents to resume it (stateful reconnect), if it has one.
+    pub token: Option<Arc<str>>,
 }
 
 /// What a transport can do, as far as the session is concerned.
@@ -374,6 +379,8 @@ pub enum AdoptError {
     Protocol(String),
     #[error("the connection's server did not hand it over within {0:?}")]
     NoHandover(Duration),
+    #[error("its durable record could not be resumed: {0}")]
+    Durable(#[from] durable::DurableError),
 }
 
 /// How long a claimant waits for the handover once it published its marker: the old server
@@ -398,18 +405,21 @@ pub async fn adopt(
     context: &Arc<SessionContext>,
     caller: Arc<Caller>,
     claimed: Claimed,
+    token: &str,
 ) -> Result<Adopted, AdoptError> {
     let Claimed { offer, handover } = claimed;
     let protocol = handshake::protocol_named(&offer.protocol)
         .ok_or_else(|| AdoptError::Protocol(offer.protocol.clone()))?;
     let (sender, receiver) = outbox(context.settings.outbox_capacity);
     let cancel = context.shutdown.child_token();
+    let durable = durable_link(context, &caller, token);
     let handle = ConnectionHandle {
         id: caller.connection_id.clone(),
         user: caller.user_id.clone(),
         protocol,
         outbox: sender.clone(),
         cancel: cancel.clone(),
+        durable: durable.is_some(),
     };
     let router = context.router.clone();
     let registration = registration::Registration::adopt(
@@ -480,6 +490,9 @@ pub async fn adopt(
         })
         .collect();
     sent.restore(protocol, handover.first, frames);
+    if let Some(link) = durable {
+        sent.make_durable(link);
+    }
     Metrics::inc(&context.metrics.moves_in);
     Ok(Adopted {
         parts: Parts {
@@ -488,6 +501,93 @@ pub async fn adopt(
             cancel,
             sent: Some(sent),
             moved_in: Some((protocol, registration, offer.received)),
+        },
+    })
+}
+
+/// How a connection is recorded under durable reconnect, if this server keeps records.
+fn durable_link(context: &SessionContext, caller: &Caller, token: &str) -> Option<durable::Link> {
+    Some(durable::Link {
+        store: context.durable.clone()?,
+        hub: caller.hub.clone(),
+        token: token.to_owned(),
+        connection: caller.connection_id.to_string(),
+        user: caller.user_id.clone(),
+    })
+}
+
+/// Takes over a durable connection whose server stopped answering (durable reconnect): from
+/// its record, with its groups, and the frames the record and the hub's log make again up to
+/// the marker this server puts there; what follows the marker it delivers itself.
+pub async fn revive(
+    context: &Arc<SessionContext>,
+    caller: Arc<Caller>,
+    record: durable::Record,
+    token: &str,
+) -> Result<Adopted, AdoptError> {
+    let protocol = handshake::protocol_named(&record.protocol)
+        .ok_or_else(|| AdoptError::Protocol(record.protocol.clone()))?;
+    let Some(link) = durable_link(context, &caller, token) else {
+        return Err(AdoptError::Protocol(record.protocol.clone()));
+    };
+    let (sender, receiver) = outbox(context.settings.outbox_capacity);
+    let cancel = context.shutdown.child_token();
+    let handle = ConnectionHandle {
+        id: caller.connection_id.clone(),
+        user: caller.user_id.clone(),
+        protocol,
+        outbox: sender.clone(),
+        cancel: cancel.clone(),
+        durable: true,
+    };
+    let router = context.router.clone();
+    let claim = rand::random::<u64>();
+    let registration = registration::Registration::adopt(
+        router.clone(),
+        context.hubs.clone(),
+        caller.clone(),
+        handle,
+        &record.groups,
+        claim,
+    )
+    .await;
+    let (hub, id) = (&caller.hub, caller.connection_id.as_str());
+    router.backplane().mark(hub, id, claim);
+    let log = match link.store.read_log(hub, record.since, claim).await {
+        Ok(log) => log,
+        Err(e) => {
+            registration.abandon().await;
+            return Err(e.into());
+        }
+    };
+    let rebuilt = durable::replay::rebuild(&record, &log, claim, protocol);
+    if rebuilt.gaps > 0 {
+        tracing::warn!(
+            connection = id,
+            gaps = rebuilt.gaps,
+            "its record and the hub's log disagree"
+        );
+    }
+    let asks = router.registry().asks();
+    for invocation_id in &rebuilt.questions {
+        asks.delivered(id, invocation_id);
+    }
+    let sent = Arc::new(resume::Sent::new(
+        context.settings.reconnect_buffer,
+        context.metrics.clone(),
+    ));
+    sent.restore(protocol, rebuilt.first, rebuilt.frames);
+    sent.make_durable(link);
+    Metrics::inc(&context.metrics.durable_resumes);
+    Metrics::add(&context.metrics.durable_replayed_from_log, rebuilt.from_log);
+    tracing::debug!(hub = %hub, connection = id, from_log = rebuilt.from_log, "taken over from its record");
+    Ok(Adopted {
+        parts: Parts {
+            sender,
+            receiver,
+            cancel,
+            sent: Some(sent),
+            moved_in: Some((protocol, registration, record.received)),
         },
     })
 }

@@ -12,6 +12,9 @@ use crate::registry::ConnectionHandle;
 use crate::router::Router;
 use crate::types::Caller;
 
+/// How long a new durable connection waits for its marker before it takes sends without.
+const MARKER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// In the registry; the hub has not been told.
@@ -81,6 +84,46 @@ impl Registration {
         )
         .await;
         registration
+    }
+
+    /// Registers a new connection of durable reconnect: it takes nothing until the marker of
+    /// `claim` (which [`mark`](Self::mark) publishes) reaches this server, so its frames from
+    /// the hub's log start at a place in it; if the marker is lost, it takes what comes after
+    /// a while, and its first checkpoint names a place.
+    pub(super) async fn register_from_marker(
+        router: Router,
+        hubs: Arc<dyn HubCalls>,
+        caller: Arc<Caller>,
+        handle: ConnectionHandle,
+        claim: u64,
+    ) -> Self {
+        let registration = Self {
+            router,
+            hubs,
+            caller,
+            stage: Stage::Registered,
+        };
+        Box::pin(
+            registration
+                .router
+                .adopt(&registration.caller.hub, handle, &[], claim),
+        )
+        .await;
+        registration
+    }
+
+    /// Publishes the marker of `claim` for the connection, once it is subscribed to what it
+    /// needs; stops waiting for it after [`MARKER_WITHIN`].
+    pub(super) fn mark(&self, claim: u64) {
+        let (hub, id) = (&self.caller.hub, self.caller.connection_id.as_str());
+        self.router.backplane().mark(hub, id, claim);
+        let (registry, hub, id) = (self.router.registry().clone(), hub.clone(), id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(MARKER_WITHIN).await;
+            if registry.stop_waiting(&hub, &id, claim) {
+                tracing::warn!(connection = %id, "its marker did not come back: it takes sends without one");
+            }
+        });
     }
 
     /// The hub's `on-connected` succeeded: from now on, it must hear of the disconnection.

@@ -21,6 +21,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::durable;
 use crate::metrics::Metrics;
 use crate::protocol::{Frame, HubProtocol};
 
@@ -53,6 +54,8 @@ pub struct Sent {
     /// the session's waker, so the session lets the transport go and waits for a new one.
     lost: AtomicU64,
     lost_waker: AtomicWaker,
+    /// Durable reconnect: where the writer records what survives a crash of this server.
+    durable: OnceLock<Arc<durable::Link>>,
     metrics: Arc<Metrics>,
 }
 
@@ -83,8 +86,19 @@ impl Sent {
             moving: AtomicBool::new(false),
             lost: AtomicU64::new(0),
             lost_waker: AtomicWaker::new(),
+            durable: OnceLock::new(),
             metrics,
         }
+    }
+
+    /// Makes the connection durable: its writer records it through `link`.
+    pub fn make_durable(&self, link: durable::Link) {
+        let _ = self.durable.set(Arc::new(link));
+    }
+
+    /// Where the connection is recorded, if it is durable.
+    pub fn durable(&self) -> Option<&Arc<durable::Link>> {
+        self.durable.get()
     }
 
     /// Turns numbering on (the handshake asked for version 2). Called before the handshake's
@@ -150,12 +164,13 @@ impl Sent {
         self.protocol.get().copied()
     }
 
-    /// Keeps `frame` (one numbered message) until the client acknowledges it.
-    pub fn push(&self, frame: &Frame) {
+    /// Keeps `frame` (one numbered message) until the client acknowledges it; its number.
+    pub fn push(&self, frame: &Frame) -> u64 {
         let mut inner = self.inner.lock();
         inner.bytes += frame.len();
         inner.frames.push_back(frame.clone());
         Metrics::add(&self.metrics.reconnect_buffer_bytes, frame.len());
+        inner.first + inner.frames.len() as u64 - 1
     }
 
     /// Whether the writer may send more: the client numbers what it receives, and has

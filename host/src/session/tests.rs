@@ -290,6 +290,7 @@ fn harness(settings: Settings) -> Harness {
         router,
         metrics: dispatcher.metrics().clone(),
         settings,
+        durable: None,
         shutdown: CancellationToken::new(),
         draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
@@ -417,6 +418,7 @@ fn connection(id: &str) -> Connection {
         },
         max_message_size: 32 * 1024,
         transport: TransportFeatures::WEBSOCKETS,
+        token: None,
     }
 }
 

@@ -14,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::handoff::HandoffReceiver;
 use super::resume::{HEAR_WITHIN, Sent};
+use crate::durable;
 use crate::metrics::Metrics;
 use crate::protocol::{Frame, ServerMessage};
 use crate::registry::{Outbound, OutboxReceiver};
+use crate::types::LogPos;
 
 /// Most frames taken from the outbox at once.
 const BATCH: usize = 64;
@@ -201,7 +203,8 @@ pub(super) async fn run<O>(
                     // Read once: what the Ack says is what counts as acknowledged (the session
                     // may take more meanwhile; those get the next Ack).
                     let received = kept.as_ref().map_or(0, |sent| sent.received());
-                    if received > acked && writer.ack(received).await {
+                    if received > acked && record_received(kept.as_deref(), received).await
+                        && writer.ack(received).await {
                         acked = received;
                         last_ack = now;
                     }
@@ -316,20 +319,40 @@ where
     /// the transport fails to carry, or that a new transport interrupts, goes out again on
     /// the resume.
     async fn write_batch(&mut self, batch: Vec<Outbound>) -> Flow {
-        if self.sent.is_some() {
+        if let Some(sent) = self.sent.clone() {
+            let durable = sent.durable().cloned();
+            // Durable reconnect: frames the log cannot give again, kept before they are sent.
+            let mut keep = Vec::new();
             for message in &batch {
                 match message {
-                    Outbound::Frame(frame) => {
-                        if let Some(sent) = self.numbering() {
-                            sent.push(frame);
+                    Outbound::Frame(frame) | Outbound::Logged(frame) => {
+                        if self.numbering().is_some() {
+                            let number = sent.push(frame);
+                            if durable.is_some() && matches!(message, Outbound::Frame(_)) {
+                                keep.push((number, frame.clone()));
+                            }
                         }
                         // The first frame is the handshake's answer, which is never numbered.
                         self.answered = true;
+                    }
+                    Outbound::Checkpoint { at, groups } => {
+                        if let Some(link) = &durable
+                            && self.numbering().is_some()
+                        {
+                            // The checkpoint holds every frame numbered so far.
+                            keep.clear();
+                            checkpoint(link, &sent, *at, groups, &self.metrics).await;
+                        }
                     }
                     // Nothing after it is for this server to send.
                     Outbound::Moved { .. } => break,
                     Outbound::KeepAlive(_) | Outbound::Close(_) => {}
                 }
+            }
+            if let Some(link) = &durable
+                && let Err(e) = link.store.keep(link, &keep).await
+            {
+                durable_failed(&self.metrics, &e);
             }
         }
         self.write(batch).await
@@ -341,7 +364,7 @@ where
         let mut joined = Joined::default();
         for message in messages {
             match message {
-                Outbound::Frame(frame) => {
+                Outbound::Frame(frame) | Outbound::Logged(frame) => {
                     self.answered = true;
                     if let Some(full) = joined.push(frame)
                         && let Err(flow) = self.feed(full).await
@@ -350,6 +373,7 @@ where
                     }
                 }
                 Outbound::KeepAlive(frame) => self.ping = Some(frame),
+                Outbound::Checkpoint { .. } => {}
                 Outbound::Close(frame) => {
                     if let Some(rest) = joined.take()
                         && let Err(flow) = self.feed(rest).await
@@ -465,6 +489,52 @@ where
         let frame = protocol.encode(&ServerMessage::Ack { sequence_id });
         matches!(self.send(frame).await, Ok(true))
     }
+}
+
+/// Durable reconnect: records that the client's messages up to `received` were handled, before
+/// they are acknowledged (a client resends only what was not); `false` if it could not (the
+/// Ack waits).
+async fn record_received(sent: Option<&Sent>, received: u64) -> bool {
+    let Some(link) = sent.and_then(Sent::durable) else {
+        return true;
+    };
+    match link.store.received(link, received).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("durable reconnect could not record what a client sent: {e}");
+            false
+        }
+    }
+}
+
+/// Records a checkpoint of a durable connection (see [`Outbound::Checkpoint`]).
+async fn checkpoint(
+    link: &durable::Link,
+    sent: &Sent,
+    at: LogPos,
+    groups: &[String],
+    metrics: &Metrics,
+) {
+    let Some(protocol) = sent.protocol() else {
+        return;
+    };
+    let (first, frames) = sent.replay();
+    let point = durable::Checkpoint {
+        protocol: protocol.name(),
+        at,
+        groups,
+        first,
+        frames: &frames,
+    };
+    match link.store.checkpoint(link, &point).await {
+        Ok(()) => Metrics::inc(&metrics.durable_checkpoints),
+        Err(e) => durable_failed(metrics, &e),
+    }
+}
+
+fn durable_failed(metrics: &Metrics, error: &durable::DurableError) {
+    Metrics::inc(&metrics.durable_write_failures);
+    tracing::warn!("durable reconnect could not record a connection: {error}");
 }
 
 /// Frames being joined into one message. A lone frame is sent as it is (its bytes are shared

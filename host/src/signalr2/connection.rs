@@ -276,6 +276,7 @@ pub async fn run(
             protocol: Signalr2Protocol::for_hub(&legacy),
             outbox: sender.clone(),
             cancel: connection.ended.clone(),
+            durable: false,
         };
         Box::pin(service.router.connect(hub, handle)).await;
     }
@@ -468,9 +469,11 @@ async fn pump(mut receiver: OutboxReceiver, connection: Arc<Persistent>) {
     while receiver.recv_batch(&mut batch, 64).await {
         for outbound in batch.drain(..) {
             match outbound {
-                Outbound::Frame(frame) => connection.mailbox.push(frame.bytes()),
+                Outbound::Frame(frame) | Outbound::Logged(frame) => {
+                    connection.mailbox.push(frame.bytes())
+                }
                 // SignalR 2 connections do not move between servers this way.
-                Outbound::KeepAlive(_) | Outbound::Moved { .. } => {}
+                Outbound::KeepAlive(_) | Outbound::Moved { .. } | Outbound::Checkpoint { .. } => {}
                 Outbound::Close(_) => connection.ended.cancel(),
             }
         }

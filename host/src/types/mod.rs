@@ -15,5 +15,5 @@ pub use caller::Caller;
 pub use ids::{ConnectionId, HubName, hub_file_stem, random_id};
 pub use interest::{Interest, InterestChange};
 pub use message::{Answered, Envelope, GroupChange, Question, Reply, Target};
-pub use moving::{Claim, Handover, MoveOrder, Offer};
+pub use moving::{Claim, Handover, LogPos, MoveOrder, Offer};
 pub use request::Request;

@@ -64,3 +64,64 @@ pub struct MoveOrder {
     /// Who presented the token (the connection stays put for anyone but its user).
     pub user: Option<String>,
 }
+
+/// A place in a hub's log (durable reconnect): every packet published on a hub's channels is
+/// also appended to the hub's log, in the order subscribers receive them, so a place in it is a
+/// place in what every server delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogPos {
+    /// The marker of a claim (a connection's start on a server).
+    Marker(u64),
+    /// The packet a server numbered `seq` (its `origin` names the server's run).
+    Entry { origin: u64, seq: u64 },
+}
+
+impl std::fmt::Display for LogPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Marker(claim) => write!(f, "m:{claim}"),
+            Self::Entry { origin, seq } => write!(f, "e:{origin}:{seq}"),
+        }
+    }
+}
+
+impl std::str::FromStr for LogPos {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let number = |part: Option<&str>| part.and_then(|p| p.parse::<u64>().ok());
+        let mut parts = text.split(':');
+        let parsed = match parts.next() {
+            Some("m") => number(parts.next()).map(Self::Marker),
+            Some("e") => number(parts.next())
+                .zip(number(parts.next()))
+                .map(|(origin, seq)| Self::Entry { origin, seq }),
+            _ => None,
+        };
+        match (parsed, parts.next()) {
+            (Some(pos), None) => Ok(pos),
+            _ => Err(format!("not a log position: {text:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_positions_round_trip_as_text() {
+        for pos in [
+            LogPos::Marker(7),
+            LogPos::Entry {
+                origin: u64::MAX,
+                seq: 3,
+            },
+        ] {
+            assert_eq!(pos.to_string().parse::<LogPos>(), Ok(pos));
+        }
+        for bad in ["", "m", "m:x", "e:1", "e:1:2:3", "x:1"] {
+            assert!(bad.parse::<LogPos>().is_err(), "{bad}");
+        }
+    }
+}

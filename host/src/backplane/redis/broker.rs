@@ -16,6 +16,20 @@ use futures_util::Stream;
 /// Payloads of the messages a subscriber link receives, in order, until the link breaks.
 pub type Payloads = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
+/// One packet to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub channel: String,
+    pub payload: Bytes,
+    /// Durable reconnect: the hub's log, to which the packet is appended in the same step as
+    /// it is published (so the log's order is the order subscribers receive).
+    pub log: Option<String>,
+}
+
+/// How a publish trims the logs it appends to: entries older than this (Unix milliseconds,
+/// by the Redis stream ids' clock) may go.
+pub type LogStart = u64;
+
 /// Why the broker could not do something.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BrokerError {
@@ -38,13 +52,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Opens a subscriber link (subscribed to nothing yet) and the stream of what it receives.
     fn connect(&self) -> impl Future<Output = Result<(Self::Link, Payloads), BrokerError>> + Send;
 
-    /// Publishes `messages` (channel, payload) in this order, in one round trip. On an error,
-    /// any prefix of them may have been published. Answers how many were lost although they
-    /// were published: they reached no subscriber while this server listens on their channel
-    /// (a cluster shard that changed hands before the subscribers were back).
+    /// Publishes `messages` in this order, in one round trip, appending those with a log to it
+    /// atomically with their publication (trimming it to `log_start`). On an error, any prefix
+    /// of them may have been published. Answers how many were lost although they were
+    /// published: they reached no subscriber while this server listens on their channel (a
+    /// cluster shard that changed hands before the subscribers were back).
     fn publish(
         &self,
-        messages: &[(String, Bytes)],
+        messages: &[Publication],
+        log_start: LogStart,
     ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
 
     /// Whether the publishing connection answers (and, for a reconnecting client, the nudge to
@@ -76,4 +92,57 @@ pub trait Link: Send + Sync + 'static {
 
     /// Checks the link answers.
     fn ping(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+}
+
+/// Publishes packets and appends those with a log to it, in one step: nothing another server
+/// publishes comes between a packet's publication and its place in the log. `ARGV[1]` is the
+/// publish command, `ARGV[2]` the oldest stream id kept; then, per packet, its channel, its
+/// payload and the index of its log in `KEYS` (0: none). Answers each packet's subscriber
+/// count.
+const PUBLISH_AND_LOG: &str = r"
+local counts = {}
+for i = 3, #ARGV, 3 do
+  counts[#counts + 1] = redis.call(ARGV[1], ARGV[i], ARGV[i + 1])
+  local log = tonumber(ARGV[i + 2])
+  if log > 0 then
+    redis.call('XADD', KEYS[log], 'MINID', '~', ARGV[2], '*', 'p', ARGV[i + 1])
+  end
+end
+return counts
+";
+
+/// The script of [`PUBLISH_AND_LOG`], made once.
+pub(super) fn publish_and_log_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(PUBLISH_AND_LOG))
+}
+
+/// The invocation publishing `messages` with `command` (`PUBLISH`, `SPUBLISH`) and appending
+/// those with a log (see [`PUBLISH_AND_LOG`]); `None` when none has a log.
+pub(super) fn publish_and_log<'a>(
+    command: &str,
+    messages: impl IntoIterator<Item = &'a Publication>,
+    log_start: LogStart,
+) -> Option<redis::ScriptInvocation<'static>> {
+    let mut invocation = publish_and_log_script().prepare_invoke();
+    invocation.arg(command).arg(format!("{log_start}-0"));
+    let mut logs: Vec<&str> = Vec::new();
+    for message in messages {
+        let index = match &message.log {
+            Some(log) => match logs.iter().position(|l| *l == log) {
+                Some(i) => i + 1,
+                None => {
+                    logs.push(log);
+                    invocation.key(log.as_str());
+                    logs.len()
+                }
+            },
+            None => 0,
+        };
+        invocation
+            .arg(&message.channel)
+            .arg(message.payload.as_ref())
+            .arg(index);
+    }
+    (!logs.is_empty()).then_some(invocation)
 }

@@ -13,7 +13,7 @@ use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::io::tcp::TcpSettings;
 
-use super::broker::{Broker, BrokerError, Link, Payloads};
+use super::broker::{Broker, BrokerError, Link, LogStart, Payloads, Publication, publish_and_log};
 use crate::redisdb::Commands;
 
 /// Longest wait for one Redis round trip before the link counts as broken.
@@ -165,15 +165,23 @@ impl Broker for RedisBroker {
         Ok((RedisLink { sink }, Box::pin(payloads)))
     }
 
-    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<u64, BrokerError> {
+    async fn publish(
+        &self,
+        messages: &[Publication],
+        log_start: LogStart,
+    ) -> Result<u64, BrokerError> {
+        let mut con = self.commands.clone();
+        if let Some(invocation) = publish_and_log("PUBLISH", messages, log_start) {
+            let published = invocation.invoke_async::<Vec<u64>>(&mut con);
+            return bounded(published).await.map(|_| 0);
+        }
         let mut pipe = redis::pipe();
-        for (channel, payload) in messages {
+        for message in messages {
             pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload.as_ref())
+                .arg(&message.channel)
+                .arg(message.payload.as_ref())
                 .ignore();
         }
-        let mut con = self.commands.clone();
         // One Redis delivers to whoever is subscribed when it publishes: nothing is lost after.
         bounded(pipe.query_async::<()>(&mut con)).await.map(|()| 0)
     }

@@ -38,7 +38,7 @@ use redis::{ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::broker::{Broker, BrokerError, Link, Payloads};
+use super::broker::{Broker, BrokerError, Link, LogStart, Payloads, Publication, publish_and_log};
 use super::client::{
     IO_TIMEOUT, RedisSetupError, bounded, check_credentials, connection_info, redact,
 };
@@ -143,18 +143,28 @@ impl ClusterBroker {
     /// not there yet, so other servers' may not be either.
     async fn publish_once<'a>(
         &self,
-        messages: Vec<&'a (String, Bytes)>,
-    ) -> Result<Vec<&'a (String, Bytes)>, BrokerError> {
-        let sends = by_tag(&messages, |(channel, _)| channel.as_str())
+        messages: Vec<&'a Publication>,
+        log_start: LogStart,
+    ) -> Result<Vec<&'a Publication>, BrokerError> {
+        let sends = by_tag(&messages, |message| message.channel.as_str())
             .into_iter()
             .map(|group| {
+                // A hub's channels and log share its slot, so one script does both.
+                let logged = publish_and_log("SPUBLISH", group.iter().map(|m| **m), log_start);
                 let mut pipe = redis::pipe();
-                for (channel, payload) in &group {
-                    pipe.cmd("SPUBLISH").arg(channel).arg(payload.as_ref());
+                for message in &group {
+                    pipe.cmd("SPUBLISH")
+                        .arg(&message.channel)
+                        .arg(message.payload.as_ref());
                 }
                 let mut con = self.commands.clone();
                 async move {
-                    let heard = bounded(pipe.query_async::<Vec<u64>>(&mut con)).await;
+                    let heard = match logged {
+                        Some(invocation) => {
+                            bounded(invocation.invoke_async::<Vec<u64>>(&mut con)).await
+                        }
+                        None => bounded(pipe.query_async::<Vec<u64>>(&mut con)).await,
+                    };
                     (group, heard)
                 }
             });
@@ -165,7 +175,7 @@ impl ClusterBroker {
             let heard = heard?;
             let listening = self.listening.lock();
             for (message, receivers) in group.into_iter().zip(heard) {
-                if receivers == 0 && listening.contains(&message.0) {
+                if receivers == 0 && listening.contains(&message.channel) {
                     unheard.push(*message);
                 }
             }
@@ -232,15 +242,21 @@ impl Broker for ClusterBroker {
         Ok((link, Box::pin(stream)))
     }
 
-    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<u64, BrokerError> {
-        let mut unheard = self.publish_once(messages.iter().collect()).await?;
+    async fn publish(
+        &self,
+        messages: &[Publication],
+        log_start: LogStart,
+    ) -> Result<u64, BrokerError> {
+        let mut unheard = self
+            .publish_once(messages.iter().collect(), log_start)
+            .await?;
         let mut wait = UNHEARD_FIRST_WAIT;
         let mut waited = Duration::ZERO;
         while !unheard.is_empty() && waited < UNHEARD_WAIT {
             tokio::time::sleep(wait).await;
             waited += wait;
             wait *= 2;
-            unheard = self.publish_once(unheard).await?;
+            unheard = self.publish_once(unheard, log_start).await?;
         }
         if !unheard.is_empty() {
             tracing::warn!(

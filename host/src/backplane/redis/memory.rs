@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::broker::{Broker, BrokerError, Link, Payloads};
+use super::broker::{Broker, BrokerError, Link, LogStart, Payloads, Publication};
 
 /// A shared in-memory broker; clones are the same broker (one per simulated Redis).
 #[derive(Clone, Default)]
@@ -115,7 +115,11 @@ impl Broker for MemoryBroker {
         ))
     }
 
-    async fn publish(&self, messages: &[(String, Bytes)]) -> Result<u64, BrokerError> {
+    async fn publish(
+        &self,
+        messages: &[Publication],
+        _log_start: LogStart,
+    ) -> Result<u64, BrokerError> {
         let mut state = self.state.lock();
         if state.down {
             return Err(Self::unavailable());
@@ -127,7 +131,13 @@ impl Broker for MemoryBroker {
             ));
         }
         let fail_after = state.fail_after.take();
-        for (i, (channel, payload)) in messages.iter().enumerate() {
+        for (
+            i,
+            Publication {
+                channel, payload, ..
+            },
+        ) in messages.iter().enumerate()
+        {
             if fail_after == Some(i) {
                 return Err(BrokerError::Unavailable(
                     "the connection broke during the pipeline".into(),

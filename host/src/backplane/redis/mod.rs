@@ -53,8 +53,8 @@ use super::{Backplane, BackplaneError, BackplaneStats, Claimed, Movers};
 use crate::redisdb::{Commands, Keyspace};
 use crate::registry::{LocalRegistry, Source};
 use crate::types::{
-    Answered, Envelope, GroupChange, Handover, HubName, InterestChange, MoveOrder, Offer, Question,
-    Target,
+    Answered, Envelope, GroupChange, Handover, HubName, InterestChange, LogPos, MoveOrder, Offer,
+    Question, Target,
 };
 use broker::Broker;
 pub use client::{RedisBroker, RedisSetupError};
@@ -73,6 +73,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// How long a group change for a connection on another server waits for its acknowledgement.
     pub ack_timeout: Duration,
+    /// Durable reconnect: how long each hub's log keeps what was published on its channels
+    /// (`None`: no log).
+    pub log: Option<Duration>,
 }
 
 /// This server on the backplane.
@@ -93,6 +96,8 @@ struct Inner<B: Broker> {
     acks: PendingAcks,
     moves: Moves,
     ack_timeout: Duration,
+    /// How long the hubs' logs keep packets (durable reconnect), if they are kept.
+    log: Option<Duration>,
     health: Health,
     stats: BackplaneStats,
     seen: Mutex<Seen>,
@@ -130,6 +135,7 @@ impl RedisBackplane<RedisBroker> {
             broker,
             Keyspace::single(&config.prefix),
             config.ack_timeout,
+            config.log,
             registry,
             shutdown,
         ))
@@ -155,6 +161,7 @@ impl RedisBackplane<ClusterBroker> {
             broker,
             Keyspace::cluster(&config.prefix),
             config.ack_timeout,
+            config.log,
             registry,
             shutdown,
         ))
@@ -172,6 +179,7 @@ impl<B: Broker> RedisBackplane<B> {
         broker: B,
         keys: Keyspace,
         ack_timeout: Duration,
+        log: Option<Duration>,
         registry: Arc<LocalRegistry>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -198,6 +206,7 @@ impl<B: Broker> RedisBackplane<B> {
             acks: PendingAcks::default(),
             moves: Moves::default(),
             ack_timeout,
+            log,
             stats: BackplaneStats::default(),
             seen: Mutex::new(Seen::default()),
             shutdown,
@@ -239,8 +248,13 @@ impl<B: Broker> Inner<B> {
         }
         let mut outgoing = Vec::with_capacity(messages.len());
         for (channel, message) in messages {
+            // Durable reconnect: what a hub's connections may be sent goes to its log too.
+            let log = self
+                .log
+                .and(message.logged_hub())
+                .map(|hub| self.channels.keyspace().log(hub));
             match message.encode_body() {
-                Ok(body) => outgoing.push(Outgoing { channel, body }),
+                Ok(body) => outgoing.push(Outgoing { channel, body, log }),
                 Err(e) => tracing::error!("cannot encode a backplane message: {e}"),
             }
         }
@@ -291,10 +305,22 @@ impl<B: Broker> Inner<B> {
             BackplaneStats::add(&self.stats.received, 1);
             Source::Only
         };
+        // Durable reconnect: where this packet is in its hub's log.
+        let at = header
+            .filter(|_| self.log.is_some())
+            .map(|h| LogPos::Entry {
+                origin: h.origin,
+                seq: h.seq,
+            });
         match message {
-            WireMessage::Send(envelope) => {
-                self.registry.deliver(&envelope, source);
-            }
+            WireMessage::Send(envelope) => match at {
+                Some(at) => {
+                    self.registry.deliver_logged(&envelope, source, at);
+                }
+                None => {
+                    self.registry.deliver(&envelope, source);
+                }
+            },
             WireMessage::Marker {
                 hub,
                 connection,
@@ -316,7 +342,7 @@ impl<B: Broker> Inner<B> {
             WireMessage::Ack { id } => self.acks.complete(id),
             WireMessage::Ask(question) => {
                 // Only the server holding the connection listens on its channel.
-                self.registry.deliver_question(&question);
+                self.registry.deliver_question_logged(&question, at);
             }
             WireMessage::Answer(answered) => {
                 self.registry.asks().resolve(answered);
@@ -372,9 +398,11 @@ impl<B: Broker> Backplane for RedisBackplane<B> {
         // One look at the registry for both: a connection switching to the backplane's order
         // (to move) does so before this delivery or after its copies are queued, never
         // between, so it gets the send exactly once.
-        inner.registry.deliver_then(&envelope, source, |direct| {
-            inner.send_if(connected, inner.remote_copies(&envelope, direct));
-        });
+        inner
+            .registry
+            .deliver_then(&envelope, source, None, |direct| {
+                inner.send_if(connected, inner.remote_copies(&envelope, direct));
+            });
     }
 
     fn change_remote_group(

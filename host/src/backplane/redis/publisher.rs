@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::Inner;
-use super::broker::Broker;
+use super::broker::{Broker, LogStart, Publication};
 use crate::backplane::BackplaneStats;
 use crate::backplane::wire::{self, Header};
 
@@ -25,6 +25,8 @@ const BATCH: usize = 512;
 pub(super) struct Outgoing {
     pub(super) channel: String,
     pub(super) body: Bytes,
+    /// The hub's log it is appended to (durable reconnect).
+    pub(super) log: Option<String>,
 }
 
 /// The publisher's queue.
@@ -49,7 +51,7 @@ impl PublishQueue {
 /// Drains the queue until shutdown.
 pub(super) async fn run<B: Broker>(inner: Arc<Inner<B>>, mut queue: mpsc::Receiver<Vec<Outgoing>>) {
     let mut seq = 0u64;
-    let mut payloads: Vec<(String, Bytes)> = Vec::with_capacity(BATCH);
+    let mut payloads: Vec<Publication> = Vec::with_capacity(BATCH);
     loop {
         let first = tokio::select! {
             first = queue.recv() => first,
@@ -58,14 +60,18 @@ pub(super) async fn run<B: Broker>(inner: Arc<Inner<B>>, mut queue: mpsc::Receiv
         let Some(first) = first else { return };
         let mut next = Some(first);
         while let Some(messages) = next.take() {
-            for Outgoing { channel, body } in messages {
+            for Outgoing { channel, body, log } in messages {
                 seq += 1;
                 let header = Header {
                     origin: inner.server.origin,
                     seq,
                 };
                 match wire::packet(header, &body) {
-                    Ok(payload) => payloads.push((channel, payload)),
+                    Ok(payload) => payloads.push(Publication {
+                        channel,
+                        payload,
+                        log,
+                    }),
                     Err(e) => tracing::error!("cannot encode a packet: {e}"),
                 }
             }
@@ -82,15 +88,17 @@ pub(super) async fn run<B: Broker>(inner: Arc<Inner<B>>, mut queue: mpsc::Receiv
     }
 }
 
-async fn publish<B: Broker>(inner: &Inner<B>, payloads: &[(String, Bytes)]) {
+async fn publish<B: Broker>(inner: &Inner<B>, payloads: &[Publication]) {
     if payloads.is_empty() {
         return;
     }
     let count = payloads.len() as u64;
-    let mut result = inner.broker.publish(payloads).await;
+    let log_start = inner.log.map_or(0, log_start);
+    let mut result = inner.broker.publish(payloads, log_start).await;
     if result.is_err() {
-        // Safe to repeat: receivers drop the packets they already have.
-        result = inner.broker.publish(payloads).await;
+        // Safe to repeat: receivers drop the packets they already have (and whoever reads
+        // a log skips its copies).
+        result = inner.broker.publish(payloads, log_start).await;
     }
     match result {
         Ok(unheard) => {
@@ -101,4 +109,13 @@ async fn publish<B: Broker>(inner: &Inner<B>, payloads: &[(String, Bytes)]) {
         }
         Err(e) => inner.health.dropped(&inner.stats, count, &e.to_string()),
     }
+}
+
+/// The oldest stream id a log keeps, for logs kept `retention`: by this server's clock, which
+/// only shifts how long entries stay.
+fn log_start(retention: std::time::Duration) -> LogStart {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(retention).as_millis() as u64
 }

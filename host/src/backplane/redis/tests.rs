@@ -30,6 +30,7 @@ async fn server(broker: &MemoryBroker) -> Server {
         broker.clone(),
         Keyspace::single("p"),
         ACK_TIMEOUT,
+        None,
         registry.clone(),
         CancellationToken::new(),
     );
@@ -92,6 +93,7 @@ async fn connect(server: &Server, id: &str) -> Client {
             protocol: &JSON,
             outbox: tx,
             cancel: CancellationToken::new(),
+            durable: false,
         },
     );
     server.backplane.update_interest(changes).await;
@@ -377,7 +379,7 @@ fn until_moved(rx: &mut OutboxReceiver, seen: &mut Vec<String>) -> bool {
         match message {
             Outbound::Frame(frame) => seen.push(String::from_utf8_lossy(frame.as_bytes()).into()),
             Outbound::Moved { .. } => return true,
-            Outbound::KeepAlive(_) | Outbound::Close(_) => {}
+            _ => {}
         }
     }
     false
@@ -434,6 +436,7 @@ async fn a_connection_moving_between_servers_gets_every_send_once_in_order() {
         protocol: &JSON,
         outbox: tx,
         cancel: CancellationToken::new(),
+        durable: false,
     };
     let changes = b.registry.adopt(&hub(), handle, &offer.groups, order.claim);
     b.backplane.update_interest(changes).await;
