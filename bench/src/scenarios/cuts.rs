@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::Args;
 use crate::client::{Dialect, Ws, connect, ms, nanos, negotiate_stateful, table, websocket};
 use crate::http::Http;
-use crate::procs::{Proc, start_cluster};
+use crate::procs::{Backplane, Proc, redis_cli, start_cluster};
 use crate::wire::{Protocol, RS};
 
 /// What every client adds up.
@@ -50,7 +50,7 @@ pub(crate) struct CutStats {
 }
 
 pub(crate) async fn cuts(args: &Args, bin: &PathBuf, elsewhere: bool) -> anyhow::Result<CutStats> {
-    let (_redis, hosts) = start_cluster(args, bin, args.hosts).await?;
+    let (backplane, hosts) = start_cluster(args, bin, args.hosts).await?;
     let addrs: Arc<Vec<String>> = Arc::new(hosts.iter().map(|h| h.addr.clone()).collect());
     let epoch = Instant::now();
     let tally = Arc::new(Tally::default());
@@ -84,6 +84,8 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf, elsewhere: bool) -> anyhow:
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     let cpu_before: f64 = hosts.iter().map(Proc::cpu_seconds).sum();
+    let redis_before = backplane.cpu();
+    let memory_before = redis_memory(&backplane);
     let started = Instant::now();
     let per_sender = args.rate.max(1) as f64 / args.senders.max(1) as f64;
     let mut tasks = Vec::new();
@@ -132,13 +134,26 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf, elsewhere: bool) -> anyhow:
     }
     let total_time = started.elapsed();
     let cpu = hosts.iter().map(Proc::cpu_seconds).sum::<f64>() - cpu_before;
+    // Read before the clients go (a record lives as long as its connection).
+    let memory_after = redis_memory(&backplane);
+    let redis_rows = backplane.cpu_rows(
+        &redis_before,
+        send_time.as_secs_f64(),
+        sent,
+        "Redis CPU per message",
+    );
     let mut resumed_on_hosts = 0.0;
     let mut moved = 0.0;
     let mut replayed = 0.0;
+    let mut checkpoints = 0.0;
+    let mut durable_failures = 0.0;
     for host in &hosts {
         resumed_on_hosts += metric(&host.addr, "hubhost_reconnect_resumes_total").await?;
         moved += metric(&host.addr, "hubhost_reconnect_moves_in_total").await?;
         replayed += metric(&host.addr, "hubhost_reconnect_replayed_messages_total").await?;
+        checkpoints += metric(&host.addr, "hubhost_reconnect_durable_checkpoints_total").await?;
+        durable_failures +=
+            metric(&host.addr, "hubhost_reconnect_durable_write_failures_total").await?;
     }
     let got = tally.delivered.load(Ordering::Relaxed);
     drop(sinks);
@@ -149,9 +164,60 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf, elsewhere: bool) -> anyhow:
     let duplicates = tally.duplicates.load(Ordering::Relaxed);
     let h = latencies.lock().await.clone();
     let r = resume_times.lock().await.clone();
+    let durable = args
+        .host_arg
+        .iter()
+        .any(|a| a.trim_start_matches('-').starts_with("durable-reconnect"));
+    let mut rows = vec![
+        (
+            "messages sent",
+            format!("{sent} in {:.1} s", send_time.as_secs_f64()),
+        ),
+        ("deliveries", format!("{got} of {expected}")),
+        ("lost", lost.to_string()),
+        ("gaps seen", tally.gaps.load(Ordering::Relaxed).to_string()),
+        ("duplicates delivered", duplicates.to_string()),
+        (
+            "resumes (clients / same host / moved)",
+            format!(
+                "{} / {resumed_on_hosts} / {moved} ({} failed)",
+                tally.resumes.load(Ordering::Relaxed),
+                tally.failed_resumes.load(Ordering::Relaxed)
+            ),
+        ),
+        (
+            "replayed (hosts) / skipped by clients",
+            format!("{replayed} / {}", tally.skipped.load(Ordering::Relaxed)),
+        ),
+        ("resume p50", ms(&r, 0.50)),
+        ("resume p99", ms(&r, 0.99)),
+        ("latency p50", ms(&h, 0.50)),
+        ("latency p99", ms(&h, 0.99)),
+        ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
+        (
+            "host CPU-s / 1M deliveries",
+            format!("{:.2}", cpu / (got.max(1) as f64 / 1e6)),
+        ),
+    ];
+    rows.extend(redis_rows);
+    if let (Some(before), Some(after)) = (memory_before, memory_after) {
+        rows.push((
+            "Redis memory (before / during)",
+            format!("{:.1} / {:.1} MiB", mib(before), mib(after)),
+        ));
+    }
+    // Durable reconnect's work, when the hosts run it.
+    if checkpoints > 0.0 {
+        rows.push((
+            "durable checkpoints / failed writes",
+            format!("{checkpoints} / {durable_failures}"),
+        ));
+    }
+    rows.push(("run time", format!("{:.1} s", total_time.as_secs_f64())));
     table(
         &format!(
-            "cuts: {receivers} stateful clients over {} host(s), {}% cut every second and resumed on {}, {} senders, {}/s",
+            "cuts: {receivers} stateful{} clients over {} host(s), {}% cut every second and resumed on {}, {} senders, {}/s",
+            if durable { " (durable)" } else { "" },
             args.hosts,
             args.cut_percent,
             if elsewhere {
@@ -162,40 +228,26 @@ pub(crate) async fn cuts(args: &Args, bin: &PathBuf, elsewhere: bool) -> anyhow:
             args.senders,
             args.rate
         ),
-        &[
-            (
-                "messages sent",
-                format!("{sent} in {:.1} s", send_time.as_secs_f64()),
-            ),
-            ("deliveries", format!("{got} of {expected}")),
-            ("lost", lost.to_string()),
-            ("gaps seen", tally.gaps.load(Ordering::Relaxed).to_string()),
-            ("duplicates delivered", duplicates.to_string()),
-            (
-                "resumes (clients / same host / moved)",
-                format!(
-                    "{} / {resumed_on_hosts} / {moved} ({} failed)",
-                    tally.resumes.load(Ordering::Relaxed),
-                    tally.failed_resumes.load(Ordering::Relaxed)
-                ),
-            ),
-            (
-                "replayed (hosts) / skipped by clients",
-                format!("{replayed} / {}", tally.skipped.load(Ordering::Relaxed)),
-            ),
-            ("resume p50", ms(&r, 0.50)),
-            ("resume p99", ms(&r, 0.99)),
-            ("latency p50", ms(&h, 0.50)),
-            ("latency p99", ms(&h, 0.99)),
-            ("latency max", format!("{:.2} ms", h.max() as f64 / 1e6)),
-            (
-                "host CPU-s / 1M deliveries",
-                format!("{:.2}", cpu / (got.max(1) as f64 / 1e6)),
-            ),
-            ("run time", format!("{:.1} s", total_time.as_secs_f64())),
-        ],
+        &rows,
     );
     Ok(CutStats { lost, duplicates })
+}
+
+/// Bytes Redis uses, over every shard (`None` without Redis).
+fn redis_memory(backplane: &Backplane) -> Option<u64> {
+    let mut total = None;
+    for redis in &backplane.redis {
+        let info = redis_cli(redis, &["INFO", "memory"]).ok()?;
+        let used = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse::<u64>().ok())?;
+        *total.get_or_insert(0) += used;
+    }
+    total
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// One client in `every` is cut each round (0: none).
