@@ -25,7 +25,7 @@ pub mod replay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -40,6 +40,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 const PAGE: usize = 1000;
 /// How long a server taking a connection over waits for its marker to reach the log.
 const MARKER_WITHIN: Duration = Duration::from_secs(5);
+/// How long operations fail at once after one failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Margin for the clocks of servers and Redis when reading the log from a checkpoint's time.
 const CLOCK_MARGIN: Duration = Duration::from_secs(10);
 
@@ -54,6 +56,10 @@ pub enum DurableError {
     Malformed(String),
     #[error("its marker did not reach the hub's log within {0:?}")]
     NoMarker(Duration),
+    #[error("Redis failed a moment ago; not tried again yet")]
+    Failing,
+    #[error("another server is taking the connection over")]
+    Taken,
 }
 
 /// Settings of durable reconnect.
@@ -92,6 +98,9 @@ pub struct Store {
     commands: Commands,
     keys: Keyspace,
     timing: Timing,
+    /// Until when operations fail at once, after one failed: writers must not each wait out a
+    /// timeout per batch while Redis is away (their connections would stall and be cut).
+    failing_until: parking_lot::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// One durable connection, as its writer records it.
@@ -108,6 +117,8 @@ pub struct Checkpoint<'a> {
     pub protocol: &'a str,
     pub at: LogPos,
     pub groups: &'a [String],
+    /// When the place was taken (Unix milliseconds).
+    pub since: u64,
     /// The number of the first kept frame.
     pub first: u64,
     /// The frames the client has not acknowledged, numbered from `first`.
@@ -142,6 +153,7 @@ impl Store {
             commands,
             keys,
             timing,
+            failing_until: parking_lot::Mutex::new(None),
         }
     }
 
@@ -153,10 +165,18 @@ impl Store {
         &self,
         work: impl FnOnce(Commands) -> redis::RedisFuture<'static, T>,
     ) -> Result<T, DurableError> {
-        match tokio::time::timeout(OP_TIMEOUT, work(self.commands.clone())).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(DurableError::Timeout(OP_TIMEOUT)),
+        let now = tokio::time::Instant::now();
+        if self.failing_until.lock().is_some_and(|until| now < until) {
+            return Err(DurableError::Failing);
         }
+        let result = match tokio::time::timeout(OP_TIMEOUT, work(self.commands.clone())).await {
+            Ok(result) => result.map_err(DurableError::from),
+            Err(_) => Err(DurableError::Timeout(OP_TIMEOUT)),
+        };
+        if result.is_err() {
+            *self.failing_until.lock() = Some(tokio::time::Instant::now() + RETRY_AFTER);
+        }
+        result
     }
 
     /// Writes a checkpoint: the record's fields and the kept frames in place of the older ones.
@@ -189,7 +209,7 @@ impl Store {
                 ("protocol", point.protocol.to_owned()),
                 ("groups", groups),
                 ("at", point.at.to_string()),
-                ("since", now_millis().to_string()),
+                ("since", point.since.to_string()),
                 ("next", next.to_string()),
             ],
         )
@@ -218,17 +238,12 @@ impl Store {
     /// acknowledges them.
     pub async fn received(&self, link: &Link, received: u64) -> Result<(), DurableError> {
         let (record, _) = self.keys.durable(&link.hub, &link.token);
-        self.run(move |mut con| {
-            Box::pin(async move {
-                redis::cmd("HSET")
-                    .arg(&record)
-                    .arg("received")
-                    .arg(received)
-                    .query_async(&mut con)
-                    .await
-            })
-        })
-        .await
+        let mut pipe = redis::pipe();
+        pipe.hset(&record, "received", received).ignore();
+        pipe.pexpire(&record, millis(self.timing.record_ttl()))
+            .ignore();
+        self.run(move |mut con| Box::pin(async move { pipe.query_async(&mut con).await }))
+            .await
     }
 
     /// Forgets the connection of `token`: it ended.
@@ -265,6 +280,34 @@ impl Store {
             return Ok(None);
         }
         parse_record(&fields, kept).map(Some)
+    }
+
+    /// Takes the connection of `token` over, once: a second server trying within the window
+    /// (the client retried elsewhere) is refused.
+    pub async fn take_over(
+        &self,
+        hub: &HubName,
+        token: &str,
+        claim: u64,
+    ) -> Result<(), DurableError> {
+        let (record, _) = self.keys.durable(hub, token);
+        let lock = format!("{record}:taken");
+        let ttl = millis(self.timing.window);
+        let taken: Option<String> = self
+            .run(move |mut con| {
+                Box::pin(async move {
+                    redis::cmd("SET")
+                        .arg(&lock)
+                        .arg(claim)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut con)
+                        .await
+                })
+            })
+            .await?;
+        taken.map(|_| ()).ok_or(DurableError::Taken)
     }
 
     /// The packets of `hub`'s log from about `since` (Unix milliseconds) up to the marker of
@@ -368,13 +411,6 @@ fn parse_record(
         next: number("next")?,
         frames,
     })
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -63,14 +63,23 @@ pub fn rebuild(
     claim: u64,
     protocol: &'static dyn HubProtocol,
 ) -> Rebuilt {
+    // A publish retried after a failure can leave a copy in the log; the subscribers took the
+    // first (their duplicate check drops the rest), so the copies go, before the checkpoint's
+    // place too.
+    let mut seen = HashSet::new();
     let mut packets = Vec::with_capacity(log.len());
     // Where the checkpoint's place is; when it is older than what was read, every packet read
     // comes after it.
-    let mut start = 0;
+    let mut start = None;
     for packet in log {
         let Some((header, message)) = decode(packet) else {
             continue;
         };
+        if let Some(h) = header
+            && !seen.insert((h.origin, h.seq))
+        {
+            continue;
+        }
         let here = match (&message, header) {
             (WireMessage::Marker { claim: c, .. }, _) => Some(LogPos::Marker(*c)),
             (_, Some(h)) => Some(LogPos::Entry {
@@ -82,22 +91,15 @@ pub fn rebuild(
         if here == Some(LogPos::Marker(claim)) {
             break;
         }
-        packets.push((header, message));
-        if here == Some(record.at) {
-            start = packets.len();
+        packets.push(message);
+        if start.is_none() && here == Some(record.at) {
+            start = Some(packets.len());
         }
     }
-    let mut seen = HashSet::new();
     let mut made = Vec::new();
     let mut questions = Vec::new();
     let (id, user) = (record.connection.as_str(), record.user.as_deref());
-    for (header, message) in packets.into_iter().skip(start) {
-        // A publish retried after a failure can leave a copy in the log.
-        if let Some(h) = header
-            && !seen.insert((h.origin, h.seq))
-        {
-            continue;
-        }
+    for message in packets.into_iter().skip(start.unwrap_or(0)) {
         match message {
             WireMessage::Send(envelope) if includes(&envelope.target, id, user, &record.groups) => {
                 made.push(protocol.encode(&ServerMessage::Invocation {
@@ -126,14 +128,16 @@ pub fn rebuild(
     let mut number = record.next;
     for frame in made {
         while numbered.contains_key(&number) {
-            number += 1;
+            number = number.saturating_add(1);
         }
         numbered.insert(number, frame);
-        number += 1;
+        number = number.saturating_add(1);
     }
     let first = numbered.keys().next().copied().unwrap_or(record.next);
     let last = numbered.keys().next_back().copied().unwrap_or(first);
-    let gaps = (last + 1 - first).saturating_sub(numbered.len() as u64);
+    let gaps = (last - first)
+        .saturating_add(1)
+        .saturating_sub(numbered.len() as u64);
     Rebuilt {
         first,
         frames: numbered.into_values().collect(),

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 
-use super::{ConnectionHandle, Delivery, Outbound, Source};
+use super::{ConnectionHandle, Delivery, Place, Source};
 use crate::presence::{Answer, Holding, Member, Query};
 use crate::types::{ConnectionId, GroupChange, HubName, Interest, InterestChange, LogPos, Target};
 
@@ -12,6 +12,8 @@ struct Entry {
     handle: ConnectionHandle,
     groups: HashSet<String>,
     delivery: Delivery,
+    /// The claim whose marker it started from here (it moved here, or is durable).
+    started: Option<u64>,
 }
 
 #[derive(Default)]
@@ -53,7 +55,7 @@ impl HubConnections {
         if entry.handle.durable && entry.delivery == Delivery::InOrder {
             let mut groups: Vec<String> = entry.groups.iter().cloned().collect();
             groups.sort();
-            entry.handle.offer(Outbound::Checkpoint { at, groups });
+            entry.handle.offer(Place::now(at, groups));
         }
     }
 
@@ -106,10 +108,19 @@ impl HubConnections {
             Entry {
                 handle,
                 groups: HashSet::new(),
+                started: match delivery {
+                    Delivery::AfterMarker(claim) => Some(claim),
+                    _ => None,
+                },
                 delivery,
             },
         );
         changes
+    }
+
+    /// The claim whose marker the connection started from here, if any.
+    pub(super) fn started_at(&self, id: &str) -> Option<u64> {
+        self.connections.get(id).and_then(|e| e.started)
     }
 
     /// How a local connection takes deliveries (`None` if it is not here).

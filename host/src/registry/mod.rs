@@ -42,10 +42,30 @@ pub enum Outbound {
     /// the connection over after a crash makes again from the log (a plain [`Outbound::Frame`]
     /// of a durable connection is kept in Redis before it is written).
     Logged(Frame),
-    /// Durable reconnect: every frame before this one was made from the hub's log up to `at`
-    /// (or is kept), and from `at` on the connection is in `groups`. The writer records in
-    /// Redis what the client has not acknowledged, and that place.
-    Checkpoint { at: LogPos, groups: Vec<String> },
+    /// Durable reconnect: every frame before this one was made from the hub's log up to its
+    /// place (or is kept), and from there on the connection is in its groups. The writer
+    /// records in Redis what the client has not acknowledged, and that place. (Boxed: rare,
+    /// and every queued message has room for the largest kind.)
+    Checkpoint(Box<Place>),
+}
+
+/// A durable connection's place in its hub's log (see [`Outbound::Checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub at: LogPos,
+    pub groups: Vec<String>,
+    /// When it was taken (Unix milliseconds): reading the log for it starts a little before.
+    pub since: u64,
+}
+
+impl Place {
+    pub fn now(at: LogPos, groups: Vec<String>) -> Outbound {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Outbound::Checkpoint(Box::new(Self { at, groups, since }))
+    }
 }
 
 /// How a local connection takes the deliveries of sends. Most take a send published here at
@@ -405,22 +425,30 @@ impl LocalRegistry {
             return;
         };
         conns.logged(Some(LogPos::Marker(claim)));
-        match conns.delivery(id) {
-            Some(Delivery::AfterMarker(waiting)) if waiting == claim => {
-                if let Some((handle, groups)) = self.set_delivery(conns, id, Delivery::InOrder)
-                    && handle.durable
-                {
-                    // Where its frames from the log start, here.
-                    let at = LogPos::Marker(claim);
-                    handle.offer(Outbound::Checkpoint { at, groups });
-                }
+        // Its own marker, late (it stopped waiting) or again: not a move.
+        if conns.started_at(id) == Some(claim) {
+            if conns.delivery(id) == Some(Delivery::AfterMarker(claim)) {
+                self.arrived(conns, id, claim);
             }
+            return;
+        }
+        match conns.delivery(id) {
             Some(Delivery::Direct | Delivery::Switching | Delivery::InOrder) => {
                 if let Some((handle, groups)) = self.set_delivery(conns, id, Delivery::Moved) {
                     handle.offer(Outbound::Moved { groups });
                 }
             }
             Some(Delivery::AfterMarker(_) | Delivery::Moved) | None => {}
+        }
+    }
+
+    /// The marker a connection waited for arrived: it takes what follows, and a durable one
+    /// is told its place.
+    fn arrived(&self, conns: &mut HubConnections, id: &str, claim: u64) {
+        if let Some((handle, groups)) = self.set_delivery(conns, id, Delivery::InOrder)
+            && handle.durable
+        {
+            handle.offer(Place::now(LogPos::Marker(claim), groups));
         }
     }
 
@@ -464,11 +492,7 @@ impl LocalRegistry {
     /// lost; `None` if the connection does not live here.
     pub fn apply_group_change(&self, change: &GroupChange) -> Option<Vec<InterestChange>> {
         let mut hubs = self.hubs.write();
-        let conns = hubs.get_mut(change.hub())?;
-        let changes = conns.apply_group_change(change)?;
-        // Under the write lock, so no delivery runs meanwhile: every frame before the
-        // checkpoint was made with the old groups, every one after with the new.
-        conns.checkpoint(change.connection());
+        let changes = hubs.get_mut(change.hub())?.apply_group_change(change)?;
         self.tell(change.hub(), || {
             let connection = change.connection().to_owned();
             let group = change.group().to_owned();
@@ -478,6 +502,15 @@ impl LocalRegistry {
             }
         });
         Some(changes)
+    }
+
+    /// A durable connection's groups changed and its channels are subscribed: it is told its
+    /// place (see [`Outbound::Checkpoint`]). Under the write lock, so no delivery runs
+    /// meanwhile: every frame before was made with the old groups, every one after with the new.
+    pub fn checkpoint(&self, hub: &HubName, id: &str) {
+        if let Some(conns) = self.hubs.write().get(hub) {
+            conns.checkpoint(id);
+        }
     }
 
     /// Tells every durable connection that takes the backplane's order where it is in its

@@ -210,7 +210,7 @@ mod tests {
                 | Outbound::Logged(f)
                 | Outbound::KeepAlive(f)
                 | Outbound::Close(f) => f.as_bytes(),
-                Outbound::Moved { .. } | Outbound::Checkpoint { .. } => b"moved",
+                Outbound::Moved { .. } | Outbound::Checkpoint(_) => b"moved",
             })
             .collect()
     }

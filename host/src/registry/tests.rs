@@ -638,7 +638,7 @@ fn durable_outbound(client: &mut Client) -> Vec<String> {
         .map(|m| match m {
             Outbound::Logged(_) => "logged".to_owned(),
             Outbound::Frame(_) => "kept".to_owned(),
-            Outbound::Checkpoint { at, groups } => format!("checkpoint {at} {groups:?}"),
+            Outbound::Checkpoint(place) => format!("checkpoint {} {:?}", place.at, place.groups),
             other => format!("{other:?}"),
         })
         .collect()
@@ -669,9 +669,14 @@ fn a_durable_connection_is_told_where_it_is_in_the_log() {
         durable_outbound(&mut a),
         ["checkpoint m:5 []", "logged", "kept"]
     );
+    // Its own marker again (or late, after it stopped waiting) is not a move.
+    r.marker(&hub(), "a", 5);
+    assert!(durable_outbound(&mut a).is_empty());
     // A group change is a checkpoint at the newest packet delivered, under the change.
     r.deliver_logged(&envelope, Source::Only, at(3));
     assert!(join(&r, "a", "g"));
+    // The router tells it once the group's channel is subscribed.
+    r.checkpoint(&hub(), "a");
     r.checkpoint_durable();
     assert_eq!(
         durable_outbound(&mut a),

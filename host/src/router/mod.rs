@@ -170,6 +170,8 @@ impl Router {
         match self.registry().apply_group_change(&change) {
             Some(changes) => {
                 self.settle(changes).await;
+                self.registry()
+                    .checkpoint(change.hub(), change.connection());
                 Ok(())
             }
             None => self.backplane.change_remote_group(change).await,

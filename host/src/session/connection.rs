@@ -198,9 +198,11 @@ where
 
     /// Serves the connection: from its handshake, or, for a connection that moved here from
     /// another server, on from where it was.
-    pub(super) async fn run(mut self) {
+    /// Serves the connection; the durable record to forget once its writer is done (a
+    /// connection that ended here, not one that moved on).
+    pub(super) async fn run(mut self) -> Option<Arc<durable::Link>> {
         let Some((protocol, registration, _counted)) = self.start().await else {
-            return;
+            return None;
         };
         let end = self.read_loop(protocol).await;
         let error = match end {
@@ -223,14 +225,14 @@ where
                 if Box::pin(self.move_out(protocol, &order)).await {
                     // It lives on on the other server, where the hub hears of its end.
                     registration.abandon().await;
-                    return;
+                    return None;
                 }
                 Some("the move to another server did not complete".into())
             }
         };
         tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
-        self.forget_durable();
         registration.end(error).await;
+        self.resume.as_ref().and_then(|r| r.sent.durable()).cloned()
     }
 
     /// The handshake, registration and the hub's `on-connected`: the protocol and registration
@@ -329,18 +331,6 @@ where
             connection: self.caller.connection_id.to_string(),
             user: self.caller.user_id.clone(),
         })
-    }
-
-    /// Durable reconnect: the connection ended here, so its record goes.
-    fn forget_durable(&self) {
-        let Some(link) = self.resume.as_ref().and_then(|r| r.sent.durable()).cloned() else {
-            return;
-        };
-        tokio::spawn(async move {
-            if let Err(e) = link.store.forget(&link.hub, &link.token).await {
-                tracing::debug!(connection = %link.connection, "its durable record stays until it expires: {e}");
-            }
-        });
     }
 
     fn counted(&self, protocol: &'static dyn HubProtocol) -> Counted {

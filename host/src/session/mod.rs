@@ -381,6 +381,8 @@ pub enum AdoptError {
     NoHandover(Duration),
     #[error("its durable record could not be resumed: {0}")]
     Durable(#[from] durable::DurableError),
+    #[error("its durable record and its hub's log disagree ({0} numbers missing)")]
+    Disagree(u64),
 }
 
 /// How long a claimant waits for the handover once it published its marker: the old server
@@ -542,6 +544,7 @@ pub async fn revive(
     };
     let router = context.router.clone();
     let claim = rand::random::<u64>();
+    link.store.take_over(&caller.hub, token, claim).await?;
     let registration = registration::Registration::adopt(
         router.clone(),
         context.hubs.clone(),
@@ -562,11 +565,9 @@ pub async fn revive(
     };
     let rebuilt = durable::replay::rebuild(&record, &log, claim, protocol);
     if rebuilt.gaps > 0 {
-        tracing::warn!(
-            connection = id,
-            gaps = rebuilt.gaps,
-            "its record and the hub's log disagree"
-        );
+        // Numbers the client counts would shift: it starts over rather than miss messages.
+        registration.abandon().await;
+        return Err(AdoptError::Disagree(rebuilt.gaps));
     }
     let asks = router.registry().asks();
     for invocation_id in &rebuilt.questions {
@@ -679,7 +680,7 @@ where
     );
     // Chained rather than awaited inside an `async` block, which would hold the session's
     // future twice (once captured, once being awaited).
-    session.run().then(move |()| async move {
+    session.run().then(move |forget| async move {
         let _running = running;
         // The writer ends once it has flushed the last frame (a Close message); do not wait
         // forever on a dead peer.
@@ -689,6 +690,12 @@ where
             .is_err()
         {
             writer.abort();
+        }
+        // After the writer: nothing it records can bring the record back.
+        if let Some(link) = forget
+            && let Err(e) = link.store.forget(&link.hub, &link.token).await
+        {
+            tracing::debug!(connection = %link.connection, "its durable record stays until it expires: {e}");
         }
     })
 }

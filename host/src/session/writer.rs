@@ -17,8 +17,7 @@ use super::resume::{HEAR_WITHIN, Sent};
 use crate::durable;
 use crate::metrics::Metrics;
 use crate::protocol::{Frame, ServerMessage};
-use crate::registry::{Outbound, OutboxReceiver};
-use crate::types::LogPos;
+use crate::registry::{Outbound, OutboxReceiver, Place};
 
 /// Most frames taken from the outbox at once.
 const BATCH: usize = 64;
@@ -203,10 +202,14 @@ pub(super) async fn run<O>(
                     // Read once: what the Ack says is what counts as acknowledged (the session
                     // may take more meanwhile; those get the next Ack).
                     let received = kept.as_ref().map_or(0, |sent| sent.received());
-                    if received > acked && record_received(kept.as_deref(), received).await
-                        && writer.ack(received).await {
-                        acked = received;
-                        last_ack = now;
+                    if received > acked {
+                        if !record_received(kept.as_deref(), received).await {
+                            // Not acknowledged until recorded: tried again in a while.
+                            ack_due = Some(now + ACK_EVERY);
+                        } else if writer.ack(received).await {
+                            acked = received;
+                            last_ack = now;
+                        }
                     }
                 }
                 let ping_due = last_write + keep_alive;
@@ -335,13 +338,13 @@ where
                         // The first frame is the handshake's answer, which is never numbered.
                         self.answered = true;
                     }
-                    Outbound::Checkpoint { at, groups } => {
+                    Outbound::Checkpoint(place) => {
                         if let Some(link) = &durable
                             && self.numbering().is_some()
                         {
                             // The checkpoint holds every frame numbered so far.
                             keep.clear();
-                            checkpoint(link, &sent, *at, groups, &self.metrics).await;
+                            checkpoint(link, &sent, place, &self.metrics).await;
                         }
                     }
                     // Nothing after it is for this server to send.
@@ -373,7 +376,7 @@ where
                     }
                 }
                 Outbound::KeepAlive(frame) => self.ping = Some(frame),
-                Outbound::Checkpoint { .. } => {}
+                Outbound::Checkpoint(_) => {}
                 Outbound::Close(frame) => {
                     if let Some(rest) = joined.take()
                         && let Err(flow) = self.feed(rest).await
@@ -508,21 +511,16 @@ async fn record_received(sent: Option<&Sent>, received: u64) -> bool {
 }
 
 /// Records a checkpoint of a durable connection (see [`Outbound::Checkpoint`]).
-async fn checkpoint(
-    link: &durable::Link,
-    sent: &Sent,
-    at: LogPos,
-    groups: &[String],
-    metrics: &Metrics,
-) {
+async fn checkpoint(link: &durable::Link, sent: &Sent, place: &Place, metrics: &Metrics) {
     let Some(protocol) = sent.protocol() else {
         return;
     };
     let (first, frames) = sent.replay();
     let point = durable::Checkpoint {
         protocol: protocol.name(),
-        at,
-        groups,
+        at: place.at,
+        groups: &place.groups,
+        since: place.since,
         first,
         frames: &frames,
     };

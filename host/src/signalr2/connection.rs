@@ -473,7 +473,7 @@ async fn pump(mut receiver: OutboxReceiver, connection: Arc<Persistent>) {
                     connection.mailbox.push(frame.bytes())
                 }
                 // SignalR 2 connections do not move between servers this way.
-                Outbound::KeepAlive(_) | Outbound::Moved { .. } | Outbound::Checkpoint { .. } => {}
+                Outbound::KeepAlive(_) | Outbound::Moved { .. } | Outbound::Checkpoint(_) => {}
                 Outbound::Close(_) => connection.ended.cancel(),
             }
         }

@@ -124,6 +124,10 @@ pub(super) fn publish_and_log<'a>(
     messages: impl IntoIterator<Item = &'a Publication>,
     log_start: LogStart,
 ) -> Option<redis::ScriptInvocation<'static>> {
+    let messages: Vec<&Publication> = messages.into_iter().collect();
+    if messages.iter().all(|m| m.log.is_none()) {
+        return None;
+    }
     let mut invocation = publish_and_log_script().prepare_invoke();
     invocation.arg(command).arg(format!("{log_start}-0"));
     let mut logs: Vec<&str> = Vec::new();
@@ -144,5 +148,5 @@ pub(super) fn publish_and_log<'a>(
             .arg(message.payload.as_ref())
             .arg(index);
     }
-    (!logs.is_empty()).then_some(invocation)
+    Some(invocation)
 }

@@ -85,7 +85,7 @@ pub(super) fn serve<B: Broker>(
     let Some(changes) = inner.registry.apply_group_change(change) else {
         return; // not ours
     };
-    let inner = inner.clone();
+    let (inner, change) = (inner.clone(), change.clone());
     tokio::spawn(async move {
         // Subscribe to the group before acknowledging: the requester's next send to the group
         // must reach the new member.
@@ -95,6 +95,7 @@ pub(super) fn serve<B: Broker>(
             inner.subscriptions.update(&inner.channels, changes),
             written
         );
+        inner.registry.checkpoint(change.hub(), change.connection());
         let ack = inner.channels.acks(&reply_to);
         inner.send(vec![(ack, WireMessage::Ack { id })]);
     });
