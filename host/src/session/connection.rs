@@ -201,9 +201,7 @@ where
     /// Serves the connection; the durable record to forget once its writer is done (a
     /// connection that ended here, not one that moved on).
     pub(super) async fn run(mut self) -> Option<Arc<durable::Link>> {
-        let Some((protocol, registration, _counted)) = self.start().await else {
-            return None;
-        };
+        let (protocol, registration, _counted) = self.start().await?;
         let end = self.read_loop(protocol).await;
         let error = match end {
             End::TransportGone(error) => error,
