@@ -262,23 +262,37 @@ async fn take_over(
     let connection_id = ConnectionId::new(claimed.offer.connection.clone());
     let connection = connection(
         loaded,
-        connection_id.clone(),
+        connection_id,
         identity,
         Transport::WebSockets,
         request,
     );
     let caller = Arc::new(connection.caller.clone());
     match session::adopt(&app.sessions, caller, claimed, token).await {
-        Ok(adopted) => {
-            let (lease, attachments) = app.connections.adopt(hub, token, connection_id);
-            let sessions = app.sessions.clone();
-            websocket::accept_adopted(upgrade, connection, sessions, lease, attachments, adopted)
-        }
+        Ok(adopted) => accept_moved(app, token, upgrade, connection, adopted),
         Err(e) => {
             tracing::warn!(hub = %hub, "a connection could not move here: {e}");
             refused()
         }
     }
+}
+
+/// Serves a connection that moved here (or was taken over) on the client's new WebSocket, and
+/// registers its token here.
+fn accept_moved(
+    app: &Arc<AppState>,
+    token: &str,
+    upgrade: WebSocketUpgrade,
+    connection: Connection,
+    adopted: session::Adopted,
+) -> Response {
+    let (hub, id) = (
+        &connection.caller.hub,
+        connection.caller.connection_id.clone(),
+    );
+    let (lease, attachments) = app.connections.adopt(hub, token, id);
+    let sessions = app.sessions.clone();
+    websocket::accept_adopted(upgrade, connection, sessions, lease, attachments, adopted)
 }
 
 /// Resumes, from its durable record, a connection no host answered for (its host died): the
@@ -307,25 +321,14 @@ async fn revive(
     let connection_id = ConnectionId::new(record.connection.clone());
     let connection = connection(
         loaded,
-        connection_id.clone(),
+        connection_id,
         identity,
         Transport::WebSockets,
         request,
     );
     let caller = Arc::new(connection.caller.clone());
     match session::revive(&app.sessions, caller, record, token).await {
-        Ok(adopted) => {
-            let (lease, attachments) = app.connections.adopt(hub, token, connection_id);
-            let sessions = app.sessions.clone();
-            Some(websocket::accept_adopted(
-                upgrade,
-                connection,
-                sessions,
-                lease,
-                attachments,
-                adopted,
-            ))
-        }
+        Ok(adopted) => Some(accept_moved(app, token, upgrade, connection, adopted)),
         Err(e) => {
             tracing::warn!(hub = %hub, "a connection could not be resumed from its record: {e}");
             None

@@ -383,6 +383,8 @@ pub enum AdoptError {
     Durable(#[from] durable::DurableError),
     #[error("its durable record and its hub's log disagree ({0} numbers missing)")]
     Disagree(u64),
+    #[error("this server keeps no durable records")]
+    NotDurable,
 }
 
 /// How long a claimant waits for the handover once it published its marker: the old server
@@ -412,17 +414,9 @@ pub async fn adopt(
     let Claimed { offer, handover } = claimed;
     let protocol = handshake::protocol_named(&offer.protocol)
         .ok_or_else(|| AdoptError::Protocol(offer.protocol.clone()))?;
-    let (sender, receiver) = outbox(context.settings.outbox_capacity);
-    let cancel = context.shutdown.child_token();
     let durable = durable_link(context, &caller, token);
-    let handle = ConnectionHandle {
-        id: caller.connection_id.clone(),
-        user: caller.user_id.clone(),
-        protocol,
-        outbox: sender.clone(),
-        cancel: cancel.clone(),
-        durable: durable.is_some(),
-    };
+    let (sender, receiver, cancel, handle) =
+        moving_in(context, &caller, protocol, durable.is_some());
     let router = context.router.clone();
     let registration = registration::Registration::adopt(
         router.clone(),
@@ -507,6 +501,31 @@ pub async fn adopt(
     })
 }
 
+/// The outbox, token and registry handle of a connection moving here.
+fn moving_in(
+    context: &SessionContext,
+    caller: &Caller,
+    protocol: &'static dyn HubProtocol,
+    durable: bool,
+) -> (
+    OutboxSender,
+    OutboxReceiver,
+    CancellationToken,
+    ConnectionHandle,
+) {
+    let (sender, receiver) = outbox(context.settings.outbox_capacity);
+    let cancel = context.shutdown.child_token();
+    let handle = ConnectionHandle {
+        id: caller.connection_id.clone(),
+        user: caller.user_id.clone(),
+        protocol,
+        outbox: sender.clone(),
+        cancel: cancel.clone(),
+        durable,
+    };
+    (sender, receiver, cancel, handle)
+}
+
 /// How a connection is recorded under durable reconnect, if this server keeps records.
 fn durable_link(context: &SessionContext, caller: &Caller, token: &str) -> Option<durable::Link> {
     Some(durable::Link {
@@ -529,19 +548,8 @@ pub async fn revive(
 ) -> Result<Adopted, AdoptError> {
     let protocol = handshake::protocol_named(&record.protocol)
         .ok_or_else(|| AdoptError::Protocol(record.protocol.clone()))?;
-    let Some(link) = durable_link(context, &caller, token) else {
-        return Err(AdoptError::Protocol(record.protocol.clone()));
-    };
-    let (sender, receiver) = outbox(context.settings.outbox_capacity);
-    let cancel = context.shutdown.child_token();
-    let handle = ConnectionHandle {
-        id: caller.connection_id.clone(),
-        user: caller.user_id.clone(),
-        protocol,
-        outbox: sender.clone(),
-        cancel: cancel.clone(),
-        durable: true,
-    };
+    let link = durable_link(context, &caller, token).ok_or(AdoptError::NotDurable)?;
+    let (sender, receiver, cancel, handle) = moving_in(context, &caller, protocol, true);
     let router = context.router.clone();
     let claim = rand::random::<u64>();
     link.store.take_over(&caller.hub, token, claim).await?;
