@@ -51,10 +51,7 @@ async fn register(
             sent.make_durable(link);
             // Its frames from the hub's log start at its marker there.
             let claim = rand::random::<u64>();
-            let registration =
-                Registration::register_from_marker(router, hubs, caller, handle, claim).await;
-            registration.mark(claim);
-            registration
+            Registration::register_from_marker(router, hubs, caller, handle, claim).await
         }
         None => Registration::register(router, hubs, caller, handle).await,
     }

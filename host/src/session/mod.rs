@@ -427,9 +427,6 @@ pub async fn adopt(
         offer.claim,
     )
     .await;
-    router
-        .backplane()
-        .mark(&caller.hub, caller.connection_id.as_str(), offer.claim);
     let handover = match tokio::time::timeout(HANDOVER_WITHIN, handover).await {
         Ok(Ok(handover)) => handover,
         _ => {
@@ -563,7 +560,6 @@ pub async fn revive(
     )
     .await;
     let (hub, id) = (&caller.hub, caller.connection_id.as_str());
-    router.backplane().mark(hub, id, claim);
     let log = match link.store.read_log(hub, record.since, claim).await {
         Ok(log) => log,
         Err(e) => {

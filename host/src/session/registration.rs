@@ -59,8 +59,9 @@ impl Registration {
     }
 
     /// Registers a connection that moves here from another server, with its groups, taking
-    /// nothing until the marker of `claim` (see [`LocalRegistry::adopt`]). The hub heard of it
-    /// on its first server, so it hears of its end here.
+    /// nothing until the marker of `claim`, which it then publishes (see
+    /// [`LocalRegistry::adopt`]). The hub heard of it on its first server, so it hears of its
+    /// end here.
     ///
     /// [`LocalRegistry::adopt`]: crate::registry::LocalRegistry::adopt
     pub(super) async fn adopt(
@@ -77,19 +78,14 @@ impl Registration {
             caller,
             stage: Stage::Connected,
         };
-        Box::pin(
-            registration
-                .router
-                .adopt(&registration.caller.hub, handle, groups, claim),
-        )
-        .await;
+        registration.register_waiting(handle, groups, claim).await;
         registration
     }
 
     /// Registers a new connection of durable reconnect: it takes nothing until the marker of
-    /// `claim` (which [`mark`](Self::mark) publishes) reaches this server, so its frames from
-    /// the hub's log start at a place in it; if the marker is lost, it takes what comes after
-    /// a while, and its first checkpoint names a place.
+    /// `claim` reaches this server, so its frames from the hub's log start at a place in it;
+    /// if the marker is lost, it takes what comes after [`MARKER_WITHIN`], and its first
+    /// checkpoint names a place.
     pub(super) async fn register_from_marker(
         router: Router,
         hubs: Arc<dyn HubCalls>,
@@ -103,27 +99,27 @@ impl Registration {
             caller,
             stage: Stage::Registered,
         };
-        Box::pin(
-            registration
-                .router
-                .adopt(&registration.caller.hub, handle, &[], claim),
-        )
-        .await;
-        registration
-    }
-
-    /// Publishes the marker of `claim` for the connection, once it is subscribed to what it
-    /// needs; stops waiting for it after [`MARKER_WITHIN`].
-    pub(super) fn mark(&self, claim: u64) {
-        let (hub, id) = (&self.caller.hub, self.caller.connection_id.as_str());
-        self.router.backplane().mark(hub, id, claim);
-        let (registry, hub, id) = (self.router.registry().clone(), hub.clone(), id.to_owned());
+        registration.register_waiting(handle, &[], claim).await;
+        let registry = registration.router.registry().clone();
+        let (hub, id) = (
+            registration.caller.hub.clone(),
+            registration.caller.connection_id.to_string(),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(MARKER_WITHIN).await;
             if registry.stop_waiting(&hub, &id, claim) {
                 tracing::warn!(connection = %id, "its marker did not come back: it takes sends without one");
             }
         });
+        registration
+    }
+
+    /// Registers the connection waiting for the marker of `claim`, and publishes the marker
+    /// once it is subscribed to what it needs.
+    async fn register_waiting(&self, handle: ConnectionHandle, groups: &[String], claim: u64) {
+        let (hub, id) = (&self.caller.hub, self.caller.connection_id.as_str());
+        Box::pin(self.router.adopt(hub, handle, groups, claim)).await;
+        self.router.backplane().mark(hub, id, claim);
     }
 
     /// The hub's `on-connected` succeeded: from now on, it must hear of the disconnection.

@@ -151,19 +151,21 @@ impl ClusterBroker {
             .map(|group| {
                 // A hub's channels and log share its slot, so one script does both.
                 let logged = publish_and_log("SPUBLISH", group.iter().map(|m| **m), log_start);
-                let mut pipe = redis::pipe();
-                for message in &group {
-                    pipe.cmd("SPUBLISH")
-                        .arg(&message.channel)
-                        .arg(message.payload.as_ref());
-                }
                 let mut con = self.commands.clone();
                 async move {
                     let heard = match logged {
                         Some(invocation) => {
                             bounded(invocation.invoke_async::<Vec<u64>>(&mut con)).await
                         }
-                        None => bounded(pipe.query_async::<Vec<u64>>(&mut con)).await,
+                        None => {
+                            let mut pipe = redis::pipe();
+                            for message in &group {
+                                pipe.cmd("SPUBLISH")
+                                    .arg(&message.channel)
+                                    .arg(message.payload.as_ref());
+                            }
+                            bounded(pipe.query_async::<Vec<u64>>(&mut con)).await
+                        }
                     };
                     (group, heard)
                 }
