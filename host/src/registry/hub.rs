@@ -244,6 +244,22 @@ impl HubConnections {
         }
     }
 
+    /// At most how many local connections `target` selects (without visiting them).
+    pub(super) fn fan_out(&self, target: &Target) -> usize {
+        let size = |set: Option<&HashSet<ConnectionId>>| set.map_or(0, HashSet::len);
+        match target {
+            Target::All | Target::AllExcept(_) => self.connections.len(),
+            Target::Connection(_) => 1,
+            Target::Connections(ids) => ids.len(),
+            Target::Group(group) | Target::GroupExcept { group, .. } => {
+                size(self.groups.get(group))
+            }
+            Target::Groups(groups) => groups.iter().map(|g| size(self.groups.get(g))).sum(),
+            Target::User(user) => size(self.users.get(user)),
+            Target::Users(users) => users.iter().map(|u| size(self.users.get(u))).sum(),
+        }
+    }
+
     fn members(
         &self,
         set: Option<&HashSet<ConnectionId>>,

@@ -26,6 +26,11 @@ use asks::Asks;
 use hub::HubConnections;
 pub use outbox::{OfferError, OutboxReceiver, OutboxSender, outbox};
 
+/// Most recipients a delivery writes to directly (from the delivering task, when their writers
+/// are idle): a chat room's worth. Past it, writing one frame per socket in a row would hold
+/// the delivering task and forgo the joined writes of busy writers.
+const DIRECT_FAN_OUT: usize = 16;
+
 /// What a connection's writer receives.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -140,7 +145,17 @@ impl ConnectionHandle {
     /// Queues a frame; a full outbox means the client is not reading, so it is cut off rather
     /// than let it hold memory or slow everyone else.
     pub fn offer(&self, message: Outbound) -> bool {
-        match self.outbox.try_send(message) {
+        self.offered(self.outbox.try_send(message))
+    }
+
+    /// [`offer`](Self::offer)s a frame of a small fan-out, which goes straight to the
+    /// connection's transport when its writer is idle (see [`OutboxSender::try_send_direct`]).
+    pub fn offer_direct(&self, frame: Frame) -> bool {
+        self.offered(self.outbox.try_send_direct(frame))
+    }
+
+    fn offered(&self, outcome: Result<(), OfferError>) -> bool {
+        match outcome {
             Ok(()) => true,
             Err(OfferError::Full) => {
                 tracing::warn!(connection = %self.id, "outbox full, closing slow connection");
@@ -554,8 +569,17 @@ impl LocalRegistry {
                 target: &envelope.method,
                 arguments: &envelope.arguments,
             });
+            // A small fan-out writes to idle connections' sockets from here; a larger one
+            // leaves it to their writers, which join frames that queue up into one write.
+            let direct = conns.fan_out(&envelope.target) <= DIRECT_FAN_OUT;
             conns.for_each_recipient(&envelope.target, source, |handle| {
-                if handle.offer(handle.delivery_of(encoded.frame(handle.protocol), at)) {
+                let frame = encoded.frame(handle.protocol);
+                let offered = if direct && !handle.durable {
+                    handle.offer_direct(frame)
+                } else {
+                    handle.offer(handle.delivery_of(frame, at))
+                };
+                if offered {
                     stats.delivered += 1;
                 } else {
                     stats.dropped += 1;

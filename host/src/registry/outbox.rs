@@ -4,6 +4,12 @@
 //! 32 slots (about 1.3 KiB here) plus the channel (0.5 KiB) per connection, while this queue
 //! costs one small allocation until messages flow, and gives its buffer back after a burst.
 //! It also hands the writer everything queued in one lock, which is how writes get batched.
+//!
+//! A frame may also skip the queue and the writer altogether: when the writer lends the outbox
+//! a [`DirectWrite`] and is idle with nothing queued, [`OutboxSender::try_send_direct`] writes
+//! the frame to the transport at once, from the delivering task. That saves waking the
+//! writer's task (and, on a multi-threaded runtime, often another thread) for each frame of a
+//! small fan-out; frames that queue up still go out joined, by the writer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::Outbound;
+use crate::protocol::Frame;
 
 /// Queued frames kept allocated after a burst; beyond this the buffer is released when drained.
 const KEEP_CAPACITY: usize = 32;
@@ -27,12 +34,42 @@ pub enum OfferError {
     Closed,
 }
 
+/// A transport that can take a frame without waiting, lent to the outbox by its writer.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `frame` now if the transport can take it without waiting.
+    fn try_write(&self, frame: &Frame) -> Direct;
+
+    /// When a frame was last written this way: the writer's keep-alive counts it.
+    fn last_write(&self) -> Option<tokio::time::Instant>;
+}
+
+/// What [`DirectWrite::try_write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// The frame is written.
+    Written,
+    /// The transport took the frame but not all of it reached the socket: the writer must
+    /// flush it (and will see any error).
+    Unflushed,
+    /// The transport is busy; nothing was taken.
+    NotNow,
+}
+
 struct State {
     queue: VecDeque<Outbound>,
     senders: usize,
     receiving: bool,
     /// A sender waits in [`OutboxSender::room`]: the writer wakes it when it takes frames.
     waiting_for_room: bool,
+    /// Lent by the writer while frames may skip the queue.
+    direct: Option<Arc<dyn DirectWrite>>,
+    /// The writer holds frames it took and has not finished writing.
+    writing: bool,
+    /// A sender writes a frame directly: the writer takes nothing meanwhile, so what is
+    /// queued behind that frame cannot overtake it.
+    writing_direct: bool,
+    /// A direct write left bytes in the transport for the writer to flush.
+    unflushed: bool,
 }
 
 struct Shared {
@@ -52,6 +89,10 @@ pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
             senders: 1,
             receiving: true,
             waiting_for_room: false,
+            direct: None,
+            writing: false,
+            writing_direct: false,
+            unflushed: false,
         }),
         ready: Notify::new(),
         drained: Notify::new(),
@@ -93,6 +134,48 @@ impl OutboxSender {
         drop(state);
         // The writer drains everything once woken, so only the first frame needs to wake it.
         if was_empty {
+            self.shared.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes `frame` straight to the transport when the writer lent one and is idle with
+    /// nothing queued; queues it otherwise. Meant for small fan-outs: a frame written here is
+    /// one write of its own, where queued frames get joined.
+    pub fn try_send_direct(&self, frame: Frame) -> Result<(), OfferError> {
+        let mut state = self.shared.state.lock();
+        if !state.receiving {
+            return Err(OfferError::Closed);
+        }
+        let direct = match &state.direct {
+            Some(direct)
+                if state.queue.is_empty()
+                    && !state.writing
+                    && !state.writing_direct
+                    && !state.unflushed =>
+            {
+                direct.clone()
+            }
+            _ => {
+                drop(state);
+                return self.try_send(Outbound::Frame(frame));
+            }
+        };
+        state.writing_direct = true;
+        drop(state);
+        let done = direct.try_write(&frame);
+        let mut state = self.shared.state.lock();
+        state.writing_direct = false;
+        match done {
+            Direct::Written => {}
+            Direct::Unflushed => state.unflushed = true,
+            // Ahead of anything queued meanwhile, which came after it.
+            Direct::NotNow => state.queue.push_front(Outbound::Frame(frame)),
+        }
+        // The writer took nothing while this was under way, even if woken.
+        let wake = state.unflushed || !state.queue.is_empty();
+        drop(state);
+        if wake {
             self.shared.ready.notify_one();
         }
         Ok(())
@@ -142,7 +225,9 @@ pub struct OutboxReceiver {
 
 impl OutboxReceiver {
     /// Waits for frames and moves up to `limit` of them into `batch`, in order. Returns `false`
-    /// once the queue is empty and every sender is gone. Cancel-safe: nothing is taken unless it
+    /// once the queue is empty and every sender is gone; `true` with nothing in `batch` when a
+    /// direct write left the transport to flush. After taking frames, the writer says when it
+    /// has [`written`](Self::written) them. Cancel-safe: nothing is taken unless it
     /// returns.
     pub async fn recv_batch(&mut self, batch: &mut Vec<Outbound>, limit: usize) -> bool {
         loop {
@@ -171,9 +256,28 @@ impl OutboxReceiver {
             limit,
         )
     }
+
+    /// Lends the outbox the writer's transport: from now on, while the writer is idle and
+    /// nothing is queued, [`OutboxSender::try_send_direct`] writes to it.
+    pub fn lend(&mut self, direct: Arc<dyn DirectWrite>) {
+        self.shared.state.lock().direct = Some(direct);
+    }
+
+    /// The writer finished writing what it took (and flushed it): frames may skip the queue
+    /// again.
+    pub fn written(&mut self) {
+        self.shared.state.lock().writing = false;
+    }
 }
 
+/// Moves queued frames into `batch`; `true` with an empty batch when a direct write left the
+/// transport to flush.
 fn take(state: &mut State, drained: &Notify, batch: &mut Vec<Outbound>, limit: usize) -> bool {
+    if state.writing_direct {
+        // Its frame goes first; the sender wakes the writer when it is done.
+        return false;
+    }
+    let flush = std::mem::take(&mut state.unflushed);
     let take = state.queue.len().min(limit);
     batch.extend(state.queue.drain(..take));
     if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
@@ -182,7 +286,9 @@ fn take(state: &mut State, drained: &Notify, batch: &mut Vec<Outbound>, limit: u
     if take > 0 && std::mem::take(&mut state.waiting_for_room) {
         drained.notify_waiters();
     }
-    take > 0
+    let taken = take > 0 || flush;
+    state.writing |= taken;
+    taken
 }
 
 impl Drop for OutboxReceiver {
@@ -190,6 +296,10 @@ impl Drop for OutboxReceiver {
         let mut state = self.shared.state.lock();
         state.receiving = false;
         state.queue = VecDeque::new();
+        // The transport closes once the writer lets go of it.
+        let direct = state.direct.take();
+        drop(state);
+        drop(direct);
     }
 }
 
@@ -279,5 +389,142 @@ mod tests {
         tokio::task::yield_now().await;
         tx.try_send(frame("x")).unwrap();
         assert_eq!(waiter.await.unwrap(), 1);
+    }
+
+    /// A transport that records what it is given, answering `answer`; `during` runs inside the
+    /// write (another sender, the writer).
+    struct Recorder {
+        written: Mutex<Vec<Vec<u8>>>,
+        answer: Direct,
+        during: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl Recorder {
+        fn new(answer: Direct) -> Arc<Self> {
+            Arc::new(Self {
+                written: Mutex::new(Vec::new()),
+                answer,
+                during: Mutex::new(None),
+            })
+        }
+    }
+
+    impl DirectWrite for Recorder {
+        fn try_write(&self, frame: &Frame) -> Direct {
+            if let Some(during) = self.during.lock().take() {
+                during();
+            }
+            if self.answer != Direct::NotNow {
+                self.written.lock().push(frame.as_bytes().to_vec());
+            }
+            self.answer
+        }
+
+        fn last_write(&self) -> Option<tokio::time::Instant> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_lends_its_transport_and_frames_skip_the_queue() {
+        let (tx, mut rx) = outbox(4);
+        let transport = Recorder::new(Direct::Written);
+        rx.lend(transport.clone());
+        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        assert_eq!(*transport.written.lock(), [b"a".to_vec()]);
+        // Nothing was queued, and the writer is not woken for it.
+        let mut batch = Vec::new();
+        assert!(!rx.try_recv_batch(&mut batch, 8));
+        let woken = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            rx.recv_batch(&mut batch, 8),
+        );
+        assert!(woken.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_queue_while_the_writer_writes_or_others_wait() {
+        let (tx, mut rx) = outbox(8);
+        let transport = Recorder::new(Direct::Written);
+        // Not lent yet: queued.
+        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        rx.lend(transport.clone());
+        // Something is queued: behind it.
+        tx.try_send_direct(Frame::static_text("b")).unwrap();
+        let mut batch = Vec::new();
+        assert!(rx.recv_batch(&mut batch, 8).await);
+        assert_eq!(texts(&batch), [b"a", b"b"]);
+        // The writer holds frames it has not written: behind them.
+        tx.try_send_direct(Frame::static_text("c")).unwrap();
+        rx.written();
+        // Something is still queued: behind it.
+        tx.try_send_direct(Frame::static_text("d")).unwrap();
+        batch.clear();
+        assert!(rx.try_recv_batch(&mut batch, 8));
+        assert_eq!(texts(&batch), [b"c", b"d"]);
+        rx.written();
+        // Idle, nothing queued: direct.
+        tx.try_send_direct(Frame::static_text("e")).unwrap();
+        assert_eq!(*transport.written.lock(), [b"e".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_busy_transport_leaves_the_frame_ahead_of_those_queued_meanwhile() {
+        let (tx, mut rx) = outbox(8);
+        let transport = Recorder::new(Direct::NotNow);
+        rx.lend(transport.clone());
+        let other = tx.clone();
+        *transport.during.lock() = Some(Box::new(move || {
+            other.try_send(frame("b")).unwrap();
+        }));
+        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        let mut batch = Vec::new();
+        assert!(rx.recv_batch(&mut batch, 8).await);
+        assert_eq!(texts(&batch), [b"a", b"b"]);
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_nothing_while_a_frame_is_written_directly() {
+        let (tx, rx) = outbox(8);
+        let transport = Recorder::new(Direct::Written);
+        let rx = Arc::new(Mutex::new(rx));
+        rx.lock().lend(transport.clone());
+        let (other, writer) = (tx.clone(), rx.clone());
+        *transport.during.lock() = Some(Box::new(move || {
+            other.try_send(frame("b")).unwrap();
+            assert!(!writer.lock().try_recv_batch(&mut Vec::new(), 8));
+        }));
+        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        assert_eq!(*transport.written.lock(), [b"a".to_vec()]);
+        let mut batch = Vec::new();
+        assert!(rx.lock().try_recv_batch(&mut batch, 8));
+        assert_eq!(texts(&batch), [b"b"]);
+    }
+
+    #[tokio::test]
+    async fn an_unflushed_direct_write_wakes_the_writer_to_flush() {
+        let (tx, mut rx) = outbox(4);
+        rx.lend(Recorder::new(Direct::Unflushed));
+        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        let mut batch = Vec::new();
+        assert!(rx.recv_batch(&mut batch, 8).await);
+        assert!(batch.is_empty());
+        // Until it has flushed, frames queue.
+        tx.try_send_direct(Frame::static_text("b")).unwrap();
+        assert!(rx.try_recv_batch(&mut batch, 8));
+        assert_eq!(texts(&batch), [b"b"]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_gone_takes_its_transport_with_it() {
+        let (tx, mut rx) = outbox(4);
+        let transport = Recorder::new(Direct::Written);
+        rx.lend(transport.clone());
+        drop(rx);
+        assert_eq!(
+            tx.try_send_direct(Frame::static_text("a")),
+            Err(OfferError::Closed)
+        );
+        assert_eq!(Arc::strong_count(&transport), 1);
     }
 }

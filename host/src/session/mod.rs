@@ -59,6 +59,7 @@ use crate::protocol::Frame;
 use crate::protocol::HubProtocol;
 use crate::protocol::handshake;
 use crate::registry::outbox;
+pub use crate::registry::outbox::{Direct, DirectWrite};
 use crate::registry::{ConnectionHandle, OutboxReceiver, OutboxSender};
 use crate::router::Router;
 use crate::runtime::{UploadEvent, UploadStep};
@@ -300,6 +301,16 @@ pub type Attachments<I, O> = handoff::HandoffReceiver<Attachment<I, O>>;
 /// stopped reading is cut off then.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
 
+/// Where a connection's frames go: a transport's sink. One that can also take a frame without
+/// waiting lends the connection's outbox a [`DirectWrite`], so frames of small fan-outs skip
+/// the writer's task while it is idle.
+pub trait Outlet: Sink<Frame> + Unpin {
+    /// The transport's direct path, if it has one.
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
+}
+
 /// Serves one connection to the end: `incoming` brings what the client sends, `outgoing`
 /// takes the frames for it (closing it ends the connection, as a WebSocket close would).
 pub fn serve<I, O>(
@@ -310,7 +321,7 @@ pub fn serve<I, O>(
 ) -> impl Future<Output = ()> + Send
 where
     I: Stream<Item = Inbound> + Unpin + Send,
-    O: Sink<Frame> + Unpin + Send + 'static,
+    O: Outlet + Send + 'static,
     O::Error: std::fmt::Display,
 {
     serve_with(incoming, outgoing, connection, context, None)
@@ -328,7 +339,7 @@ pub fn serve_resumable<I, O>(
 ) -> impl Future<Output = ()> + Send
 where
     I: Stream<Item = Inbound> + Unpin + Send,
-    O: Sink<Frame> + Unpin + Send + 'static,
+    O: Outlet + Send + 'static,
     O::Error: std::fmt::Display,
 {
     serve_with(incoming, outgoing, connection, context, Some(attachments))
@@ -345,7 +356,7 @@ fn serve_with<I, O>(
 ) -> impl Future<Output = ()> + Send
 where
     I: Stream<Item = Inbound> + Unpin + Send,
-    O: Sink<Frame> + Unpin + Send + 'static,
+    O: Outlet + Send + 'static,
     O::Error: std::fmt::Display,
 {
     let (sender, receiver) = outbox(context.settings.outbox_capacity);
@@ -609,7 +620,7 @@ pub fn serve_adopted<I, O>(
 ) -> impl Future<Output = ()> + Send
 where
     I: Stream<Item = Inbound> + Unpin + Send,
-    O: Sink<Frame> + Unpin + Send + 'static,
+    O: Outlet + Send + 'static,
     O::Error: std::fmt::Display,
 {
     run_session(
@@ -632,7 +643,7 @@ fn run_session<I, O>(
 ) -> impl Future<Output = ()> + Send
 where
     I: Stream<Item = Inbound> + Unpin + Send,
-    O: Sink<Frame> + Unpin + Send + 'static,
+    O: Outlet + Send + 'static,
     O::Error: std::fmt::Display,
 {
     let running = context.sessions.token();

@@ -362,6 +362,9 @@ impl Sink<Frame> for TestSink {
     }
 }
 
+/// Frames wait for the writer: no direct path.
+impl super::Outlet for TestSink {}
+
 use std::pin::Pin;
 
 /// A client on the fake transport.

@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt};
+use futures_util::SinkExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handoff::HandoffReceiver;
 use super::resume::{HEAR_WITHIN, Sent};
+use super::{DirectWrite, Outlet};
 use crate::durable;
 use crate::metrics::Metrics;
 use crate::protocol::{Frame, ServerMessage};
@@ -75,7 +76,7 @@ pub(super) async fn run<O>(
     resumable: Option<Resumable<O>>,
     metrics: Arc<Metrics>,
 ) where
-    O: Sink<Frame> + Unpin,
+    O: Outlet,
     O::Error: std::fmt::Display,
 {
     let (sent, sinks, moved_in) = match resumable {
@@ -112,6 +113,9 @@ pub(super) async fn run<O>(
         .checked_sub(ACK_EVERY)
         .unwrap_or_else(Instant::now);
     let mut acked = 0;
+    // The transport's direct path, once lent to the outbox: only to a connection that cannot
+    // resume (whose frames are not numbered and kept) and writes without delay.
+    let mut lent: Option<Arc<dyn DirectWrite>> = None;
     // Made once: a fresh `cancelled()` per loop would register with the token every time.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
@@ -157,6 +161,13 @@ pub(super) async fn run<O>(
                 }
                 match writer.write_batch(batch).await {
                     Flow::Continue => {
+                        outbox.written();
+                        if lent.is_none() && kept.is_none() && write_delay.is_zero() && writer.answered
+                            && let Some(direct) = writer.sink.as_ref().and_then(Outlet::direct)
+                        {
+                            outbox.lend(direct.clone());
+                            lent = Some(direct);
+                        }
                         last_write = Instant::now();
                         if !answered && writer.numbering().is_some() {
                             // Numbered messages wait for the client to be heard, or this.
@@ -211,6 +222,9 @@ pub(super) async fn run<O>(
                             last_ack = now;
                         }
                     }
+                }
+                if let Some(at) = lent.as_ref().and_then(|direct| direct.last_write()) {
+                    last_write = last_write.max(at);
                 }
                 let ping_due = last_write + keep_alive;
                 if now >= ping_due {
@@ -294,7 +308,7 @@ async fn racing<O, T>(
 
 impl<O> Writer<O>
 where
-    O: Sink<Frame> + Unpin,
+    O: Outlet,
     O::Error: std::fmt::Display,
 {
     /// The frames kept for the client, once numbering is on (stateful reconnect, after the

@@ -212,6 +212,9 @@ impl Sink<Frame> for PollSink {
     }
 }
 
+/// Frames wait for the writer: no direct path.
+impl crate::session::Outlet for PollSink {}
+
 /// The session's incoming stream for a long-polling connection: the POSTs, ended early when
 /// the client stops polling for the disconnect timeout.
 pub struct PolledIncoming {

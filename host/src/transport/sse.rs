@@ -135,6 +135,9 @@ impl Sink<Frame> for EventSink {
     }
 }
 
+/// Frames wait for the writer: no direct path.
+impl crate::session::Outlet for EventSink {}
+
 #[cfg(test)]
 mod tests {
     use super::event;

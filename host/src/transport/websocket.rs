@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::OnFailedUpgrade;
@@ -10,11 +10,14 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use crate::protocol::{Frame, TransferFormat};
 use crate::session::handoff::{HandoffSender, shut_handoff};
 use crate::session::{
-    self, Adopted, Attachment, Attachments, Connection, Inbound, SessionContext, TransportError,
+    self, Adopted, Attachment, Attachments, Connection, Direct, DirectWrite, Inbound,
+    SessionContext, TransportError,
 };
 use crate::types::MoveOrder;
 
@@ -158,18 +161,38 @@ impl Stream for Incoming {
 
 /// The socket as the session's sink of frames: text frames go as Text messages, binary ones
 /// as Binary; closing sends a normal Close (1000), since any other code shows as an error in
-/// the client.
-pub struct Outgoing {
+/// the client. The writer and the connection's outbox (for direct writes) share it.
+pub struct Outgoing(Arc<Mutex<Socket>>);
+
+struct Socket {
     sink: SplitSink<WebSocket, Message>,
     close_sent: bool,
+    /// The writer's last call on the sink returned `Pending`: its task waits on the socket, and
+    /// a direct write (which polls without a task to wake) would take its place there.
+    writer_waiting: bool,
+    last_direct: Option<Instant>,
 }
 
 impl Outgoing {
     fn new(sink: SplitSink<WebSocket, Message>) -> Self {
-        Self {
+        Self(Arc::new(Mutex::new(Socket {
             sink,
             close_sent: false,
-        }
+            writer_waiting: false,
+            last_direct: None,
+        })))
+    }
+
+    /// Runs one of the writer's calls on the sink, noting whether it left the writer waiting.
+    fn poll_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        call: impl FnOnce(&mut Socket, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let mut socket = self.0.lock();
+        let poll = call(&mut socket, cx);
+        socket.writer_waiting = poll.is_pending();
+        poll
     }
 }
 
@@ -188,28 +211,76 @@ fn message(frame: Frame) -> Message {
 impl Sink<Frame> for Outgoing {
     type Error = axum::Error;
 
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.sink.poll_ready_unpin(cx)
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_with(cx, |socket, cx| socket.sink.poll_ready_unpin(cx))
     }
 
-    fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
-        self.sink.start_send_unpin(message(frame))
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        self.0.lock().sink.start_send_unpin(message(frame))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.sink.poll_flush_unpin(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_with(cx, |socket, cx| socket.sink.poll_flush_unpin(cx))
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if !self.close_sent {
-            ready!(self.sink.poll_ready_unpin(cx))?;
-            let close = CloseFrame {
-                code: close_code::NORMAL,
-                reason: Utf8Bytes::from_static(""),
-            };
-            self.sink.start_send_unpin(Message::Close(Some(close)))?;
-            self.close_sent = true;
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_with(cx, |socket, cx| {
+            if !socket.close_sent {
+                ready!(socket.sink.poll_ready_unpin(cx))?;
+                let close = CloseFrame {
+                    code: close_code::NORMAL,
+                    reason: Utf8Bytes::from_static(""),
+                };
+                socket.sink.start_send_unpin(Message::Close(Some(close)))?;
+                socket.close_sent = true;
+            }
+            socket.sink.poll_close_unpin(cx)
+        })
+    }
+}
+
+impl session::Outlet for Outgoing {
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(DirectSocket(self.0.clone())))
+    }
+}
+
+/// The outbox's way to the socket: one frame, written only if the socket takes it at once.
+struct DirectSocket(Arc<Mutex<Socket>>);
+
+impl DirectWrite for DirectSocket {
+    fn try_write(&self, frame: &Frame) -> Direct {
+        // The writer or the reader (answering a ping) is at the socket: not now.
+        let Some(mut socket) = self.0.try_lock() else {
+            return Direct::NotNow;
+        };
+        if socket.writer_waiting || socket.close_sent {
+            return Direct::NotNow;
         }
-        self.sink.poll_close_unpin(cx)
+        // No task waits on what these polls register: the writer's own next poll registers
+        // its waker again, and it is woken to flush whatever is left (`Unflushed`).
+        let mut cx = Context::from_waker(Waker::noop());
+        match socket.sink.poll_ready_unpin(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) | Poll::Pending => return Direct::NotNow,
+        }
+        if socket
+            .sink
+            .start_send_unpin(message(frame.clone()))
+            .is_err()
+        {
+            // Nothing taken; the writer meets the same error.
+            return Direct::NotNow;
+        }
+        socket.last_direct = Some(Instant::now());
+        match socket.sink.poll_flush_unpin(&mut cx) {
+            Poll::Ready(Ok(())) => Direct::Written,
+            // The writer's flush finishes the write, or reports the error.
+            Poll::Ready(Err(_)) | Poll::Pending => Direct::Unflushed,
+        }
+    }
+
+    fn last_write(&self) -> Option<Instant> {
+        self.0.lock().last_direct
     }
 }
