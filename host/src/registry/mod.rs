@@ -150,8 +150,11 @@ impl ConnectionHandle {
 
     /// [`offer`](Self::offer)s a frame of a small fan-out, which goes straight to the
     /// connection's transport when its writer is idle (see [`OutboxSender::try_send_direct`]).
-    pub fn offer_direct(&self, frame: Frame) -> bool {
-        self.offered(self.outbox.try_send_direct(frame))
+    /// `Some(true)`: written directly; `Some(false)`: queued; `None`: not offered.
+    pub fn offer_direct(&self, frame: Frame) -> Option<bool> {
+        let outcome = self.outbox.try_send_direct(frame);
+        let direct = outcome.as_ref().is_ok_and(|direct| *direct);
+        self.offered(outcome.map(drop)).then_some(direct)
     }
 
     fn offered(&self, outcome: Result<(), OfferError>) -> bool {
@@ -221,6 +224,8 @@ pub struct LocalRegistry {
     not_direct: AtomicUsize,
     /// Frames queued to connections by deliveries (for `/metrics`).
     delivered: AtomicU64,
+    /// Of those, frames written straight to the socket (for `/metrics`).
+    direct: AtomicU64,
     /// Client results in flight.
     asks: Asks,
     /// Where the changes of this server's presence share go, when presence is kept beyond it.
@@ -571,15 +576,18 @@ impl LocalRegistry {
             });
             // A small fan-out writes to idle connections' sockets from here; a larger one
             // leaves it to their writers, which join frames that queue up into one write.
-            let direct = conns.fan_out(&envelope.target) <= DIRECT_FAN_OUT;
+            let small = conns.fan_out(&envelope.target) <= DIRECT_FAN_OUT;
+            let mut direct = 0;
             conns.for_each_recipient(&envelope.target, source, |handle| {
                 let frame = encoded.frame(handle.protocol);
-                let offered = if direct && !handle.durable {
-                    handle.offer_direct(frame)
+                let offered = if small && !handle.durable {
+                    handle.offer_direct(frame).inspect(|&written| {
+                        direct += u64::from(written);
+                    })
                 } else {
-                    handle.offer(handle.delivery_of(frame, at))
+                    handle.offer(handle.delivery_of(frame, at)).then_some(false)
                 };
-                if offered {
+                if offered.is_some() {
                     stats.delivered += 1;
                 } else {
                     stats.dropped += 1;
@@ -587,6 +595,7 @@ impl LocalRegistry {
             });
             self.delivered
                 .fetch_add(stats.delivered as u64, Ordering::Relaxed);
+            self.direct.fetch_add(direct, Ordering::Relaxed);
             conns.logged(at);
         }
         let direct = |id: &str| conns.is_some_and(|c| c.delivery(id) == Some(Delivery::Direct));
@@ -665,6 +674,12 @@ impl LocalRegistry {
     /// Frames delivered to local connections so far.
     pub fn delivered_total(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Of [`delivered_total`](Self::delivered_total), frames written straight to the socket by
+    /// the delivering task.
+    pub fn direct_total(&self) -> u64 {
+        self.direct.load(Ordering::Relaxed)
     }
 
     /// Connections per hub on this server.

@@ -141,8 +141,8 @@ impl OutboxSender {
 
     /// Writes `frame` straight to the transport when the writer lent one and is idle with
     /// nothing queued; queues it otherwise. Meant for small fan-outs: a frame written here is
-    /// one write of its own, where queued frames get joined.
-    pub fn try_send_direct(&self, frame: Frame) -> Result<(), OfferError> {
+    /// one write of its own, where queued frames get joined. `Ok(true)`: written directly.
+    pub fn try_send_direct(&self, frame: Frame) -> Result<bool, OfferError> {
         let mut state = self.shared.state.lock();
         if !state.receiving {
             return Err(OfferError::Closed);
@@ -158,7 +158,7 @@ impl OutboxSender {
             }
             _ => {
                 drop(state);
-                return self.try_send(Outbound::Frame(frame));
+                return self.try_send(Outbound::Frame(frame)).map(|()| false);
             }
         };
         state.writing_direct = true;
@@ -178,7 +178,7 @@ impl OutboxSender {
         if wake {
             self.shared.ready.notify_one();
         }
-        Ok(())
+        Ok(done != Direct::NotNow)
     }
 
     /// Waits until at most `limit` frames are queued, or the writer is gone: back-pressure for a
@@ -430,7 +430,7 @@ mod tests {
         let (tx, mut rx) = outbox(4);
         let transport = Recorder::new(Direct::Written);
         rx.lend(transport.clone());
-        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        assert_eq!(tx.try_send_direct(Frame::static_text("a")), Ok(true));
         assert_eq!(*transport.written.lock(), [b"a".to_vec()]);
         // Nothing was queued, and the writer is not woken for it.
         let mut batch = Vec::new();
@@ -447,7 +447,7 @@ mod tests {
         let (tx, mut rx) = outbox(8);
         let transport = Recorder::new(Direct::Written);
         // Not lent yet: queued.
-        tx.try_send_direct(Frame::static_text("a")).unwrap();
+        assert_eq!(tx.try_send_direct(Frame::static_text("a")), Ok(false));
         rx.lend(transport.clone());
         // Something is queued: behind it.
         tx.try_send_direct(Frame::static_text("b")).unwrap();

@@ -206,7 +206,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let groups = registry.group_counts();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (gauge, counter) = ("gauge", "counter");
-    let samples: [(&str, &str, &str, u64); 39] = [
+    let samples: [(&str, &str, &str, u64); 40] = [
         (
             "hubhost_connections",
             gauge,
@@ -254,6 +254,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counter,
             "Hub messages delivered to local clients.",
             registry.delivered_total(),
+        ),
+        (
+            "hubhost_messages_out_direct_total",
+            counter,
+            "Of those, written to the socket by the delivering task (small fan-outs to idle WebSocket connections).",
+            registry.direct_total(),
         ),
         (
             "hubhost_hub_calls_total",
