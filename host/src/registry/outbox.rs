@@ -263,6 +263,11 @@ impl OutboxReceiver {
         self.shared.state.lock().direct = Some(direct);
     }
 
+    /// A sender is writing a frame directly: nothing can be taken until it is done.
+    pub fn writing_direct(&self) -> bool {
+        self.shared.state.lock().writing_direct
+    }
+
     /// The writer finished writing what it took (and flushed it): frames may skip the queue
     /// again.
     pub fn written(&mut self) {
@@ -492,10 +497,13 @@ mod tests {
         let (other, writer) = (tx.clone(), rx.clone());
         *transport.during.lock() = Some(Box::new(move || {
             other.try_send(frame("b")).unwrap();
-            assert!(!writer.lock().try_recv_batch(&mut Vec::new(), 8));
+            let mut writer = writer.lock();
+            assert!(writer.writing_direct());
+            assert!(!writer.try_recv_batch(&mut Vec::new(), 8));
         }));
         tx.try_send_direct(Frame::static_text("a")).unwrap();
         assert_eq!(*transport.written.lock(), [b"a".to_vec()]);
+        assert!(!rx.lock().writing_direct());
         let mut batch = Vec::new();
         assert!(rx.lock().try_recv_batch(&mut batch, 8));
         assert_eq!(texts(&batch), [b"b"]);

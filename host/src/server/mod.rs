@@ -258,7 +258,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         (
             "hubhost_messages_out_direct_total",
             counter,
-            "Of those, written to the socket by the delivering task (small fan-outs to idle WebSocket connections).",
+            "Of those, handed to the socket by the delivering task rather than the connection's writer (small fan-outs to idle WebSocket connections).",
             registry.direct_total(),
         ),
         (

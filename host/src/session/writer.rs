@@ -242,6 +242,11 @@ pub(super) async fn run<O>(
             () = &mut cancelled => {
                 // Flush what the session queued last (its Close message) before closing.
                 let mut rest = Vec::new();
+                // A frame being written directly goes first (a moment: such writes never
+                // wait); the rest queued behind it is taken after.
+                while outbox.writing_direct() {
+                    tokio::task::yield_now().await;
+                }
                 outbox.try_recv_batch(&mut rest, usize::MAX);
                 if matches!(writer.write_batch(rest).await, Flow::Continue)
                     && let Some(sink) = &mut writer.sink

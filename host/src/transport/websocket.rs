@@ -170,6 +170,10 @@ struct Socket {
     /// The writer's last call on the sink returned `Pending`: its task waits on the socket, and
     /// a direct write (which polls without a task to wake) would take its place there.
     writer_waiting: bool,
+    /// The writer was told the sink is ready and has not sent yet (a ping goes out while
+    /// direct writes may): the sink's one slot is the writer's, and a direct frame put there
+    /// meanwhile would be overwritten.
+    writer_sending: bool,
     last_direct: Option<Instant>,
 }
 
@@ -179,6 +183,7 @@ impl Outgoing {
             sink,
             close_sent: false,
             writer_waiting: false,
+            writer_sending: false,
             last_direct: None,
         })))
     }
@@ -212,11 +217,17 @@ impl Sink<Frame> for Outgoing {
     type Error = axum::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.poll_with(cx, |socket, cx| socket.sink.poll_ready_unpin(cx))
+        self.poll_with(cx, |socket, cx| {
+            let ready = socket.sink.poll_ready_unpin(cx);
+            socket.writer_sending = matches!(ready, Poll::Ready(Ok(())));
+            ready
+        })
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
-        self.0.lock().sink.start_send_unpin(message(frame))
+        let mut socket = self.0.lock();
+        socket.writer_sending = false;
+        socket.sink.start_send_unpin(message(frame))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -254,7 +265,7 @@ impl DirectWrite for DirectSocket {
         let Some(mut socket) = self.0.try_lock() else {
             return Direct::NotNow;
         };
-        if socket.writer_waiting || socket.close_sent {
+        if socket.writer_waiting || socket.writer_sending || socket.close_sent {
             return Direct::NotNow;
         }
         // No task waits on what these polls register: the writer's own next poll registers
