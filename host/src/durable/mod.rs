@@ -179,6 +179,24 @@ impl Store {
         result
     }
 
+    /// Runs one command (see [`run`](Self::run)).
+    async fn command<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, DurableError> {
+        self.run(move |mut con| Box::pin(async move { cmd.query_async(&mut con).await }))
+            .await
+    }
+
+    /// Runs a pipeline (see [`run`](Self::run)).
+    async fn pipeline<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, DurableError> {
+        self.run(move |mut con| Box::pin(async move { pipe.query_async(&mut con).await }))
+            .await
+    }
+
     /// Writes a checkpoint: the record's fields and the kept frames in place of the older ones.
     pub async fn checkpoint(
         &self,
@@ -215,8 +233,7 @@ impl Store {
         )
         .ignore();
         pipe.pexpire(&record, ttl).ignore();
-        self.run(move |mut con| Box::pin(async move { pipe.query_async(&mut con).await }))
-            .await
+        self.pipeline(pipe).await
     }
 
     /// Keeps frames the log cannot give again (numbered), before they are sent.
@@ -230,8 +247,7 @@ impl Store {
         pipe.hset_multiple(&frames, &fields).ignore();
         pipe.pexpire(&frames, millis(self.timing.record_ttl()))
             .ignore();
-        self.run(move |mut con| Box::pin(async move { pipe.query_async(&mut con).await }))
-            .await
+        self.pipeline(pipe).await
     }
 
     /// Records that the client's messages up to `received` were handled, before the server
@@ -242,39 +258,24 @@ impl Store {
         pipe.hset(&record, "received", received).ignore();
         pipe.pexpire(&record, millis(self.timing.record_ttl()))
             .ignore();
-        self.run(move |mut con| Box::pin(async move { pipe.query_async(&mut con).await }))
-            .await
+        self.pipeline(pipe).await
     }
 
     /// Forgets the connection of `token`: it ended.
     pub async fn forget(&self, hub: &HubName, token: &str) -> Result<(), DurableError> {
         let (record, frames) = self.keys.durable(hub, token);
-        self.run(move |mut con| {
-            Box::pin(async move {
-                redis::cmd("DEL")
-                    .arg(&record)
-                    .arg(&frames)
-                    .query_async(&mut con)
-                    .await
-            })
-        })
-        .await
+        let mut del = redis::cmd("DEL");
+        del.arg(&record).arg(&frames);
+        self.command(del).await
     }
 
     /// The record of the connection of `token`, if it has one that is complete.
     pub async fn load(&self, hub: &HubName, token: &str) -> Result<Option<Record>, DurableError> {
         let (record, frames) = self.keys.durable(hub, token);
-        let (fields, kept): (BTreeMap<String, String>, BTreeMap<u64, Vec<u8>>) = self
-            .run(move |mut con| {
-                Box::pin(async move {
-                    redis::pipe()
-                        .hgetall(&record)
-                        .hgetall(&frames)
-                        .query_async(&mut con)
-                        .await
-                })
-            })
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&record).hgetall(&frames);
+        let (fields, kept): (BTreeMap<String, String>, BTreeMap<u64, Vec<u8>>) =
+            self.pipeline(pipe).await?;
         // A record that never had its first checkpoint (only `received`) cannot be resumed.
         if !fields.contains_key("at") {
             return Ok(None);
@@ -293,20 +294,9 @@ impl Store {
         let (record, _) = self.keys.durable(hub, token);
         let lock = format!("{record}:taken");
         let ttl = millis(self.timing.window);
-        let taken: Option<String> = self
-            .run(move |mut con| {
-                Box::pin(async move {
-                    redis::cmd("SET")
-                        .arg(&lock)
-                        .arg(claim)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async(&mut con)
-                        .await
-                })
-            })
-            .await?;
+        let mut set = redis::cmd("SET");
+        set.arg(&lock).arg(claim).arg("NX").arg("PX").arg(ttl);
+        let taken: Option<String> = self.command(set).await?;
         taken.map(|_| ()).ok_or(DurableError::Taken)
     }
 
@@ -324,21 +314,9 @@ impl Store {
         let mut entries = Vec::new();
         let deadline = tokio::time::Instant::now() + MARKER_WITHIN;
         loop {
-            let (key, range_from) = (key.clone(), from.clone());
-            let page: Vec<(String, BTreeMap<String, Vec<u8>>)> = self
-                .run(move |mut con| {
-                    Box::pin(async move {
-                        redis::cmd("XRANGE")
-                            .arg(&key)
-                            .arg(&range_from)
-                            .arg("+")
-                            .arg("COUNT")
-                            .arg(PAGE)
-                            .query_async(&mut con)
-                            .await
-                    })
-                })
-                .await?;
+            let mut range = redis::cmd("XRANGE");
+            range.arg(&key).arg(&from).arg("+").arg("COUNT").arg(PAGE);
+            let page: Vec<(String, BTreeMap<String, Vec<u8>>)> = self.command(range).await?;
             let full = page.len() == PAGE;
             for (id, mut fields) in page {
                 from = format!("({id}");
