@@ -194,9 +194,8 @@ where
     }
 
     /// Serves the connection: from its handshake, or, for a connection that moved here from
-    /// another server, on from where it was.
-    /// Serves the connection; the durable record to forget once its writer is done (a
-    /// connection that ended here, not one that moved on).
+    /// another server, on from where it was. Returns the durable record to forget once its
+    /// writer is done (a connection that ended here, not one that moved on).
     pub(super) async fn run(mut self) -> Option<Arc<durable::Link>> {
         let (protocol, registration, _counted) = self.start().await?;
         let end = self.read_loop(protocol).await;
