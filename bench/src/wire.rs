@@ -64,6 +64,20 @@ impl Protocol {
         }
     }
 
+    /// An Ack (stateful reconnect, Core protocols): the client has the host's numbered messages
+    /// up to `sequence_id`.
+    pub(crate) fn ack(self, sequence_id: u64) -> Vec<u8> {
+        match self {
+            Self::Messagepack => framed(&Value::Array(vec![
+                Value::from(8),
+                Value::from(sequence_id),
+            ])),
+            Self::Json | Self::Signalr2 => {
+                format!("{{\"type\":8,\"sequenceId\":{sequence_id}}}\u{1e}").into_bytes()
+            }
+        }
+    }
+
     /// A stream invocation of `target` with integer arguments.
     pub(crate) fn stream_invocation(self, id: &str, target: &str, args: &[u64]) -> Vec<u8> {
         match self {
