@@ -806,6 +806,38 @@ async fn an_idle_session_stays_small() {
     assert!(size <= 1064, "the session future takes {size} bytes");
 }
 
+#[tokio::test]
+async fn an_idle_writer_stays_small() {
+    // Every connection's writer is a task holding this future for the connection's life: with
+    // the session's, most of what an idle connection costs. What only a connection that may
+    // resume does (racing a new transport, keeping frames, replaying, durable records) is
+    // boxed, so the others do not carry its room.
+    let (_sender, receiver) = crate::registry::outbox(8);
+    let (out, _frames) = mpsc::unbounded_channel();
+    let sink = TestSink {
+        out,
+        stalled: false,
+        flushes: None,
+    };
+    let timing = writer::Timing {
+        keep_alive: Duration::from_secs(15),
+        write_delay: Duration::ZERO,
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let writer = writer::run(
+        sink,
+        receiver,
+        timing,
+        CancellationToken::new(),
+        None,
+        metrics,
+    );
+    let size = std::mem::size_of_val(&writer);
+    // 1,960 bytes before the stateful-reconnect paths were boxed and the arguments stopped
+    // being held twice (docs/performance.md, thirteenth pass).
+    assert!(size <= 1100, "the writer future takes {size} bytes");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stream_sends_its_items_at_the_hubs_pace_then_completes() {
     let h = harness(settings());

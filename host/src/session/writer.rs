@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::SinkExt;
+use futures_util::future::Either;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +67,10 @@ struct Writer<O> {
     metrics: Arc<Metrics>,
 }
 
-pub(super) async fn run<O>(
+/// The writer of one connection, to spawn. A plain function returning the loop: what is set up
+/// here is moved into the future once, where an `async fn` would keep its arguments beside what
+/// it makes of them for the connection's whole life.
+pub(super) fn run<O>(
     sink: O,
     mut outbox: OutboxReceiver,
     Timing {
@@ -75,7 +80,8 @@ pub(super) async fn run<O>(
     cancel: CancellationToken,
     resumable: Option<Resumable<O>>,
     metrics: Arc<Metrics>,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     O: Outlet,
     O::Error: std::fmt::Display,
 {
@@ -101,159 +107,162 @@ pub(super) async fn run<O>(
         generation: 0,
         metrics,
     };
-    // A Ping goes out `keep_alive` after the last write, so the client never waits longer
-    // than that. Writes only note their time; the timer is moved when it fires, which costs a
-    // timer update per keep-alive period instead of one per write.
-    let mut last_write = Instant::now();
-    let idle = tokio::time::sleep(keep_alive);
-    tokio::pin!(idle);
-    // When the next Ack is due (stateful reconnect), and the newest id acknowledged.
-    let mut ack_due: Option<Instant> = None;
-    let mut last_ack = Instant::now()
-        .checked_sub(ACK_EVERY)
-        .unwrap_or_else(Instant::now);
-    let mut acked = 0;
-    // The transport's direct path, once lent to the outbox: only to a connection that cannot
-    // resume (whose frames are not numbered and kept) and writes without delay.
-    let mut lent: Option<Arc<dyn DirectWrite>> = None;
-    // Made once: a fresh `cancelled()` per loop would register with the token every time.
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        if let Some(sink) = writer.next.take() {
-            writer.resume(sink).await;
-            last_write = Instant::now();
-            // The client may have missed the last Ack: the next one repeats it.
-            acked = 0;
-            continue;
-        }
-        let numbering = kept.as_deref().filter(|_| writer.numbering().is_some());
-        // Under stateful reconnect, frames are taken only while the client's unacknowledged
-        // ones leave room: the outbox then fills, which holds back streams (and, at its
-        // capacity, cuts off a client that never acknowledges).
-        let room = numbering.is_none_or(|sent| sent.has_room());
-        let attached = writer.sink.is_some();
-        // Allocated per batch: a buffer kept between batches would be idle memory.
-        let mut batch = Vec::new();
-        // A resumable connection's handshake answer is taken alone: what follows it may be
-        // numbered (see `Sent::heard`).
-        let most = if writer.answered || kept.is_none() {
-            BATCH
-        } else {
-            1
-        };
-        tokio::select! {
-            open = outbox.recv_batch(&mut batch, most), if room => {
-                if !open {
-                    // Every sender is gone: the connection ended without a Close message.
-                    if let Some(sink) = &mut writer.sink {
+    async move {
+        // A Ping goes out `keep_alive` after the last write, so the client never waits longer
+        // than that. Writes only note their time; the timer is moved when it fires, which costs a
+        // timer update per keep-alive period instead of one per write.
+        let mut last_write = Instant::now();
+        let idle = tokio::time::sleep(keep_alive);
+        tokio::pin!(idle);
+        // When the next Ack is due (stateful reconnect), and the newest id acknowledged.
+        let mut ack_due: Option<Instant> = None;
+        let mut last_ack = Instant::now()
+            .checked_sub(ACK_EVERY)
+            .unwrap_or_else(Instant::now);
+        let mut acked = 0;
+        // The transport's direct path, once lent to the outbox: only to a connection that cannot
+        // resume (whose frames are not numbered and kept) and writes without delay.
+        let mut lent: Option<Arc<dyn DirectWrite>> = None;
+        // Made once: a fresh `cancelled()` per loop would register with the token every time.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        loop {
+            if let Some(sink) = writer.next.take() {
+                // Boxed: only a connection that may resume gets here (see `carrying`).
+                Box::pin(writer.resume(sink)).await;
+                last_write = Instant::now();
+                // The client may have missed the last Ack: the next one repeats it.
+                acked = 0;
+                continue;
+            }
+            let numbering = kept.as_deref().filter(|_| writer.numbering().is_some());
+            // Under stateful reconnect, frames are taken only while the client's unacknowledged
+            // ones leave room: the outbox then fills, which holds back streams (and, at its
+            // capacity, cuts off a client that never acknowledges).
+            let room = numbering.is_none_or(|sent| sent.has_room());
+            let attached = writer.sink.is_some();
+            // Allocated per batch: a buffer kept between batches would be idle memory.
+            let mut batch = Vec::new();
+            // A resumable connection's handshake answer is taken alone: what follows it may be
+            // numbered (see `Sent::heard`).
+            let most = if writer.answered || kept.is_none() {
+                BATCH
+            } else {
+                1
+            };
+            tokio::select! {
+                open = outbox.recv_batch(&mut batch, most), if room => {
+                    if !open {
+                        // Every sender is gone: the connection ended without a Close message.
+                        if let Some(sink) = &mut writer.sink {
+                            let _ = sink.close().await;
+                        }
+                        break;
+                    }
+                    let answered = writer.answered;
+                    if !write_delay.is_zero() && answered && batch.len() < most {
+                        // Frames queued meanwhile go out in the same write. A Close waits too,
+                        // and the session's end waits for the writer.
+                        tokio::time::sleep(write_delay).await;
+                        let more = most - batch.len();
+                        outbox.try_recv_batch(&mut batch, more);
+                    }
+                    match writer.write_batch(batch).await {
+                        Flow::Continue => {
+                            outbox.written();
+                            if lent.is_none() && kept.is_none() && write_delay.is_zero() && writer.answered
+                                && let Some(direct) = writer.sink.as_ref().and_then(Outlet::direct)
+                            {
+                                outbox.lend(direct.clone());
+                                lent = Some(direct);
+                            }
+                            last_write = Instant::now();
+                            if !answered && writer.numbering().is_some() {
+                                // Numbered messages wait for the client to be heard, or this.
+                                let due = last_write + HEAR_WITHIN;
+                                if due < idle.deadline() {
+                                    idle.as_mut().reset(due);
+                                }
+                            }
+                        }
+                        Flow::Closed => {
+                            cancel.cancel();
+                            break;
+                        }
+                    }
+                }
+                () = unless_none(numbering.map(Sent::room)), if !room => {}
+                sink = unless_none(writer.sinks.as_mut().map(HandoffReceiver::recv)) => match sink {
+                    // Resumed at the top of the loop.
+                    Some(sink) => writer.next = Some(sink),
+                    // The session is over: no transport will come any more.
+                    None => writer.sinks = None,
+                },
+                () = unless_none(numbering.map(Sent::received_more)), if attached && ack_due.is_none() => {
+                    // One timer for keep-alives and Acks: it is part of every connection's memory.
+                    let due = (last_ack + ACK_EVERY).max(Instant::now());
+                    ack_due = Some(due);
+                    if due < idle.deadline() {
+                        idle.as_mut().reset(due);
+                    }
+                }
+                () = &mut idle => {
+                    let now = Instant::now();
+                    if let Some(sent) = numbering
+                        && !sent.is_heard()
+                    {
+                        // A client that says nothing after its handshake numbers messages by now.
+                        sent.heard();
+                    }
+                    if let Some(due) = ack_due
+                        && now >= due
+                    {
+                        ack_due = None;
+                        // Read once: what the Ack says is what counts as acknowledged (the session
+                        // may take more meanwhile; those get the next Ack).
+                        let received = kept.as_ref().map_or(0, |sent| sent.received());
+                        if received > acked {
+                            if !Box::pin(record_received(kept.as_deref(), received)).await {
+                                // Not acknowledged until recorded: tried again in a while.
+                                ack_due = Some(now + ACK_EVERY);
+                            } else if writer.ack(received).await {
+                                acked = received;
+                                last_ack = now;
+                            }
+                        }
+                    }
+                    if let Some(at) = lent.as_ref().and_then(|direct| direct.last_write()) {
+                        last_write = last_write.max(at);
+                    }
+                    let ping_due = last_write + keep_alive;
+                    if now >= ping_due {
+                        if let Some(ping) = writer.ping.clone()
+                            && writer.send(ping).await.is_err()
+                        {
+                            cancel.cancel();
+                            break;
+                        }
+                        last_write = Instant::now();
+                    }
+                    let next = last_write + keep_alive;
+                    idle.as_mut().reset(ack_due.map_or(next, |due| due.min(next)));
+                }
+                () = &mut cancelled => {
+                    // Flush what the session queued last (its Close message) before closing.
+                    let mut rest = Vec::new();
+                    // A frame being written directly goes first (a moment: such writes never
+                    // wait); the rest queued behind it is taken after.
+                    while outbox.writing_direct() {
+                        tokio::task::yield_now().await;
+                    }
+                    outbox.try_recv_batch(&mut rest, usize::MAX);
+                    if matches!(writer.write_batch(rest).await, Flow::Continue)
+                        && let Some(sink) = &mut writer.sink
+                    {
                         let _ = sink.close().await;
                     }
                     break;
                 }
-                let answered = writer.answered;
-                if !write_delay.is_zero() && answered && batch.len() < most {
-                    // Frames queued meanwhile go out in the same write. A Close waits too,
-                    // and the session's end waits for the writer.
-                    tokio::time::sleep(write_delay).await;
-                    let more = most - batch.len();
-                    outbox.try_recv_batch(&mut batch, more);
-                }
-                match writer.write_batch(batch).await {
-                    Flow::Continue => {
-                        outbox.written();
-                        if lent.is_none() && kept.is_none() && write_delay.is_zero() && writer.answered
-                            && let Some(direct) = writer.sink.as_ref().and_then(Outlet::direct)
-                        {
-                            outbox.lend(direct.clone());
-                            lent = Some(direct);
-                        }
-                        last_write = Instant::now();
-                        if !answered && writer.numbering().is_some() {
-                            // Numbered messages wait for the client to be heard, or this.
-                            let due = last_write + HEAR_WITHIN;
-                            if due < idle.deadline() {
-                                idle.as_mut().reset(due);
-                            }
-                        }
-                    }
-                    Flow::Closed => {
-                        cancel.cancel();
-                        break;
-                    }
-                }
-            }
-            () = unless_none(numbering.map(Sent::room)), if !room => {}
-            sink = unless_none(writer.sinks.as_mut().map(HandoffReceiver::recv)) => match sink {
-                // Resumed at the top of the loop.
-                Some(sink) => writer.next = Some(sink),
-                // The session is over: no transport will come any more.
-                None => writer.sinks = None,
-            },
-            () = unless_none(numbering.map(Sent::received_more)), if attached && ack_due.is_none() => {
-                // One timer for keep-alives and Acks: it is part of every connection's memory.
-                let due = (last_ack + ACK_EVERY).max(Instant::now());
-                ack_due = Some(due);
-                if due < idle.deadline() {
-                    idle.as_mut().reset(due);
-                }
-            }
-            () = &mut idle => {
-                let now = Instant::now();
-                if let Some(sent) = numbering
-                    && !sent.is_heard()
-                {
-                    // A client that says nothing after its handshake numbers messages by now.
-                    sent.heard();
-                }
-                if let Some(due) = ack_due
-                    && now >= due
-                {
-                    ack_due = None;
-                    // Read once: what the Ack says is what counts as acknowledged (the session
-                    // may take more meanwhile; those get the next Ack).
-                    let received = kept.as_ref().map_or(0, |sent| sent.received());
-                    if received > acked {
-                        if !record_received(kept.as_deref(), received).await {
-                            // Not acknowledged until recorded: tried again in a while.
-                            ack_due = Some(now + ACK_EVERY);
-                        } else if writer.ack(received).await {
-                            acked = received;
-                            last_ack = now;
-                        }
-                    }
-                }
-                if let Some(at) = lent.as_ref().and_then(|direct| direct.last_write()) {
-                    last_write = last_write.max(at);
-                }
-                let ping_due = last_write + keep_alive;
-                if now >= ping_due {
-                    if let Some(ping) = writer.ping.clone()
-                        && writer.send(ping).await.is_err()
-                    {
-                        cancel.cancel();
-                        break;
-                    }
-                    last_write = Instant::now();
-                }
-                let next = last_write + keep_alive;
-                idle.as_mut().reset(ack_due.map_or(next, |due| due.min(next)));
-            }
-            () = &mut cancelled => {
-                // Flush what the session queued last (its Close message) before closing.
-                let mut rest = Vec::new();
-                // A frame being written directly goes first (a moment: such writes never
-                // wait); the rest queued behind it is taken after.
-                while outbox.writing_direct() {
-                    tokio::task::yield_now().await;
-                }
-                outbox.try_recv_batch(&mut rest, usize::MAX);
-                if matches!(writer.write_batch(rest).await, Flow::Continue)
-                    && let Some(sink) = &mut writer.sink
-                {
-                    let _ = sink.close().await;
-                }
-                break;
             }
         }
     }
@@ -261,16 +270,42 @@ pub(super) async fn run<O>(
 
 /// `wait`'s outcome, or never when there is nothing to wait for (a connection that cannot
 /// resume has no kept frames and no new transports).
-async fn unless_none<F: std::future::Future>(wait: Option<F>) -> F::Output {
+///
+/// A plain future, not an `async fn`: that would hold `wait` twice beside the future it awaits
+/// (about three times `F`), in every connection's writer for its whole life.
+fn unless_none<F: std::future::Future>(
+    wait: Option<F>,
+) -> Either<F, std::future::Pending<F::Output>> {
     match wait {
-        Some(wait) => wait.await,
-        None => std::future::pending().await,
+        Some(wait) => Either::Left(wait),
+        None => Either::Right(std::future::pending()),
     }
 }
 
 enum Flow {
     Continue,
     Closed,
+}
+
+/// One write on the transport: raced against a new transport ([`racing`]) on a connection that
+/// may resume. That race is boxed: it is several times the size of the write, and every
+/// connection's writer would otherwise hold room for it all its life. A plain future, not an
+/// `async fn`, for the same reason as [`unless_none`].
+fn carrying<'a, O, T, F>(
+    sinks: &'a mut Option<HandoffReceiver<O>>,
+    next: &'a mut Option<O>,
+    sent: Option<&'a Sent>,
+    op: F,
+) -> impl std::future::Future<Output = Option<T>> + 'a
+where
+    T: 'a,
+    F: std::future::Future<Output = T> + 'a,
+{
+    if sinks.is_none() && sent.is_none() {
+        Either::Left(op.map(Some as fn(T) -> Option<T>))
+    } else {
+        Either::Right(Box::pin(racing(sinks, next, sent, op)))
+    }
 }
 
 /// One write on the transport; a new transport that arrives meanwhile abandons it (`None`,
@@ -337,10 +372,21 @@ where
         }
     }
 
-    /// Writes `batch` from the outbox. Numbered frames are kept before any is written: one
-    /// the transport fails to carry, or that a new transport interrupts, goes out again on
-    /// the resume.
-    async fn write_batch(&mut self, batch: Vec<Outbound>) -> Flow {
+    /// Writes `batch` from the outbox. On a connection that may resume, numbered frames are
+    /// kept before any is written: one the transport fails to carry, or that a new transport
+    /// interrupts, goes out again on the resume. That path is boxed (see [`carrying`]).
+    fn write_batch(
+        &mut self,
+        batch: Vec<Outbound>,
+    ) -> impl std::future::Future<Output = Flow> + '_ {
+        if self.sent.is_none() {
+            Either::Left(self.write(batch))
+        } else {
+            Either::Right(Box::pin(self.keep_and_write(batch)))
+        }
+    }
+
+    async fn keep_and_write(&mut self, batch: Vec<Outbound>) -> Flow {
         if let Some(sent) = self.sent.clone() {
             let durable = sent.durable().cloned();
             // Durable reconnect: frames the log cannot give again, kept before they are sent.
@@ -363,7 +409,7 @@ where
                         {
                             // The checkpoint holds every frame numbered so far.
                             keep.clear();
-                            checkpoint(link, &sent, place, &self.metrics).await;
+                            Box::pin(checkpoint(link, &sent, place, &self.metrics)).await;
                         }
                     }
                     // Nothing after it is for this server to send.
@@ -372,7 +418,7 @@ where
                 }
             }
             if let Some(link) = &durable
-                && let Err(e) = link.store.keep(link, &keep).await
+                && let Err(e) = Box::pin(link.store.keep(link, &keep)).await
             {
                 durable_failed(&self.metrics, &e);
             }
@@ -432,7 +478,7 @@ where
             return Ok(());
         };
         let sent = self.sent.as_deref();
-        match racing(&mut self.sinks, &mut self.next, sent, sink.feed(frame)).await {
+        match carrying(&mut self.sinks, &mut self.next, sent, sink.feed(frame)).await {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => match self.failed(&e) {
                 Flow::Continue => Ok(()),
@@ -451,7 +497,7 @@ where
             return Flow::Continue;
         };
         let sent = self.sent.as_deref();
-        match racing(&mut self.sinks, &mut self.next, sent, sink.flush()).await {
+        match carrying(&mut self.sinks, &mut self.next, sent, sink.flush()).await {
             Some(Err(e)) => self.failed(&e),
             Some(Ok(())) => Flow::Continue,
             None => {

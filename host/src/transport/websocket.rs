@@ -95,8 +95,13 @@ pub fn accept(
     lease: impl Send + 'static,
     attachments: Option<Attachments<Incoming, Outgoing>>,
 ) -> Response {
+    let limit = connection.max_message_size;
+    // One pointer in the callback: axum's upgrade task keeps the callback's room beside the
+    // connection's future for the connection's whole life (184 bytes unboxed).
+    let parts = Box::new((connection, context, lease, attachments));
     // A failed upgrade drops the callback below, and the lease with it.
-    configure(upgrade, connection.max_message_size).on_upgrade(move |socket| {
+    configure(upgrade, limit).on_upgrade(move |socket| {
+        let (connection, context, lease, attachments) = *parts;
         // Taken apart before the future that lives as long as the connection.
         let (sink, stream) = socket.split();
         let (incoming, outgoing) = (Incoming(stream), Outgoing::new(sink));
