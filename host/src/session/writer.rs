@@ -128,7 +128,8 @@ where
         tokio::pin!(cancelled);
         loop {
             if let Some(sink) = writer.next.take() {
-                // Boxed: only a connection that may resume gets here (see `carrying`).
+                // Boxed, like everything only a connection that may resume does: every writer
+                // would otherwise hold room for it all its life.
                 Box::pin(writer.resume(sink)).await;
                 last_write = Instant::now();
                 // The client may have missed the last Ack: the next one repeats it.
@@ -374,7 +375,8 @@ where
 
     /// Writes `batch` from the outbox. On a connection that may resume, numbered frames are
     /// kept before any is written: one the transport fails to carry, or that a new transport
-    /// interrupts, goes out again on the resume. That path is boxed (see [`carrying`]).
+    /// interrupts, goes out again on the resume. That path is boxed here, so a writer that
+    /// cannot resume does not hold room for it.
     fn write_batch(
         &mut self,
         batch: Vec<Outbound>,
