@@ -196,37 +196,41 @@ where
     /// Serves the connection: from its handshake, or, for a connection that moved here from
     /// another server, on from where it was. Returns the durable record to forget once its
     /// writer is done (a connection that ended here, not one that moved on).
-    pub(super) async fn run(mut self) -> Option<Arc<durable::Link>> {
-        let (protocol, registration, _counted) = self.start().await?;
-        let end = self.read_loop(protocol).await;
-        let error = match end {
-            End::TransportGone(error) => error,
-            End::ClientClosed(error) => {
-                self.close(protocol, None, false);
-                error
-            }
-            End::Close {
-                error,
-                allow_reconnect,
-                reason,
-            } => {
-                self.close(protocol, error.as_deref(), allow_reconnect);
-                reason
-            }
-            End::Cancelled => None,
-            End::Moved(order) => {
-                // Boxed: a rare path, which an idle connection's future should not hold room for.
-                if Box::pin(self.move_out(protocol, &order)).await {
-                    // It lives on on the other server, where the hub hears of its end.
-                    registration.abandon().await;
-                    return None;
+    pub(super) fn run(mut self) -> impl Future<Output = Option<Arc<durable::Link>>> {
+        // A plain function returning the future: an `async fn` would hold `self` twice (as
+        // its argument and as a local) for the connection's whole life.
+        async move {
+            let (protocol, registration, _counted) = self.start().await?;
+            let end = self.read_loop(protocol).await;
+            let error = match end {
+                End::TransportGone(error) => error,
+                End::ClientClosed(error) => {
+                    self.close(protocol, None, false);
+                    error
                 }
-                Some("the move to another server did not complete".into())
-            }
-        };
-        tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
-        registration.end(error).await;
-        self.resume.as_ref().and_then(|r| r.sent.durable()).cloned()
+                End::Close {
+                    error,
+                    allow_reconnect,
+                    reason,
+                } => {
+                    self.close(protocol, error.as_deref(), allow_reconnect);
+                    reason
+                }
+                End::Cancelled => None,
+                End::Moved(order) => {
+                    // Boxed: a rare path, which an idle connection's future should not hold room for.
+                    if Box::pin(self.move_out(protocol, &order)).await {
+                        // It lives on on the other server, where the hub hears of its end.
+                        registration.abandon().await;
+                        return None;
+                    }
+                    Some("the move to another server did not complete".into())
+                }
+            };
+            tracing::debug!(hub = %self.caller.hub, connection = %self.caller.connection_id, error, "disconnected");
+            registration.end(error).await;
+            self.resume.as_ref().and_then(|r| r.sent.durable()).cloned()
+        }
     }
 
     /// The handshake, registration and the hub's `on-connected`: the protocol and registration

@@ -802,8 +802,9 @@ async fn an_idle_session_stays_small() {
     let size = std::mem::size_of_val(&session);
     // 1,016 bytes before stateful reconnect, which added 40 (the transport may be absent, and
     // the read loop also watches for a new one); moving connections between hosts 8 more (the
-    // pointer to the boxed hand-over).
-    assert!(size <= 1064, "the session future takes {size} bytes");
+    // pointer to the boxed hand-over); 1,048 before `Session::run` stopped holding `self`
+    // twice, 904 after (debug test build).
+    assert!(size <= 960, "the session future takes {size} bytes");
 }
 
 #[tokio::test]
