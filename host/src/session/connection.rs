@@ -196,6 +196,10 @@ where
     /// Serves the connection: from its handshake, or, for a connection that moved here from
     /// another server, on from where it was. Returns the durable record to forget once its
     /// writer is done (a connection that ended here, not one that moved on).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its `self` argument twice (see below)"
+    )]
     pub(super) fn run(mut self) -> impl Future<Output = Option<Arc<durable::Link>>> {
         // A plain function returning the future: an `async fn` would hold `self` twice (as
         // its argument and as a local) for the connection's whole life.
