@@ -411,7 +411,7 @@ where
                         {
                             // The checkpoint holds every frame numbered so far.
                             keep.clear();
-                            Box::pin(checkpoint(link, &sent, place, &self.metrics)).await;
+                            checkpoint(link, &sent, place, &self.metrics).await;
                         }
                     }
                     // Nothing after it is for this server to send.
@@ -420,7 +420,7 @@ where
                 }
             }
             if let Some(link) = &durable
-                && let Err(e) = Box::pin(link.store.keep(link, &keep)).await
+                && let Err(e) = link.store.keep(link, &keep).await
             {
                 durable_failed(&self.metrics, &e);
             }
