@@ -11,6 +11,7 @@
 //! Generic over what an instance is, so the bookkeeping is tested without wasmtime.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ pub(super) struct Slots<T> {
     total: u32,
     pools: Mutex<Vec<Weak<IdlePool<T>>>>,
     idle_timeout: Duration,
+    /// Calls waiting for a slot (shared with every pool).
+    waiting: Arc<AtomicUsize>,
 }
 
 /// A value that holds an instance slot until it is dropped.
@@ -34,6 +37,9 @@ pub(super) struct Slotted<T> {
 /// One hub's idle instances, most recently used last.
 pub(super) struct IdlePool<T> {
     idle: Mutex<VecDeque<(Slotted<T>, Instant)>>,
+    /// [`Slots::waiting`]: an instance done while a call waits for a slot gives its slot to
+    /// that call instead of being kept, since a waiting call evicts nothing.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl<T: Send + 'static> Slots<T> {
@@ -45,6 +51,7 @@ impl<T: Send + 'static> Slots<T> {
             total,
             pools: Mutex::new(Vec::new()),
             idle_timeout,
+            waiting: Arc::new(AtomicUsize::new(0)),
         });
         let weak = Arc::downgrade(&slots);
         let period = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
@@ -67,6 +74,7 @@ impl<T: Send + 'static> Slots<T> {
     pub(super) fn pool(&self) -> Arc<IdlePool<T>> {
         let pool = Arc::new(IdlePool {
             idle: Mutex::new(VecDeque::new()),
+            waiting: self.waiting.clone(),
         });
         let mut pools = self.pools.lock();
         pools.retain(|p| p.strong_count() > 0);
@@ -82,17 +90,33 @@ impl<T: Send + 'static> Slots<T> {
     /// A slot for a new instance: a free one, else one an idle instance gives up, else the next
     /// to be freed, waiting no later than `deadline`. `None` when every slot stayed busy.
     pub(super) async fn acquire(&self, deadline: tokio::time::Instant) -> Option<Slot> {
+        if let Some(slot) = self.free_or_evicted() {
+            return Some(slot);
+        }
+        // Counted before looking again: an instance put idle from here on frees its slot for
+        // this call (see `IdlePool::put`), and one put idle before is evicted by the look.
+        // Otherwise instances finishing while every caller waits would keep their slots idle,
+        // and the callers would wait out their deadlines.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Waiting(&self.waiting);
+        if let Some(slot) = self.free_or_evicted() {
+            return Some(slot);
+        }
+        match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(Slot(permit)),
+            _ => None,
+        }
+    }
+
+    /// A free slot, else one an idle instance gives up; `None` when every slot is busy.
+    fn free_or_evicted(&self) -> Option<Slot> {
         loop {
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 return Some(Slot(permit));
             }
             if !self.evict_least_recently_used() {
-                break;
+                return None;
             }
-        }
-        match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Some(Slot(permit)),
-            _ => None,
         }
     }
 
@@ -136,6 +160,15 @@ impl<T: Send + 'static> Slots<T> {
     }
 }
 
+/// One call counted in [`Slots::waiting`] until it stops waiting.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A reserved slot, to be given to the instance made with it.
 pub(super) struct Slot(OwnedSemaphorePermit);
 
@@ -154,8 +187,13 @@ impl<T> IdlePool<T> {
         self.idle.lock().pop_back().map(|(item, _)| item)
     }
 
-    /// Keeps an instance for reuse.
+    /// Keeps an instance for reuse, unless a call waits for a slot: then the instance is
+    /// dropped and its slot goes to that call.
     pub(super) fn put(&self, item: Slotted<T>) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            drop(item);
+            return;
+        }
         self.idle.lock().push_back((item, Instant::now()));
     }
 
@@ -221,6 +259,30 @@ mod tests {
             waiter.await.expect("joined"),
             "the freed slot goes to the waiter"
         );
+    }
+
+    #[tokio::test]
+    async fn an_instance_done_while_a_call_waits_gives_that_call_its_slot() {
+        let slots = Slots::<u32>::new(1, Duration::from_secs(60));
+        let pool = slots.pool();
+        let busy = slots.acquire(soon()).await.expect("free slot").hold(1);
+        let waiter = {
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                slots
+                    .acquire(tokio::time::Instant::now() + Duration::from_secs(5))
+                    .await
+                    .is_some()
+            })
+        };
+        while slots.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Done with, not dropped: kept idle, it would hold the slot while the call waits.
+        pool.put(busy);
+        assert!(waiter.await.expect("joined"), "the slot went to the waiter");
+        assert_eq!(pool.len(), 0, "not kept idle");
+        assert_eq!(slots.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
