@@ -239,12 +239,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn waits_for_a_busy_slot_until_the_deadline() {
-        let slots = Slots::<u32>::new(1, Duration::from_secs(60));
-        let busy = slots.acquire(soon()).await.expect("free slot").hold(1);
-        assert!(slots.acquire(soon()).await.is_none(), "every slot busy");
-        let waiter = {
+    /// A call for a slot (5 s deadline), once it waits: whether it got one.
+    async fn waiting_call(slots: &Arc<Slots<u32>>) -> tokio::task::JoinHandle<bool> {
+        let call = {
             let slots = slots.clone();
             tokio::spawn(async move {
                 slots
@@ -253,7 +250,18 @@ mod tests {
                     .is_some()
             })
         };
-        tokio::task::yield_now().await;
+        while slots.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        call
+    }
+
+    #[tokio::test]
+    async fn waits_for_a_busy_slot_until_the_deadline() {
+        let slots = Slots::<u32>::new(1, Duration::from_secs(60));
+        let busy = slots.acquire(soon()).await.expect("free slot").hold(1);
+        assert!(slots.acquire(soon()).await.is_none(), "every slot busy");
+        let waiter = waiting_call(&slots).await;
         drop(busy);
         assert!(
             waiter.await.expect("joined"),
@@ -266,18 +274,7 @@ mod tests {
         let slots = Slots::<u32>::new(1, Duration::from_secs(60));
         let pool = slots.pool();
         let busy = slots.acquire(soon()).await.expect("free slot").hold(1);
-        let waiter = {
-            let slots = slots.clone();
-            tokio::spawn(async move {
-                slots
-                    .acquire(tokio::time::Instant::now() + Duration::from_secs(5))
-                    .await
-                    .is_some()
-            })
-        };
-        while slots.waiting.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = waiting_call(&slots).await;
         // Done with, not dropped: kept idle, it would hold the slot while the call waits.
         pool.put(busy);
         assert!(waiter.await.expect("joined"), "the slot went to the waiter");
