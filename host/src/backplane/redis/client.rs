@@ -1,7 +1,9 @@
-//! The real broker: Redis through the `redis` crate.
+//! The real broker: one Redis.
 //!
-//! Publishing uses one multiplexed connection that reconnects by itself (and is shared with the
-//! Redis state store); each subscriber link is a dedicated pub/sub connection. Every socket has
+//! Over plain TCP, publishing and each subscriber link use the backplane's own sockets
+//! ([`direct`](super::direct)), so a message takes no extra hop between tasks. Durable logs (a
+//! script) and the Redis state store use one multiplexed connection of the `redis` crate, which
+//! reconnects by itself; so does everything over TLS or a Unix socket. Every socket has
 //! TCP_NODELAY (the crate leaves Nagle's algorithm on): small publishes must not wait for the
 //! previous one's acknowledgement. Every round trip is bounded by [`IO_TIMEOUT`].
 
@@ -14,6 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::io::tcp::TcpSettings;
 
 use super::broker::{Broker, BrokerError, Link, LogStart, Payloads, Publication, publish_and_log};
+use super::direct::{self, DirectLink, Endpoint};
 use crate::redisdb::Commands;
 
 /// Longest wait for one Redis round trip before the link counts as broken.
@@ -36,6 +39,8 @@ pub enum RedisSetupError {
 pub struct RedisBroker {
     client: redis::Client,
     commands: ConnectionManager,
+    /// The backplane's own sockets, when Redis is reached over plain TCP.
+    direct: Option<(Endpoint, direct::Publisher)>,
     url_for_logs: String,
 }
 
@@ -49,6 +54,8 @@ impl RedisBroker {
             reason: e.to_string(),
         };
         let info = connection_info(url).map_err(bad_url)?;
+        let direct = Endpoint::of(&info)
+            .map(|endpoint| (endpoint.clone(), direct::Publisher::new(endpoint)));
         let client = redis::Client::open(info).map_err(bad_url)?;
         let attempt = async {
             let mut con = client.get_multiplexed_async_connection().await?;
@@ -66,6 +73,7 @@ impl RedisBroker {
         Ok(Self {
             client,
             commands,
+            direct,
             url_for_logs,
         })
     }
@@ -159,10 +167,14 @@ impl Broker for RedisBroker {
     type Link = RedisLink;
 
     async fn connect(&self) -> Result<(RedisLink, Payloads), BrokerError> {
+        if let Some((endpoint, _)) = &self.direct {
+            let (link, payloads) = endpoint.link().await?;
+            return Ok((RedisLink::Direct(link), payloads));
+        }
         let pubsub = bounded(self.client.get_async_pubsub()).await?;
         let (sink, stream) = pubsub.split();
         let payloads = stream.map(|message| Bytes::copy_from_slice(message.get_payload_bytes()));
-        Ok((RedisLink { sink }, Box::pin(payloads)))
+        Ok((RedisLink::Crate(sink), Box::pin(payloads)))
     }
 
     async fn publish(
@@ -174,6 +186,10 @@ impl Broker for RedisBroker {
         if let Some(invocation) = publish_and_log("PUBLISH", messages, log_start) {
             let published = invocation.invoke_async::<Vec<u64>>(&mut con);
             return bounded(published).await.map(|_| 0);
+        }
+        // One Redis delivers to whoever is subscribed when it publishes: nothing is lost after.
+        if let Some((_, publisher)) = &self.direct {
+            return publisher.publish(messages).await.map(|()| 0);
         }
         let mut pipe = redis::pipe();
         for message in messages {
@@ -187,6 +203,9 @@ impl Broker for RedisBroker {
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
+        if let Some((_, publisher)) = &self.direct {
+            publisher.check().await?;
+        }
         let mut con = self.commands.clone();
         bounded(redis::cmd("PING").query_async::<()>(&mut con)).await
     }
@@ -197,22 +216,33 @@ impl Broker for RedisBroker {
 }
 
 /// A dedicated pub/sub connection.
-pub struct RedisLink {
-    sink: PubSubSink,
+pub enum RedisLink {
+    Direct(DirectLink),
+    /// Through the `redis` crate (TLS, Unix sockets).
+    Crate(PubSubSink),
 }
 
 impl Link for RedisLink {
     async fn subscribe(&mut self, channels: &[String]) -> Result<(), BrokerError> {
-        bounded(self.sink.subscribe(channels)).await
+        match self {
+            Self::Direct(link) => link.subscribe(channels).await,
+            Self::Crate(sink) => bounded(sink.subscribe(channels)).await,
+        }
     }
 
     async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), BrokerError> {
-        bounded(self.sink.unsubscribe(channels)).await
+        match self {
+            Self::Direct(link) => link.unsubscribe(channels).await,
+            Self::Crate(sink) => bounded(sink.unsubscribe(channels)).await,
+        }
     }
 
     async fn ping(&mut self) -> Result<(), BrokerError> {
-        // In subscribed mode PING answers with an array, so accept any value.
-        bounded(self.sink.ping::<redis::Value>()).await.map(|_| ())
+        match self {
+            Self::Direct(link) => link.ping().await,
+            // In subscribed mode PING answers with an array, so accept any value.
+            Self::Crate(sink) => bounded(sink.ping::<redis::Value>()).await.map(|_| ()),
+        }
     }
 }
 

@@ -11,11 +11,12 @@
 //!   completes.
 //! - Group changes for a connection on another server travel on the internal groups channel;
 //!   the server holding the connection applies them and acknowledges ([`groups`]).
-//! - Publishing uses one multiplexed connection, with queued messages pipelined together
-//!   ([`publisher`]); subscriptions use a dedicated pub/sub connection. Every packet names its
-//!   sender and carries a sequence number ([`wire`](crate::backplane::wire)): a server skips
-//!   its own packets and drops duplicates, so nothing is delivered twice, even when a
-//!   pipeline that failed half-way is retried.
+//! - Publishing uses one connection, with queued messages pipelined together ([`publisher`]);
+//!   subscriptions use a dedicated pub/sub connection; over plain TCP both are the backplane's
+//!   own sockets, without a driver task between them and their users ([`direct`]).
+//! - Every packet names its sender and carries a sequence number
+//!   ([`wire`](crate::backplane::wire)): a server skips its own packets and drops duplicates,
+//!   so nothing is delivered twice, even when a pipeline that failed half-way is retried.
 //! - A connection of stateful reconnect whose client comes back to another server moves there
 //!   ([`moves`], and [`crate::types::Claim`] for the steps): while it moves, it takes this
 //!   server's own sends back from Redis like everyone else's (they are not skipped for it), so
@@ -30,13 +31,17 @@
 pub mod broker;
 pub mod client;
 pub mod cluster;
+mod direct;
 mod groups;
 mod health;
 pub mod memory;
 mod moves;
 mod publisher;
+mod resp;
 mod seen;
 mod subscriber;
+#[cfg(test)]
+mod test_redis;
 #[cfg(test)]
 mod tests;
 

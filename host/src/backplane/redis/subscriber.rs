@@ -162,9 +162,11 @@ pub(super) async fn run<B: Broker>(inner: Arc<Inner<B>>) {
 
 /// Opens a link with every subscription, once the publishing connection also answers (asking
 /// it also makes it reconnect after an outage, before this server declares itself ready).
-async fn connect<B: Broker>(inner: &Inner<B>) -> Result<Payloads, BrokerError> {
-    let (link, payloads) = inner.broker.connect().await?;
-    inner.subscriptions.attach(link).await?;
+async fn connect<B: Broker>(inner: &Arc<Inner<B>>) -> Result<Payloads, BrokerError> {
+    let (link, mut payloads) = inner.broker.connect().await?;
+    receiving(inner, &mut payloads, inner.subscriptions.attach(link))
+        .await
+        .unwrap_or_else(|| Err(BrokerError::Unavailable("the link closed".into())))?;
     let mut result = inner.broker.check().await;
     for _ in 0..2 {
         if result.is_ok() {
@@ -192,11 +194,32 @@ async fn listen<B: Broker>(inner: &Arc<Inner<B>>, mut payloads: Payloads) {
                 None => return,
             },
             _ = health.tick() => {
-                if !inner.subscriptions.ping().await {
+                if receiving(inner, &mut payloads, inner.subscriptions.ping()).await != Some(true) {
                     return;
                 }
             }
             () = inner.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Runs `work` on the link while handing on what arrives: a link may read the replies to its
+/// commands from the same stream as its messages, so `work` can only finish while the stream is
+/// read. `None` if the link ended first.
+async fn receiving<B: Broker, T>(
+    inner: &Arc<Inner<B>>,
+    payloads: &mut Payloads,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            payload = payloads.next() => match payload {
+                Some(payload) => inner.receive(&payload),
+                None => return None,
+            },
         }
     }
 }

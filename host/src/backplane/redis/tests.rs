@@ -15,8 +15,8 @@ use crate::types::{ConnectionId, HubName};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
-struct Server {
-    backplane: RedisBackplane<MemoryBroker>,
+struct Server<B: Broker = MemoryBroker> {
+    backplane: RedisBackplane<B>,
     registry: Arc<LocalRegistry>,
 }
 
@@ -83,7 +83,7 @@ impl Client {
     }
 }
 
-async fn connect(server: &Server, id: &str) -> Client {
+async fn connect<B: Broker>(server: &Server<B>, id: &str) -> Client {
     let (tx, rx) = outbox(64);
     let changes = server.registry.add(
         &hub(),
@@ -103,12 +103,12 @@ async fn connect(server: &Server, id: &str) -> Client {
     }
 }
 
-async fn disconnect(server: &Server, id: &str) {
+async fn disconnect<B: Broker>(server: &Server<B>, id: &str) {
     let changes = server.registry.remove(&hub(), &ConnectionId::new(id));
     server.backplane.update_interest(changes).await;
 }
 
-async fn join(server: &Server, id: &str, group: &str) -> Result<(), BackplaneError> {
+async fn join<B: Broker>(server: &Server<B>, id: &str, group: &str) -> Result<(), BackplaneError> {
     let change = GroupChange::Add {
         hub: hub(),
         connection: id.into(),
@@ -123,7 +123,7 @@ async fn join(server: &Server, id: &str, group: &str) -> Result<(), BackplaneErr
     }
 }
 
-fn send(server: &Server, target: Target, argument: &str) {
+fn send<B: Broker>(server: &Server<B>, target: Target, argument: &str) {
     server.backplane.publish(Envelope {
         hub: hub(),
         target,
@@ -479,4 +479,66 @@ async fn a_connection_moving_between_servers_gets_every_send_once_in_order() {
         !here.is_empty() && there.len() > 2,
         "both servers delivered some"
     );
+}
+
+/// Over a real Redis the link reads its replies among its messages: health checks and joins
+/// are answered while sends flow, and the link never counts as lost.
+#[tokio::test]
+async fn a_real_redis_link_answers_its_checks_and_joins_while_messages_flow() {
+    let redis = super::test_redis::RedisServer::start(Some("pw")).await;
+    let start = || async {
+        let registry = Arc::new(LocalRegistry::new());
+        let config = RedisConfig {
+            prefix: "p".into(),
+            ack_timeout: ACK_TIMEOUT,
+            log: None,
+        };
+        let backplane = RedisBackplane::start(
+            &redis.url(Some("pw")),
+            config,
+            registry.clone(),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("started");
+        let server = Server {
+            backplane,
+            registry,
+        };
+        for _ in 0..500 {
+            if server.backplane.is_ready() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the backplane did not join");
+    };
+    let (a, b) = (start().await, start().await);
+    let mut on_b = connect(&b, "cb").await;
+    // Past several health checks (one each 500 ms, each failing after 2 s unanswered).
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut expected = Vec::new();
+    let mut round = 0;
+    while Instant::now() < until {
+        round += 1;
+        let group = format!("g{round}");
+        join(&b, "cb", &group).await.expect("joined");
+        let text = format!("m{round}");
+        send(&a, Target::Group(group.clone()), &text);
+        expected.push(format!("[\"{text}\"]"));
+        for _ in 0..1000 {
+            if on_b.frames().len() == expected.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(on_b.arguments().last(), expected.last(), "round {round}");
+    }
+    assert_eq!(on_b.arguments(), expected);
+    for server in [&a, &b] {
+        let stats = server.backplane.stats();
+        assert_eq!(BackplaneStats::get(&stats.outages), 0);
+        assert_eq!(BackplaneStats::get(&stats.reconnects), 0);
+        assert!(stats.is_connected());
+    }
 }
