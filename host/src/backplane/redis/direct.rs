@@ -403,8 +403,6 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
-
     use futures_util::StreamExt;
 
     use super::super::test_redis::RedisServer as Server;
@@ -529,29 +527,18 @@ mod tests {
     #[tokio::test]
     async fn when_redis_goes_the_stream_ends_and_publishing_recovers_once_it_is_back() {
         let mut server = Server::start(None).await;
-        let port = server.port;
         let endpoint = server.endpoint(None);
         let (mut link, mut payloads) = endpoint.link().await.expect("a link");
         let publisher = Publisher::new(endpoint.clone());
         publisher.check().await.expect("up");
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.kill();
         assert!(payloads.next().await.is_none(), "the stream ends");
         let e = link.ping().await.expect_err("no link");
         assert!(matches!(e, BrokerError::Unavailable(_)), "{e}");
         publisher.check().await.expect_err("Redis is down");
 
         // Back on the same port: the next exchange opens a new connection.
-        let mut back = Command::new("redis-server");
-        back.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]);
-        server.child = back.stdout(Stdio::null()).spawn().expect("redis-server");
+        server.restart();
         let mut up = false;
         for _ in 0..200 {
             if publisher.check().await.is_ok() {

@@ -8,8 +8,8 @@ use super::direct::Endpoint;
 
 /// A `redis-server` of this test's own, on a free port, killed when dropped.
 pub(super) struct RedisServer {
-    pub(super) child: Child,
-    pub(super) port: u16,
+    child: Child,
+    port: u16,
 }
 
 impl RedisServer {
@@ -18,16 +18,7 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut command = Command::new("redis-server");
-        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-        command.args(["--save", "", "--appendonly", "no"]);
-        if let Some(password) = password {
-            command.args(["--requirepass", password]);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on the PATH");
+        let child = spawn(port, password);
         // Killed by its drop if it does not come up.
         let server = Self { child, port };
         for _ in 0..200 {
@@ -37,6 +28,17 @@ impl RedisServer {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("redis-server did not start");
+    }
+
+    /// Stops it, as a crash would.
+    pub(super) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (after [`kill`](Self::kill)), without a password.
+    pub(super) fn restart(&mut self) {
+        self.child = spawn(self.port, None);
     }
 
     /// Its URL, with `password` if given.
@@ -53,9 +55,21 @@ impl RedisServer {
     }
 }
 
+fn spawn(port: u16, password: Option<&str>) -> Child {
+    let mut command = Command::new("redis-server");
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    command.args(["--save", "", "--appendonly", "no"]);
+    if let Some(password) = password {
+        command.args(["--requirepass", password]);
+    }
+    command
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server on the PATH")
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
