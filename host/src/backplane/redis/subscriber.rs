@@ -190,7 +190,12 @@ async fn listen<B: Broker>(inner: &Arc<Inner<B>>, mut payloads: Payloads) {
     loop {
         tokio::select! {
             payload = payloads.next() => match payload {
-                Some(payload) => inner.receive(&payload),
+                Some(payload) => {
+                    inner.receive(&payload);
+                    // What one read brought can be hundreds of messages, each written to
+                    // sockets here: let the connections' tasks in between, as a channel would.
+                    tokio::task::consume_budget().await;
+                }
                 None => return,
             },
             _ = health.tick() => {
