@@ -2,7 +2,9 @@
 //!
 //! The backplane's bookkeeping (interests, acknowledgements, outages, resubscription) is written
 //! against these two small traits. [`RedisBroker`](super::client::RedisBroker) implements them
-//! with the `redis` crate; [`MemoryBroker`](super::memory::MemoryBroker) implements them in
+//! for one Redis (on its own sockets, [`direct`](super::direct), or the `redis` crate's),
+//! [`ClusterBroker`](super::cluster::ClusterBroker) for a cluster, and
+//! [`MemoryBroker`](super::memory::MemoryBroker) implements them in
 //! process, so that bookkeeping gets fast, deterministic tests (with paused time), outages and
 //! partial failures included.
 
@@ -12,6 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+
+/// Longest wait for one Redis round trip before the link counts as broken.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Payloads of the messages a subscriber link receives, in order, until the link breaks.
 pub type Payloads = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
@@ -77,6 +82,11 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// One subscriber connection.
+///
+/// Its commands may be answered on the same stream as its messages (a link on the backplane's
+/// own socket reads both from one socket): they complete only while its [`Payloads`] stream is
+/// being polled, so a caller awaiting one must keep reading the stream (see `receiving` in the
+/// subscriber).
 pub trait Link: Send + Sync + 'static {
     /// Subscribes to `channels`, resolving once the broker confirmed it.
     fn subscribe(

@@ -19,8 +19,7 @@ use super::broker::{Broker, BrokerError, Link, LogStart, Payloads, Publication, 
 use super::direct::{self, DirectLink, Endpoint};
 use crate::redisdb::Commands;
 
-/// Longest wait for one Redis round trip before the link counts as broken.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+pub use super::broker::IO_TIMEOUT;
 /// Most delay between reconnect attempts of the publishing connection.
 pub(super) const RECONNECT_MAX: Duration = Duration::from_millis(500);
 

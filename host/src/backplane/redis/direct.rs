@@ -21,8 +21,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
-use super::broker::{BrokerError, Link, Payloads, Publication};
-use super::client::IO_TIMEOUT;
+use super::broker::{BrokerError, IO_TIMEOUT, Link, Payloads, Publication};
 use super::resp::{self, Frame};
 
 /// Room kept free in a read buffer before reading into it.
@@ -74,7 +73,7 @@ impl Endpoint {
                 write.write_all(&out).await.map_err(unavailable)?;
                 let (bytes, frame) = reader.frame().await?;
                 if let Frame::Error(text) = frame {
-                    return Err(BrokerError::Auth(text_of(&bytes, text)));
+                    return Err(refusal(text_of(&bytes, text)));
                 }
             }
             Ok((reader, write))
@@ -89,6 +88,7 @@ impl Endpoint {
         let link = DirectLink {
             write,
             waiting: waiting.clone(),
+            poisoned: false,
         };
         Ok((link, Box::pin(Incoming { reader, waiting })))
     }
@@ -107,7 +107,9 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
 
 /// An error reply: the credentials' fault (retrying will not help) or not.
 fn refusal(text: String) -> BrokerError {
-    if text.starts_with("NOAUTH") || text.starts_with("WRONGPASS") {
+    // `AUTH` to a Redis without a password answers `ERR AUTH <password> called without any
+    // password configured…`; a full Redis answers `ERR max number of clients reached`.
+    if text.starts_with("NOAUTH") || text.starts_with("WRONGPASS") || text.starts_with("ERR AUTH") {
         BrokerError::Auth(text)
     } else {
         BrokerError::Unavailable(text)
@@ -188,6 +190,9 @@ fn broke() -> BrokerError {
 pub struct DirectLink {
     write: OwnedWriteHalf,
     waiting: Waiting,
+    /// A command was dropped before its replies came (or half written): later replies would
+    /// be matched to the wrong commands, so the link is unusable.
+    poisoned: bool,
 }
 
 impl DirectLink {
@@ -203,6 +208,9 @@ impl DirectLink {
             .chain(args.iter().map(String::as_bytes))
             .collect();
         resp::command(&mut out, &parts);
+        if self.poisoned {
+            return Err(broke());
+        }
         let (done, answered) = oneshot::channel();
         {
             let mut pending = self.waiting.lock();
@@ -211,12 +219,17 @@ impl DirectLink {
             }
             pending.waiters.push_back(Waiter { replies, done });
         }
+        // Cleared only once the command is answered: dropping this future midway poisons it.
+        self.poisoned = true;
         let write = &mut self.write;
-        bounded(async move {
+        let result = bounded(async move {
             write.write_all(&out).await.map_err(unavailable)?;
             answered.await.unwrap_or_else(|_| Err(broke()))
         })
-        .await
+        .await;
+        // After a timeout the replies may still come, to be matched to the next command.
+        self.poisoned = result.is_err();
+        result
     }
 }
 
@@ -372,12 +385,13 @@ impl Publisher {
     /// by the next exchange.
     async fn exchange(&self, out: &[u8], replies: usize) -> Result<(), BrokerError> {
         let mut connection = self.connection.lock().await;
+        // Taken out while in use: a connection whose exchange is dropped midway (replies
+        // unread) or fails is not put back, and the next exchange opens a new one.
+        let mut taken = connection.take();
         let result = bounded(async {
-            if connection.is_none() {
-                *connection = Some(self.endpoint.open().await?);
-            }
-            let Some((reader, write)) = connection.as_mut() else {
-                return Err(unavailable("not connected"));
+            let (reader, write) = match &mut taken {
+                Some(open) => open,
+                None => taken.insert(self.endpoint.open().await?),
             };
             write.write_all(out).await.map_err(unavailable)?;
             let mut refused = None;
@@ -393,9 +407,8 @@ impl Publisher {
             }
         })
         .await;
-        // A timeout may leave replies unread: whatever went wrong, start on a new connection.
-        if result.is_err() {
-            *connection = None;
+        if result.is_ok() {
+            *connection = taken;
         }
         result
     }
@@ -510,6 +523,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_command_dropped_before_its_replies_leaves_the_link_unusable() {
+        let server = Server::start(None).await;
+        let (mut link, _payloads) = server.endpoint(None).link().await.expect("a link");
+        let a = vec!["a".to_owned()];
+        // Polled once (written, waiting for its reply), then dropped.
+        let dropped = tokio::time::timeout(std::time::Duration::ZERO, link.subscribe(&a)).await;
+        assert!(dropped.is_err(), "it was still waiting");
+        let e = link
+            .ping()
+            .await
+            .expect_err("its reply would answer the PING");
+        assert!(matches!(e, BrokerError::Unavailable(_)), "{e}");
+    }
+
+    #[tokio::test]
     async fn a_wrong_password_is_an_auth_error() {
         let server = Server::start(Some("right")).await;
         let endpoint = server.endpoint(Some("wrong"));
@@ -564,8 +592,9 @@ mod tests {
             let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         });
-        let info = super::super::client::connection_info(&format!("redis://127.0.0.1:{port}"))
-            .expect("a URL");
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(format!("redis://127.0.0.1:{port}"))
+                .expect("a URL");
         let endpoint = Endpoint::of(&info).expect("plain TCP");
         let (mut link, mut payloads) = endpoint.link().await.expect("connected");
         let mut seen = Vec::new();

@@ -80,7 +80,7 @@ fn frame(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Frame>, Resp
             }
             let len = usize::try_from(len).map_err(|_| RespError::BadNumber)?;
             let end = next.checked_add(len).ok_or(RespError::BadNumber)?;
-            let Some(crlf) = buf.get(end..end + 2) else {
+            let Some(crlf) = end.checked_add(2).and_then(|after| buf.get(end..after)) else {
                 return Ok(None);
             };
             if crlf != b"\r\n" {

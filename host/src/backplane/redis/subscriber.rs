@@ -167,14 +167,21 @@ async fn connect<B: Broker>(inner: &Arc<Inner<B>>) -> Result<Payloads, BrokerErr
     receiving(inner, &mut payloads, inner.subscriptions.attach(link))
         .await
         .unwrap_or_else(|| Err(BrokerError::Unavailable("the link closed".into())))?;
-    let mut result = inner.broker.check().await;
-    for _ in 0..2 {
-        if result.is_ok() {
-            break;
+    // The link is live now: a join meanwhile waits for replies only the stream brings.
+    let check = async {
+        let mut result = inner.broker.check().await;
+        for _ in 0..2 {
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(BACKOFF_MIN).await;
+            result = inner.broker.check().await;
         }
-        tokio::time::sleep(BACKOFF_MIN).await;
-        result = inner.broker.check().await;
-    }
+        result
+    };
+    let result = receiving(inner, &mut payloads, check)
+        .await
+        .unwrap_or_else(|| Err(BrokerError::Unavailable("the link closed".into())));
     if let Err(e) = result {
         inner.subscriptions.detach().await;
         tracing::debug!(redis = %inner.broker.describe(), "pub/sub is up but commands are not yet ({e})");

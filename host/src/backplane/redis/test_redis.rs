@@ -50,7 +50,8 @@ impl RedisServer {
     }
 
     pub(super) fn endpoint(&self, password: Option<&str>) -> Endpoint {
-        let info = super::client::connection_info(&self.url(password)).expect("a URL");
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(self.url(password)).expect("a URL");
         Endpoint::of(&info).expect("plain TCP")
     }
 }
