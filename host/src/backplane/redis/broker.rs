@@ -49,6 +49,42 @@ pub enum BrokerError {
     Timeout(Duration),
 }
 
+impl BrokerError {
+    /// An error Redis answered: [`Auth`](Self::Auth) when it refused the credentials.
+    pub fn refusal(text: String) -> Self {
+        if refuses_credentials(&text) {
+            Self::Auth(text)
+        } else {
+            Self::Unavailable(text)
+        }
+    }
+}
+
+/// Whether an error from Redis says the credentials were refused.
+pub(super) fn refuses_credentials(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "noauth",
+        "wrongpass",
+        "invalid password",
+        "invalid username-password",
+        "authentication failed",
+        // `AUTH` to a Redis without a password.
+        "without any password configured",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+/// Runs one round trip with the I/O timeout.
+pub(super) async fn bounded<T>(
+    work: impl Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(IO_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(BrokerError::Timeout(IO_TIMEOUT)))
+}
+
 /// A pub/sub service: links for subscribing, and a connection for publishing.
 pub trait Broker: Send + Sync + 'static {
     /// A subscriber connection.

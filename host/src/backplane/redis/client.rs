@@ -15,8 +15,11 @@ use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::io::tcp::TcpSettings;
 
-use super::broker::{Broker, BrokerError, Link, LogStart, Payloads, Publication, publish_and_log};
-use super::direct::{self, DirectLink, Endpoint};
+use super::broker::{
+    self, Broker, BrokerError, Link, LogStart, Payloads, Publication, publish_and_log,
+    refuses_credentials,
+};
+use super::direct::{DirectLink, Endpoint, Publisher};
 use crate::redisdb::Commands;
 
 pub use super::broker::IO_TIMEOUT;
@@ -39,7 +42,7 @@ pub struct RedisBroker {
     client: redis::Client,
     commands: ConnectionManager,
     /// The backplane's own sockets, when Redis is reached over plain TCP.
-    direct: Option<(Endpoint, direct::Publisher)>,
+    direct: Option<Publisher>,
     url_for_logs: String,
 }
 
@@ -53,8 +56,7 @@ impl RedisBroker {
             reason: e.to_string(),
         };
         let info = connection_info(url).map_err(bad_url)?;
-        let direct = Endpoint::of(&info)
-            .map(|endpoint| (endpoint.clone(), direct::Publisher::new(endpoint)));
+        let direct = Endpoint::of(&info).map(Publisher::new);
         let client = redis::Client::open(info).map_err(bad_url)?;
         let attempt = async {
             let mut con = client.get_multiplexed_async_connection().await?;
@@ -121,17 +123,7 @@ pub(super) async fn check_credentials(
 
 pub(super) fn is_auth_error(e: &redis::RedisError) -> bool {
     // A cluster client wraps the node's refusal in an I/O error of its own: read the text too.
-    let text = e.to_string().to_ascii_lowercase();
-    e.kind() == redis::ErrorKind::AuthenticationFailed
-        || [
-            "noauth",
-            "wrongpass",
-            "invalid password",
-            "invalid username-password",
-            "authentication failed",
-        ]
-        .iter()
-        .any(|needle| text.contains(needle))
+    e.kind() == redis::ErrorKind::AuthenticationFailed || refuses_credentials(&e.to_string())
 }
 
 pub(super) fn classify(e: redis::RedisError) -> BrokerError {
@@ -146,10 +138,7 @@ pub(super) fn classify(e: redis::RedisError) -> BrokerError {
 pub(super) async fn bounded<T>(
     work: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, BrokerError> {
-    match tokio::time::timeout(IO_TIMEOUT, work).await {
-        Ok(result) => result.map_err(classify),
-        Err(_) => Err(BrokerError::Timeout(IO_TIMEOUT)),
-    }
+    broker::bounded(async { work.await.map_err(classify) }).await
 }
 
 /// `redis://:secret@host` → `redis://***@host`, for logs.
@@ -166,8 +155,8 @@ impl Broker for RedisBroker {
     type Link = RedisLink;
 
     async fn connect(&self) -> Result<(RedisLink, Payloads), BrokerError> {
-        if let Some((endpoint, _)) = &self.direct {
-            let (link, payloads) = endpoint.link().await?;
+        if let Some(publisher) = &self.direct {
+            let (link, payloads) = publisher.endpoint().link().await?;
             return Ok((RedisLink::Direct(link), payloads));
         }
         let pubsub = bounded(self.client.get_async_pubsub()).await?;
@@ -187,7 +176,7 @@ impl Broker for RedisBroker {
             return bounded(published).await.map(|_| 0);
         }
         // One Redis delivers to whoever is subscribed when it publishes: nothing is lost after.
-        if let Some((_, publisher)) = &self.direct {
+        if let Some(publisher) = &self.direct {
             return publisher.publish(messages).await.map(|()| 0);
         }
         let mut pipe = redis::pipe();
@@ -202,7 +191,7 @@ impl Broker for RedisBroker {
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
-        if let Some((_, publisher)) = &self.direct {
+        if let Some(publisher) = &self.direct {
             publisher.check().await?;
         }
         let mut con = self.commands.clone();

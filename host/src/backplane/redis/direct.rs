@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
-use super::broker::{BrokerError, IO_TIMEOUT, Link, Payloads, Publication};
+use super::broker::{BrokerError, Link, Payloads, Publication, bounded};
 use super::resp::{self, Frame};
 
 /// Room kept free in a read buffer before reading into it.
@@ -73,7 +73,7 @@ impl Endpoint {
                 write.write_all(&out).await.map_err(unavailable)?;
                 let (bytes, frame) = reader.frame().await?;
                 if let Frame::Error(text) = frame {
-                    return Err(refusal(text_of(&bytes, text)));
+                    return Err(BrokerError::refusal(text_of(&bytes, text)));
                 }
             }
             Ok((reader, write))
@@ -94,26 +94,8 @@ impl Endpoint {
     }
 }
 
-/// Runs one exchange with the I/O timeout.
-async fn bounded<T>(work: impl Future<Output = Result<T, BrokerError>>) -> Result<T, BrokerError> {
-    tokio::time::timeout(IO_TIMEOUT, work)
-        .await
-        .unwrap_or(Err(BrokerError::Timeout(IO_TIMEOUT)))
-}
-
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
-}
-
-/// An error reply: the credentials' fault (retrying will not help) or not.
-fn refusal(text: String) -> BrokerError {
-    // `AUTH` to a Redis without a password answers `ERR AUTH <password> called without any
-    // password configured…`; a full Redis answers `ERR max number of clients reached`.
-    if text.starts_with("NOAUTH") || text.starts_with("WRONGPASS") || text.starts_with("ERR AUTH") {
-        BrokerError::Auth(text)
-    } else {
-        BrokerError::Unavailable(text)
-    }
 }
 
 fn text_of(bytes: &Bytes, range: std::ops::Range<usize>) -> String {
@@ -203,14 +185,14 @@ impl DirectLink {
         args: &[String],
         replies: usize,
     ) -> Result<(), BrokerError> {
+        if self.poisoned {
+            return Err(broke());
+        }
         let mut out = BytesMut::new();
         let parts: Vec<&[u8]> = std::iter::once(name)
             .chain(args.iter().map(String::as_bytes))
             .collect();
         resp::command(&mut out, &parts);
-        if self.poisoned {
-            return Err(broke());
-        }
         let (done, answered) = oneshot::channel();
         {
             let mut pending = self.waiting.lock();
@@ -302,8 +284,15 @@ impl Incoming {
         if (front.replies == 0 || reply.is_err())
             && let Some(waiter) = pending.waiters.pop_front()
         {
-            let _ = waiter.done.send(reply.map_err(refusal));
+            let _ = waiter.done.send(reply.map_err(BrokerError::refusal));
         }
+    }
+
+    /// No reply will come: the waiters learn it as their senders go.
+    fn end(&self) {
+        let mut pending = self.waiting.lock();
+        pending.ended = true;
+        pending.waiters.clear();
     }
 }
 
@@ -328,15 +317,6 @@ impl Stream for Incoming {
     }
 }
 
-impl Incoming {
-    /// No reply will come: the waiters learn it as their senders go.
-    fn end(&self) {
-        let mut pending = self.waiting.lock();
-        pending.ended = true;
-        pending.waiters.clear();
-    }
-}
-
 impl Drop for Incoming {
     fn drop(&mut self) {
         self.end();
@@ -355,6 +335,11 @@ impl Publisher {
             endpoint,
             connection: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Where it publishes, for the subscriber links to the same Redis.
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Publishes `messages` in one round trip.
@@ -402,7 +387,7 @@ impl Publisher {
                 }
             }
             match refused {
-                Some(text) => Err(refusal(text)),
+                Some(text) => Err(BrokerError::refusal(text)),
                 None => Ok(()),
             }
         })
