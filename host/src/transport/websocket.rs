@@ -164,8 +164,7 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         loop {
-            // Held for the poll only: the writer waits at most that long, and a direct write
-            // that finds it held leaves its frame to the writer.
+            // Held for the poll only: the writer and direct writes wait at most that long.
             let polled = self.0.lock().ws.poll_next_unpin(cx);
             return Poll::Ready(match ready!(polled) {
                 Some(Ok(Message::Text(text))) => Some(Ok(text.into())),
