@@ -8,6 +8,7 @@ use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::OnFailedUpgrade;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -44,9 +45,9 @@ impl Resumer {
     pub fn resume(&self, upgrade: WebSocketUpgrade, max_message_size: usize) -> Response {
         let sender = self.0.clone();
         configure(upgrade, max_message_size).on_upgrade(move |socket| async move {
-            let (incoming, outgoing) = halves(socket);
+            let (sink, stream) = socket.split();
             if sender
-                .send(Attachment::Transport(incoming, outgoing))
+                .send(Attachment::Transport(Incoming(stream), Outgoing::new(sink)))
                 .is_err()
             {
                 // The session ended as the socket opened; dropping the socket closes it, and
@@ -102,7 +103,8 @@ pub fn accept(
     configure(upgrade, limit).on_upgrade(move |socket| {
         let (connection, context, lease, attachments) = *parts;
         // Taken apart before the future that lives as long as the connection.
-        let (incoming, outgoing) = halves(socket);
+        let (sink, stream) = socket.split();
+        let (incoming, outgoing) = (Incoming(stream), Outgoing::new(sink));
         match attachments {
             Some(attachments) => {
                 session::serve_resumable(incoming, outgoing, connection, context, attachments)
@@ -127,7 +129,8 @@ pub fn accept_adopted(
     adopted: Adopted,
 ) -> Response {
     configure(upgrade, connection.max_message_size).on_upgrade(move |socket| {
-        let (incoming, outgoing) = halves(socket);
+        let (sink, stream) = socket.split();
+        let (incoming, outgoing) = (Incoming(stream), Outgoing::new(sink));
         session::serve_adopted(
             incoming,
             outgoing,
@@ -140,33 +143,17 @@ pub fn accept_adopted(
     })
 }
 
-/// The session's two ends of one socket. They share it under one lock, which the outbox's
-/// direct writes also take: `WebSocket::split` would add a second lock of its own (a `BiLock`
-/// and its sink's one-message slot) on every read and write.
-fn halves(socket: WebSocket) -> (Incoming, Outgoing) {
-    let shared = Arc::new(Mutex::new(Socket {
-        ws: socket,
-        close_sent: false,
-        writer_waiting: false,
-        writer_sending: false,
-        last_direct: None,
-    }));
-    (Incoming(shared.clone()), Outgoing(shared))
-}
-
 /// The socket's messages as the session's incoming stream: text and binary messages are
 /// messages, pings and pongs are the WebSocket's business, a close ends the stream; a socket
 /// that ends without a close (cut) is an error.
-pub struct Incoming(Arc<Mutex<Socket>>);
+pub struct Incoming(SplitStream<WebSocket>);
 
 impl Stream for Incoming {
     type Item = Inbound;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         loop {
-            // Held for the poll only: the writer and direct writes wait at most that long.
-            let polled = self.0.lock().ws.poll_next_unpin(cx);
-            return Poll::Ready(match ready!(polled) {
+            return Poll::Ready(match ready!(self.0.poll_next_unpin(cx)) {
                 Some(Ok(Message::Text(text))) => Some(Ok(text.into())),
                 Some(Ok(Message::Binary(data))) => Some(Ok(data)),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -179,22 +166,33 @@ impl Stream for Incoming {
 
 /// The socket as the session's sink of frames: text frames go as Text messages, binary ones
 /// as Binary; closing sends a normal Close (1000), since any other code shows as an error in
-/// the client. The writer, the connection's outbox (for direct writes) and the reader share it.
+/// the client. The writer and the connection's outbox (for direct writes) share it.
 pub struct Outgoing(Arc<Mutex<Socket>>);
 
 struct Socket {
-    ws: WebSocket,
+    sink: SplitSink<WebSocket, Message>,
     close_sent: bool,
     /// The writer's last call on the sink returned `Pending`: its task waits on the socket, and
     /// a direct write (which polls without a task to wake) would take its place there.
     writer_waiting: bool,
-    /// The writer was told the socket is ready and has not sent yet (a ping goes out while
-    /// direct writes may): the room it was promised is the writer's, not a direct frame's.
+    /// The writer was told the sink is ready and has not sent yet (a ping goes out while
+    /// direct writes may): the sink's one slot is the writer's, and a direct frame put there
+    /// meanwhile would be overwritten.
     writer_sending: bool,
     last_direct: Option<Instant>,
 }
 
 impl Outgoing {
+    fn new(sink: SplitSink<WebSocket, Message>) -> Self {
+        Self(Arc::new(Mutex::new(Socket {
+            sink,
+            close_sent: false,
+            writer_waiting: false,
+            writer_sending: false,
+            last_direct: None,
+        })))
+    }
+
     /// Runs one of the writer's calls on the sink, noting whether it left the writer waiting.
     fn poll_with<T>(
         &self,
@@ -225,7 +223,7 @@ impl Sink<Frame> for Outgoing {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_with(cx, |socket, cx| {
-            let ready = socket.ws.poll_ready_unpin(cx);
+            let ready = socket.sink.poll_ready_unpin(cx);
             socket.writer_sending = matches!(ready, Poll::Ready(Ok(())));
             ready
         })
@@ -234,25 +232,25 @@ impl Sink<Frame> for Outgoing {
     fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
         let mut socket = self.0.lock();
         socket.writer_sending = false;
-        socket.ws.start_send_unpin(message(frame))
+        socket.sink.start_send_unpin(message(frame))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.poll_with(cx, |socket, cx| socket.ws.poll_flush_unpin(cx))
+        self.poll_with(cx, |socket, cx| socket.sink.poll_flush_unpin(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_with(cx, |socket, cx| {
             if !socket.close_sent {
-                ready!(socket.ws.poll_ready_unpin(cx))?;
+                ready!(socket.sink.poll_ready_unpin(cx))?;
                 let close = CloseFrame {
                     code: close_code::NORMAL,
                     reason: Utf8Bytes::from_static(""),
                 };
-                socket.ws.start_send_unpin(Message::Close(Some(close)))?;
+                socket.sink.start_send_unpin(Message::Close(Some(close)))?;
                 socket.close_sent = true;
             }
-            socket.ws.poll_close_unpin(cx)
+            socket.sink.poll_close_unpin(cx)
         })
     }
 }
@@ -278,16 +276,20 @@ impl DirectWrite for DirectSocket {
         // No task waits on what these polls register: the writer's own next poll registers
         // its waker again, and it is woken to flush whatever is left (`Unflushed`).
         let mut cx = Context::from_waker(Waker::noop());
-        match socket.ws.poll_ready_unpin(&mut cx) {
+        match socket.sink.poll_ready_unpin(&mut cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) | Poll::Pending => return Direct::NotNow,
         }
-        if socket.ws.start_send_unpin(message(frame.clone())).is_err() {
+        if socket
+            .sink
+            .start_send_unpin(message(frame.clone()))
+            .is_err()
+        {
             // Nothing taken; the writer meets the same error.
             return Direct::NotNow;
         }
         socket.last_direct = Some(Instant::now());
-        match socket.ws.poll_flush_unpin(&mut cx) {
+        match socket.sink.poll_flush_unpin(&mut cx) {
             Poll::Ready(Ok(())) => Direct::Written,
             // The writer's flush finishes the write, or reports the error.
             Poll::Ready(Err(_)) | Poll::Pending => Direct::Unflushed,
