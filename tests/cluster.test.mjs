@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { connect, record, waitUntil } from "./support/client.mjs";
+import { connect, record, waitUntil, within } from "./support/client.mjs";
 import { metric, startHost, waitReady } from "./support/host.mjs";
 import { startRedisCluster } from "./support/redis.mjs";
 import { routingSuite, startBackendHost } from "./support/routing.mjs";
@@ -111,14 +111,14 @@ async function messagesThrough(cluster, hosts, disrupt) {
   const flow = (async () => {
     while (sending) {
       sent += 1;
-      await sender.invoke("Send", "flow", String(sent));
+      await within(sender.invoke("Send", "flow", String(sent)), `the completion of flow message ${sent}`);
       await new Promise((r) => setTimeout(r, 2));
     }
   })();
   await waitUntil(() => got.every((g) => g.length > 20), "messages flowing before the disruption", 10_000);
-  await disrupt();
+  await within(disrupt(), "the disruption", 60_000);
   sending = false;
-  await flow;
+  await within(flow, "the flow of messages to stop");
   // Subscriptions are back once a probe reaches every listener.
   let probes = 0;
   const probed = () => got.every((g) => g.some(([name]) => name === "probe"));
@@ -126,11 +126,11 @@ async function messagesThrough(cluster, hosts, disrupt) {
   while (!probed()) {
     if (Date.now() - started > 20_000) throw new Error("subscriptions were not restored within 20 s");
     probes += 1;
-    await sender.invoke("Send", "probe", String(probes));
+    await within(sender.invoke("Send", "probe", String(probes)), `the completion of probe ${probes}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   const firstAfter = got.map((g) => g.length);
-  for (let i = 1; i <= 200; i++) await sender.invoke("Send", "after", String(i));
+  for (let i = 1; i <= 200; i++) await within(sender.invoke("Send", "after", String(i)), `the completion of message ${i} after`);
   await waitUntil(() => got.every((g) => g.filter(([name]) => name === "after").length === 200), "every message after the disruption", 10_000);
   const lost = [];
   for (const [i, g] of got.entries()) {

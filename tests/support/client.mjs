@@ -70,6 +70,23 @@ export async function waitUntilAsync(predicate, what = "condition", timeoutMs = 
   }
 }
 
+/**
+ * Resolves as `promise` does, or fails naming `what` after `timeoutMs`: for waits a test cannot
+ * leave unbounded (an invocation whose completion never comes would otherwise hang the file
+ * until the runner's timeout, which says nothing of where).
+ */
+export async function within(promise, what, timeoutMs = 10_000) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 let sentinels = 0;
 
 /**
