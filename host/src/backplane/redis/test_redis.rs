@@ -2,6 +2,7 @@
 
 use std::process::{Child, Command, Stdio};
 
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
 use super::direct::Endpoint;
@@ -14,20 +15,33 @@ pub(super) struct RedisServer {
 
 impl RedisServer {
     pub(super) async fn start(password: Option<&str>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = spawn(port, password);
-        // Killed by its drop if it does not come up.
-        let server = Self { child, port };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        for _ in 0..5 {
+            let port = free_port();
+            // Killed by its drop if it does not come up.
+            let mut server = Self {
+                child: spawn(port, password),
+                port,
+            };
+            if server.came_up().await {
                 return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 ports");
+    }
+
+    /// Waits until it listens; false if it exited first (its port was taken meanwhile).
+    async fn came_up(&mut self) -> bool {
+        for _ in 0..500 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                // Whatever answered, if this one has exited it was another process.
+                return matches!(self.child.try_wait(), Ok(None));
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        panic!("redis-server did not start");
+        false
     }
 
     /// Stops it, as a crash would.
@@ -53,6 +67,24 @@ impl RedisServer {
         let info =
             redis::IntoConnectionInfo::into_connection_info(self.url(password)).expect("a URL");
         Endpoint::of(&info).expect("plain TCP")
+    }
+}
+
+/// A port free now that no other test of this process was given: the tests run in parallel,
+/// and the kernel may hand the same free port to two of them, whose second `redis-server` then
+/// fails to bind while its test talks to the first one's (and is reset when that one stops).
+fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut given = GIVEN.lock();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
     }
 }
 
