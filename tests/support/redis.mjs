@@ -4,16 +4,28 @@
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:net";
 
-/** A free TCP port on 127.0.0.1 (the OS picks; released just before use). */
-export function freePort() {
-  return new Promise((res, rej) => {
-    const server = createServer();
-    server.once("error", rej);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => res(port));
+const given = new Set();
+
+/**
+ * A free TCP port on 127.0.0.1 (the OS picks; released just before use) that this process has
+ * not handed out before: a released port may be offered again, and a second server on it would
+ * fail to bind while its test talked to the first one's.
+ */
+export async function freePort() {
+  while (true) {
+    const port = await new Promise((res, rej) => {
+      const server = createServer();
+      server.once("error", rej);
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address();
+        server.close(() => res(port));
+      });
     });
-  });
+    if (!given.has(port)) {
+      given.add(port);
+      return port;
+    }
+  }
 }
 
 /** Spawns redis-server with `args` and waits until `ping()` answers PONG. */
