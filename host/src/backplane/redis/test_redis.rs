@@ -32,16 +32,20 @@ impl RedisServer {
     /// Waits until it listens; false if it exited first (its port was taken meanwhile).
     async fn came_up(&mut self) -> bool {
         for _ in 0..500 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
+            if !self.running() {
                 return false;
             }
             if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                // Whatever answered, if this one has exited it was another process.
-                return matches!(self.child.try_wait(), Ok(None));
+                // If this one has exited meanwhile, another process answered.
+                return self.running();
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         false
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Stops it, as a crash would.
